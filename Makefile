@@ -1,0 +1,35 @@
+# make run   — set up .venv if needed and run mitmdump with the bgfetch addon (ARGS="..." appended)
+# make test  — the same set-up, then the whole test suite
+# make bench — the benchmarks in bench/, side by side with plain mitmdump and direct curl
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+ARGS   ?=
+PYTEST_ARGS ?=
+
+# Python >= 3.12: python3.13, else python3.12, also when pyenv has them but does not expose them.
+PYTHON := $(shell for v in 3.13 3.12; do \
+	for c in python$$v $$(ls -d $$HOME/.pyenv/versions/$$v*/bin/python$$v /usr/local/bin/python$$v /usr/bin/python$$v 2>/dev/null); do \
+		$$c -c 'import sys; assert sys.version_info >= (3, 12)' >/dev/null 2>&1 && { echo $$c; exit 0; }; \
+	done; done)
+
+.PHONY: run test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	@test -n "$(PYTHON)" || { echo "bgfetch needs Python 3.12 or newer (python3.13 or python3.12 on PATH)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(VENV)/bin/mitmdump -s addon.py $(ARGS)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed
+	$(PY) -m bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""The background fetch store: SQLite bodies, transfers, registrations and the local web app."""

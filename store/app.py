@@ -1,0 +1,23 @@
+"""The store's tornado applications: the internal one behind the proxy, the public listen port."""
+
+import tornado.web
+
+from . import api, proxied
+from .service import Store
+
+
+def make_app(store: Store, *, secret: str | None, token: str | None, public_host: str) -> tornado.web.Application:
+    """`secret` set: the internal app, which answers only the proxy and also takes its flows."""
+    api_options = {"store": store, "secret": secret, "token": token}
+    routes = [(path, handler, api_options) for path, handler in api.ROUTES]
+    if secret is not None:  # flows of any client: the origin's credentials, not the API token
+        flow_options = {"store": store, "secret": secret, "token": None}
+        routes += [
+            (r"/_bgfetch/fetch", proxied.ProxiedFetch, flow_options),
+            (r"/_bgfetch/stored", proxied.ProxiedStored, flow_options),
+        ]
+    return tornado.web.Application(
+        routes,
+        public_host=public_host,
+        compress_response=False,
+    )

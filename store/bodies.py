@@ -1,0 +1,125 @@
+"""Record bodies in and out of SQLite chunks: the sink a transfer writes, the reader a response streams."""
+
+import asyncio
+import re
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+
+from . import tables
+from .writer import Writer
+
+CHUNK_BYTES = 1024 * 1024
+FLUSH_SECONDS = 0.25
+IN_FLIGHT = 8
+
+
+class BodySink:
+    """Buffers upstream bytes into chunks and commits them through the writer.
+
+    A chunk is committed when it reaches CHUNK_BYTES or has waited FLUSH_SECONDS, so a
+    slow transfer is readable (and survives a crash) a quarter second behind the wire.
+    At most IN_FLIGHT chunks wait for the writer: a fast upstream is slowed to disk speed.
+    """
+
+    def __init__(
+        self,
+        writer: Writer,
+        record_id: int,
+        generation: int,
+        offset: int,
+        on_commit: Callable[[int], None],
+    ) -> None:
+        self.writer = writer
+        self.record_id = record_id
+        self.generation = generation
+        self.offset = offset
+        self.on_commit = on_commit
+        self._buffer = bytearray()
+        self._since = 0.0
+        self._pending: deque[asyncio.Future] = deque()
+
+    @property
+    def position(self) -> int:
+        """Where the next byte goes: committed, in flight and buffered bytes counted."""
+        return self.offset + len(self._buffer)
+
+    async def write(self, data: bytes) -> None:
+        if not self._buffer:
+            self._since = time.monotonic()
+        self._buffer += data
+        if len(self._buffer) >= CHUNK_BYTES or time.monotonic() - self._since >= FLUSH_SECONDS:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self._buffer:
+            data, self._buffer = bytes(self._buffer), bytearray()
+            future = self.writer.submit(
+                tables.append_chunk, self.record_id, self.generation, self.offset, data,
+                size=len(data),
+            )
+            future.add_done_callback(lambda _: self.on_commit(self.record_id))
+            self._pending.append(future)
+            self.offset += len(data)
+        while len(self._pending) > IN_FLIGHT:
+            await self._pending.popleft()
+
+    async def close(self) -> None:
+        """Commit what is buffered and wait until every chunk is on disk."""
+        await self.flush()
+        while self._pending:
+            await self._pending.popleft()
+
+
+def read(conn: sqlite3.Connection, record_id: int, start: int, end: int) -> Iterator[bytes]:
+    """Committed bytes of a record from `start` up to `end` (exclusive), chunk by chunk.
+
+    Stops early where the committed bytes end; the caller waits for more and asks again.
+    """
+    pos = start
+    while pos < end:
+        rows = tables.chunks_from(conn, record_id, pos)
+        if not rows:
+            return
+        for row in rows:
+            if row["offset"] > pos:
+                return
+            with conn.blobopen("chunks", "data", row["id"], readonly=True) as blob:
+                blob.seek(pos - row["offset"])
+                data = blob.read(min(row["size"], end - row["offset"]) - (pos - row["offset"]))
+            pos += len(data)
+            yield data
+            if pos >= end:
+                return
+
+
+class Unsatisfiable(Exception):
+    """The Range header asks for nothing inside the body."""
+
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def parse_range(header: str | None, size: int | None) -> tuple[int, int] | None:
+    """A single `Range: bytes=...` as (start, end exclusive); None means the whole body.
+
+    Multiple ranges, other units and an unknown size are answered with the whole body,
+    as RFC 9110 allows; a range wholly past the end raises Unsatisfiable.
+    """
+    if not header or size is None:
+        return None
+    match = _RANGE.match(header.strip())
+    if not match or match.groups() == ("", ""):
+        return None
+    first, last = match.groups()
+    if first == "":
+        if int(last) == 0 or size == 0:
+            raise Unsatisfiable(header)
+        return max(0, size - int(last)), size
+    start = int(first)
+    if last != "" and int(last) < start:
+        return None  # not a valid range: ignored
+    if start >= size:
+        raise Unsatisfiable(header)
+    return start, size if last == "" else min(int(last) + 1, size)

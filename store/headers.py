@@ -1,0 +1,53 @@
+"""Which HTTP header fields cross between client, store and origin."""
+
+import hashlib
+import json
+from collections.abc import Iterable
+
+HOP_BY_HOP = {
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+    "te", "trailer", "transfer-encoding", "upgrade",
+}
+# Not sent upstream: the store fetches the whole entity itself, unencoded, unconditionally.
+NOT_UPSTREAM = HOP_BY_HOP | {
+    "host", "content-length", "range", "if-range", "accept-encoding", "if-none-match",
+    "if-modified-since", "if-match", "if-unmodified-since", "background-fetch",
+}
+# Not replayed from a stored response: framing is the store's, cookies are per client.
+NOT_REPLAYED = HOP_BY_HOP | {"content-length", "content-range", "set-cookie", "date", "age"}
+CREDENTIALS = ("authorization", "cookie")
+INTERNAL_PREFIX = "x-bgfetch-"
+# What the proxy adds to the flows it redirects to the store (client copies are removed first).
+SECRET = "X-Bgfetch-Secret"
+SPEC = "X-Bgfetch-Spec"
+URL = "X-Bgfetch-Url"
+RECORD = "X-Bgfetch-Record"
+
+
+def upstream(fields: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [
+        (k, v) for k, v in fields
+        if k.lower() not in NOT_UPSTREAM and not k.lower().startswith(INTERNAL_PREFIX)
+    ]
+
+
+def replayed(fields: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in fields if k.lower() not in NOT_REPLAYED]
+
+
+def credential_key(fields: Iterable[tuple[str, str]]) -> str:
+    """A hash of the request's credentials ('' without any): part of a stored URL's key."""
+    found = sorted((k.lower(), v) for k, v in fields if k.lower() in CREDENTIALS)
+    if not found:
+        return ""
+    return hashlib.sha256(repr(found).encode()).hexdigest()
+
+
+def first(fields: Iterable[tuple[str, str]], name: str) -> str | None:
+    name = name.lower()
+    return next((v for k, v in fields if k.lower() == name), None)
+
+
+def parse(text: str | None) -> list[tuple[str, str]]:
+    """Header fields as stored: a JSON list of [name, value] pairs."""
+    return [(k, v) for k, v in json.loads(text or "[]")]

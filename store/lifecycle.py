@@ -1,0 +1,56 @@
+"""The registration lifecycle as one table: state + event -> next state.
+
+States follow the spec's registration plus bgfetch's transfer view:
+
+    pending --start--> fetching --succeed--> done (result "success")
+       ^                  |  \\--fail-----> done (result "failure", failureReason)
+       |                pause
+       |                  v
+       +----retry----- paused
+    pending/fetching/paused --abort--> done (failure, "aborted")
+    pending/fetching/paused --fail---> done (failure, the reason)
+
+A transition that the table does not hold raises `LifecycleError`.
+"""
+
+ACTIVE = ("pending", "fetching", "paused")
+FAILURE_REASONS = (
+    "aborted",
+    "bad-status",
+    "fetch-error",
+    "quota-exceeded",
+    "download-total-exceeded",
+)
+
+TRANSITIONS: dict[tuple[str, str], str] = {
+    ("pending", "start"): "fetching",
+    ("fetching", "pause"): "paused",
+    ("paused", "retry"): "pending",
+    ("fetching", "succeed"): "done",
+    **{(state, "fail"): "done" for state in ACTIVE},
+    **{(state, "abort"): "done" for state in ACTIVE},
+}
+
+
+class LifecycleError(Exception):
+    """The event is not allowed in the registration's current state."""
+
+
+def next_state(state: str, event: str) -> str:
+    try:
+        return TRANSITIONS[(state, event)]
+    except KeyError:
+        raise LifecycleError(f"cannot {event} a registration that is {state}") from None
+
+
+def outcome(event: str, reason: str = "") -> tuple[str, str]:
+    """The spec's (result, failureReason) after `event`."""
+    if event == "succeed":
+        return "success", ""
+    if event == "abort":
+        return "failure", "aborted"
+    if event == "fail":
+        if reason not in FAILURE_REASONS:
+            raise LifecycleError(f"unknown failure reason {reason!r}")
+        return "failure", reason
+    return "", ""

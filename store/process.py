@@ -1,0 +1,74 @@
+"""Starting the store process beside the proxy, and stopping it: the addon's only handle on it."""
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+logger = logging.getLogger("bgfetch.store")
+
+READY_TIMEOUT = 20.0
+STOP_TIMEOUT = 5.0
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+class StoreError(Exception):
+    """The store process did not start."""
+
+
+class StoreProcess:
+    """`python -m store` as a child: secrets on its stdin, which stays open as its lifeline;
+    its log lines are relayed to `logging`; `ports` once it is ready."""
+
+    def __init__(self, args: list[str], secrets: dict) -> None:
+        self.args = args
+        self.secrets = secrets
+        self.proc: asyncio.subprocess.Process | None = None
+        self.ports: dict = {}
+        self._relay: asyncio.Task | None = None
+
+    async def start(self) -> dict:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")])))
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "store", *self.args,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=env, start_new_session=False,
+        )
+        self.proc.stdin.write(json.dumps(self.secrets).encode() + b"\n")
+        await self.proc.stdin.drain()
+        self._relay = asyncio.create_task(self._relay_log(self.proc.stderr))
+        try:
+            line = await asyncio.wait_for(self.proc.stdout.readline(), READY_TIMEOUT)
+            self.ports = json.loads(line)
+        except (TimeoutError, json.JSONDecodeError) as exc:
+            await self.stop()
+            raise StoreError(f"the bgfetch store did not start (exit code {self.proc.returncode}); see the log above") from exc
+        return self.ports
+
+    async def stop(self) -> None:
+        """Close the lifeline, then wait; terminate and kill only if it does not go."""
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        if proc.returncode is None:
+            proc.stdin.close()
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        if self._relay:
+            await asyncio.gather(self._relay, return_exceptions=True)
+
+    @staticmethod
+    async def _relay_log(stream: asyncio.StreamReader) -> None:
+        while line := await stream.readline():
+            text = line.decode(errors="replace").rstrip()
+            level, _, message = text.partition(" ")
+            levelno = logging.getLevelName(level)
+            if isinstance(levelno, int):
+                logger.log(levelno, message)
+            else:
+                logger.warning(text)

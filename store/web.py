@@ -1,0 +1,144 @@
+"""The store's local web app: the base handler, problem answers, and streaming a record's body."""
+
+import hmac
+import json
+import logging
+
+import tornado.web
+from tornado.iostream import StreamClosedError
+
+from . import bodies, headers, tables
+from .service import Store
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_BASE = "https://bgfetch.dev/problems/"
+
+
+class StoreHandler(tornado.web.RequestHandler):
+    """Base of every route: the shared secret on the internal port, the API token, problem+json."""
+
+    def initialize(self, store: Store, secret: str | None, token: str | None) -> None:
+        self.store = store
+        self.secret = secret
+        self.token = token
+
+    def prepare(self) -> None:
+        if self.secret is not None and not _same(self.request.headers.get(headers.SECRET), self.secret):
+            self.problem(403, "forbidden", "This port answers only the bgfetch proxy.")
+            return
+        if self.token and not _same(self.request.headers.get("Authorization"), f"Bearer {self.token}"):
+            self.set_header("WWW-Authenticate", 'Bearer realm="bgfetch"')
+            self.problem(401, "unauthorized", "Send Authorization: Bearer <bgfetch_token>.")
+
+    def set_default_headers(self) -> None:
+        self.clear_header("Server")
+
+    def problem(self, status: int, kind: str, detail: str, **extra) -> None:
+        """Finish with an RFC 9457 problem+json answer."""
+        self.clear()
+        self.set_status(status)
+        self.set_header("Content-Type", "application/problem+json")
+        self.finish(json.dumps({
+            "type": PROBLEM_BASE + kind,
+            "title": kind.replace("-", " ").capitalize(),
+            "status": status,
+            "detail": detail,
+            **extra,
+        }))
+
+    def send_json(self, value, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(value))
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        self.problem(status_code, "error", self._reason)
+
+    async def serve_record(self, record_id: int) -> None:
+        """Answer with a stored body — Range, HEAD, and read-while-writer included."""
+        record = await self._wait_for_response(record_id)
+        if record is None:
+            return
+        size = record["size"]
+        try:
+            span = bodies.parse_range(self._range_header(record), size)
+        except bodies.Unsatisfiable:
+            self.set_header("Content-Range", f"bytes */{size}")
+            self.problem(416, "range-not-satisfiable", f"The body has {size} bytes.")
+            return
+        start, end = span or (0, size)
+        self.clear_header("Content-Type")
+        for name, value in headers.replayed(headers.parse(record["response_headers"])):
+            self.add_header(name, value)
+        self.set_header("Accept-Ranges", "bytes")
+        if span:
+            self.set_status(206)
+            self.set_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+        if end is not None:
+            self.set_header("Content-Length", str(end - start))
+        if self.request.method == "HEAD":
+            self.finish()
+            return
+        await self._stream(record, start, end)
+
+    def _range_header(self, record) -> str | None:
+        """The client's Range, unless its If-Range names another version."""
+        wanted = self.request.headers.get("If-Range")
+        fields = headers.parse(record["response_headers"])
+        if wanted and wanted not in (headers.first(fields, "etag"), headers.first(fields, "last-modified")):
+            return None
+        return self.request.headers.get("Range")
+
+    async def _wait_for_response(self, record_id: int):
+        """The record once its response headers are known; None after answering a problem."""
+        while True:
+            record = tables.record(self.store.db, record_id)
+            registration = self.store.get(record["registration_id"])
+            if record["status"] is not None and 200 <= record["status"] < 300:
+                if registration["result"] != "failure":
+                    return record
+            if registration["result"] == "failure":
+                self.problem(
+                    record["status"] if (record["status"] or 0) >= 400 else 502,
+                    registration["failureReason"],
+                    registration["lastError"] or "The background fetch failed.",
+                    registration=registration,
+                )
+                return None
+            if registration["state"] == "paused":
+                self.set_header("Retry-After", "5")
+                self.problem(
+                    503, "paused",
+                    f"The origin cannot be reached now ({registration['lastError']}); "
+                    "bgfetch keeps trying in the background.",
+                    registration=registration,
+                )
+                return None
+            await self.store.changed()
+
+    async def _stream(self, record, start: int, end: int | None) -> None:
+        """Write bytes as they are committed; a client that leaves costs nothing more."""
+        record_id, generation, pos = record["id"], record["generation"], start
+        try:
+            while end is None or pos < end:
+                for data in bodies.read(self.store.db, record_id, pos, end if end is not None else 2**62):
+                    self.write(data)
+                    pos += len(data)
+                    await self.flush()
+                record = tables.record(self.store.db, record_id)
+                if record["generation"] != generation or record["status"] is None:
+                    raise StreamClosedError()  # the entity changed: never mix two versions
+                if record["complete"] and pos >= record["stored"]:
+                    break
+                if self.store.get(record["registration_id"])["result"] == "failure":
+                    raise StreamClosedError()
+                if pos >= record["stored"]:
+                    await self.store.changed()
+            self.finish()
+        except (StreamClosedError, tables.NotFound):
+            self.request.connection.close()
+
+
+def _same(given: str | None, expected: str) -> bool:
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())

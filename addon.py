@@ -47,7 +47,7 @@ class BackgroundFetch:
         loader.add_option("bgfetch_quota", str, "", "Most bytes the store may hold, e.g. 20GB (empty: no limit).")
         loader.add_option("bgfetch_webhook", str, "", "URL that receives each background fetch event as a JSON POST.")
         loader.add_option("bgfetch_token", str, "", "When set, the API requires Authorization: Bearer <token>.")
-        loader.add_option("bgfetch_retry_cap", float, 30.0, "Longest wait, in seconds, between retries of a paused fetch.")
+        loader.add_option("bgfetch_retry_cap", int, 30, "Longest wait, in seconds, between retries of a paused fetch.")
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
@@ -62,8 +62,8 @@ class BackgroundFetch:
             raise exceptions.OptionsError("bgfetch_concurrency must be 1 or more")
         if not 0 <= opts.bgfetch_listen_port < 65536:
             raise exceptions.OptionsError("bgfetch_listen_port must be a port number, or 0 for none")
-        if opts.bgfetch_retry_cap <= 0:
-            raise exceptions.OptionsError("bgfetch_retry_cap must be a positive number of seconds")
+        if opts.bgfetch_retry_cap < 1:
+            raise exceptions.OptionsError("bgfetch_retry_cap must be 1 second or more")
         if opts.bgfetch_quota:
             try:
                 parse_size(opts.bgfetch_quota)

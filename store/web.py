@@ -28,15 +28,19 @@ class StoreHandler(tornado.web.RequestHandler):
             self.problem(403, "forbidden", "This port answers only the bgfetch proxy.")
             return
         if self.token and not _same(self.request.headers.get("Authorization"), f"Bearer {self.token}"):
-            self.set_header("WWW-Authenticate", 'Bearer realm="bgfetch"')
-            self.problem(401, "unauthorized", "Send Authorization: Bearer <bgfetch_token>.")
+            self.problem(
+                401, "unauthorized", "Send Authorization: Bearer <bgfetch_token>.",
+                headers={"WWW-Authenticate": 'Bearer realm="bgfetch"'},
+            )
 
     def set_default_headers(self) -> None:
         self.clear_header("Server")
 
-    def problem(self, status: int, kind: str, detail: str, **extra) -> None:
-        """Finish with an RFC 9457 problem+json answer."""
+    def problem(self, status: int, kind: str, detail: str, headers: dict | None = None, **extra) -> None:
+        """Finish with an RFC 9457 problem+json answer (and these response `headers`)."""
         self.clear()
+        for name, value in (headers or {}).items():
+            self.set_header(name, value)
         self.set_status(status)
         self.set_header("Content-Type", "application/problem+json")
         self.finish(json.dumps({
@@ -64,8 +68,10 @@ class StoreHandler(tornado.web.RequestHandler):
         try:
             span = bodies.parse_range(self._range_header(record), size)
         except bodies.Unsatisfiable:
-            self.set_header("Content-Range", f"bytes */{size}")
-            self.problem(416, "range-not-satisfiable", f"The body has {size} bytes.")
+            self.problem(
+                416, "range-not-satisfiable", f"The body has {size} bytes.",
+                headers={"Content-Range": f"bytes */{size}"},
+            )
             return
         start, end = span or (0, size)
         self.clear_header("Content-Type")
@@ -107,9 +113,8 @@ class StoreHandler(tornado.web.RequestHandler):
                 )
                 return None
             if registration["state"] == "paused":
-                self.set_header("Retry-After", "5")
                 self.problem(
-                    503, "paused",
+                    503, "paused", headers={"Retry-After": "5"}, detail=
                     f"The origin cannot be reached now ({registration['lastError']}); "
                     "bgfetch keeps trying in the background.",
                     registration=registration,

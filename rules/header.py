@@ -1,0 +1,119 @@
+"""Parsing the Background-Fetch request header, an RFC 8941 dictionary."""
+
+import difflib
+
+import http_sfv
+
+from rules.spec import CHECKS
+
+HEADER = "Background-Fetch"
+EXAMPLE = 'id="ep-5", title="Episode 5"'
+PROBLEM_TYPE = "https://bgfetch.dev/problems/bad-header"
+
+# header key -> (python name, the http_sfv type of its value, that type in words)
+KEYS = {
+    "id": ("id", str, "a quoted string"),
+    "title": ("title", str, "a quoted string"),
+    "download-total": ("download_total", int, "a positive integer of bytes"),
+    "respond": ("respond", http_sfv.Token, "the token stream or accepted, without quotes"),
+    "integrity": ("integrity", str, 'a quoted string "sha256-<base64>"'),
+}
+
+
+class HeaderError(ValueError):
+    """An invalid Background-Fetch header: which key (or "" for all of it) and why."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        where = f'{HEADER}: key "{key}": ' if key else f"{HEADER}: "
+        super().__init__(where + reason)
+
+    def problem(self) -> dict[str, object]:
+        """The error as an RFC 9457 problem object for a 400 response."""
+        return {
+            "type": PROBLEM_TYPE,
+            "title": f"Invalid {HEADER} header",
+            "status": 400,
+            "detail": str(self),
+            "key": self.key,
+        }
+
+
+def parse_header(value: str) -> dict[str, object]:
+    """The fields a Background-Fetch header sets, by python name; HeaderError when invalid."""
+    data = value.strip().encode("utf-8", "surrogatepass")
+    if not data:
+        raise HeaderError("", f"the value is empty; send ?1 for defaults or a dictionary such as {EXAMPLE}")
+    if data.startswith(b"?"):
+        return _parse_boolean(data)
+    members = http_sfv.Dictionary()
+    _sf_parse(members, data)
+    return dict(_field(key, member) for key, member in members.items())
+
+
+def _parse_boolean(data: bytes) -> dict[str, object]:
+    """{} for the bare boolean ?1 (defaults for everything); HeaderError otherwise."""
+    item = http_sfv.Item()
+    _sf_parse(item, data)
+    if item.params:
+        raise HeaderError("", f"?1 takes no parameters, got {item}")
+    if item.value is not True:
+        reason = "?0 is not allowed: the header turns a background fetch on; remove it to turn it off"
+        raise HeaderError("", reason)
+    return {}
+
+
+def _sf_parse(structure, data: bytes) -> None:
+    """Parse data into an http_sfv structure; HeaderError naming the syntax problem."""
+    try:
+        structure.parse(data)
+    except ValueError as exc:
+        raise HeaderError(
+            "",
+            f"not a valid structured-field dictionary (RFC 8941): {_innermost(exc)}; "
+            f"expected ?1 or a dictionary such as {EXAMPLE}",
+        ) from None
+
+
+def _innermost(exc: BaseException) -> str:
+    """The message of the deepest ValueError that has one (http_sfv chains bare ones)."""
+    message = ""
+    while exc is not None:
+        if isinstance(exc, ValueError) and str(exc):
+            message = str(exc)
+        exc = exc.__cause__
+    return message or "unknown syntax error"
+
+
+def _field(key: str, member) -> tuple[str, object]:
+    """(python name, value) of one dictionary member, checked; HeaderError when wrong."""
+    if key not in KEYS:
+        raise HeaderError(key, _unknown_key(key))
+    name, kind, words = KEYS[key]
+    if not isinstance(member, http_sfv.Item) or type(member.value) is not kind:
+        raise HeaderError(key, f"must be {words}, got {_shown(member)}")
+    if member.params:
+        raise HeaderError(key, f"takes no parameters, got {_shown(member)}")
+    value = str(member.value) if kind is http_sfv.Token else member.value
+    try:
+        CHECKS[name](value)
+    except ValueError as exc:
+        raise HeaderError(key, f"{exc}, got {_shown(member)}") from None
+    return name, value
+
+
+def _unknown_key(key: str) -> str:
+    """Why an unknown key is refused, with the nearest known key when there is one."""
+    known = ", ".join(KEYS)
+    guess = difflib.get_close_matches(key, KEYS, n=1)
+    hint = f'; did you mean "{guess[0]}"?' if guess else ""
+    return f"is not a {HEADER} key; the keys are {known}{hint}"
+
+
+def _shown(member) -> str:
+    """A member as the header spelled it, cut short when long."""
+    text = str(member)
+    if isinstance(member, http_sfv.Item) and member.value is True and not member.params:
+        text = "?1 (what a key alone means)"
+    return text if len(text) <= 80 else text[:77] + "..."

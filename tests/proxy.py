@@ -1,0 +1,129 @@
+"""A real `mitmdump -s addon.py` on free ports, for end-to-end tests: start, kill -9, restart."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+MITMDUMP = Path(sys.executable).parent / "mitmdump"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Proxy:
+    """mitmdump with the bgfetch addon; its store's API also on a listen port for the tests."""
+
+    def __init__(self, workdir: Path, *options: str) -> None:
+        self.workdir = workdir
+        self.options = options
+        self.db = workdir / "bgfetch.sqlite3"
+        self.port = free_port()
+        self.listen_port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.log = workdir / "mitmdump.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> "Proxy":
+        args = [
+            str(MITMDUMP), "-s", str(ROOT / "addon.py"), "-p", str(self.port),
+            "--listen-host", "127.0.0.1", "--set", f"confdir={self.workdir / 'conf'}",
+            "--set", f"bgfetch_db={self.db}", "--set", f"bgfetch_listen_port={self.listen_port}",
+            "--set", "bgfetch_retry_cap=1",
+        ]
+        for option in self.options:
+            args += ["--set", option]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mitmdump exited {self.proc.returncode}:\n{self.log.read_text()}")
+            try:
+                if httpx.get(self.api_url("/api/fetches"), timeout=1).status_code in (200, 401):
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError(f"mitmdump did not get ready:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        self._wait_store_gone()
+
+    def kill(self) -> None:
+        """`kill -9` mitmproxy: the store must notice and go by itself."""
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+        self._wait_store_gone()
+
+    def _wait_store_gone(self, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _store_running(self.db):
+            time.sleep(0.05)
+
+    def api_url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.listen_port}{path}"
+
+    def api(self, method: str, path: str, **kwargs) -> httpx.Response:
+        return httpx.request(method, self.api_url(path), timeout=10, **kwargs)
+
+    def registration(self, reg_id: str) -> dict:
+        return self.api("GET", f"/api/fetches/{reg_id}").json()
+
+    def wait_for(self, reg_id: str, timeout: float = 30, **expected) -> dict:
+        """Poll the registration until every `expected` field has its value."""
+        deadline = time.monotonic() + timeout
+        while True:
+            response = self.api("GET", f"/api/fetches/{reg_id}")
+            found = response.json() if response.status_code == 200 else {}
+            if found and all(found.get(k) == v for k, v in expected.items()):
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{reg_id}: wanted {expected}, have {found}\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.05)
+
+    def client(self, **kwargs) -> httpx.Client:
+        return httpx.Client(proxy=self.url, timeout=30, **kwargs)
+
+
+def _store_running(db: Path) -> bool:
+    """Whether a store process still holds the database's lock."""
+    import fcntl
+
+    lock = Path(str(db) + ".lock")
+    if not lock.exists():
+        return False
+    with open(lock, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def curl(proxy: Proxy, url: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["curl", "-sS", "-x", proxy.url, *args, url], capture_output=True, timeout=timeout,
+        env={k: v for k, v in os.environ.items() if "proxy" not in k.lower()},
+    )

@@ -1,4 +1,4 @@
-"""Measuring tools: curl timings, background-fetch polling, peak RSS and CPU from /proc, medians, body files."""
+"""Measuring tools: body files, curl timings, background-fetch polling, peak RSS and CPU from /proc, the machine."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import os
 import platform
 import re
 import sqlite3
-import statistics
 import subprocess
 import sys
 import time
@@ -118,18 +117,26 @@ def curl_sha256(url: str, proxy: str | None = None, timeout: float = 600) -> tup
 # --------------------------------------------------------------------------- background fetch
 
 
-def get_json(port: int, path: str, timeout: float = 5.0) -> tuple[int, dict | None]:
-    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
+class Api:
+    """A keep-alive connection to the store's listen port that times each GET."""
+
+    def __init__(self, port: int):
+        self.conn = http.client.HTTPConnection(LOOPBACK, port, timeout=30)
+
+    def get(self, path: str) -> tuple[float, int, dict | None]:
+        """(seconds, status, JSON body or None) of one GET."""
+        t0 = time.perf_counter()
+        self.conn.request("GET", path)
+        resp = self.conn.getresponse()
         body = resp.read()
+        seconds = time.perf_counter() - t0
         try:
-            return resp.status, json.loads(body)
+            return seconds, resp.status, json.loads(body)
         except ValueError:
-            return resp.status, None
-    finally:
-        conn.close()
+            return seconds, resp.status, None
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def background_fetch(proxy: str, api_port: int, url: str, fetch_id: str, size: int, timeout: float) -> tuple[float, dict]:
@@ -142,24 +149,22 @@ def background_fetch(proxy: str, api_port: int, url: str, fetch_id: str, size: i
     deadline = t0 + timeout
     path = f"/api/fetches/{fetch_id}"
     reg: dict | None = None
-    conn = http.client.HTTPConnection(LOOPBACK, api_port, timeout=10)  # keep-alive polling
+    api = Api(api_port)
     try:
         while True:
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            body = resp.read()
+            _, status, body = api.get(path)
             now = time.perf_counter()
-            if resp.status == 200:
-                reg = json.loads(body)
+            if status == 200:
+                reg = body
                 if reg.get("result"):
                     break
-            elif resp.status != 404:  # 404 only in the instant before the store registers it
-                raise RuntimeError(f"GET {path} answered {resp.status}: {body[:300]!r}")
+            elif status != 404:  # 404 only in the instant before the store registers it
+                raise RuntimeError(f"GET {path} answered {status}: {str(body)[:300]}")
             if now > deadline:
                 raise RuntimeError(f"{fetch_id}: no result after {timeout:.0f} s (last: {reg})")
             time.sleep(0.02)
     finally:
-        conn.close()
+        api.close()
     if reg["result"] != "success":
         raise RuntimeError(f"{fetch_id} ended with result={reg['result']!r} failureReason={reg.get('failureReason')!r} "
                            f"lastError={reg.get('lastError')!r}")
@@ -231,12 +236,7 @@ class ProcWatch:
         return out
 
 
-# --------------------------------------------------------------------------- stats, machine
-
-
-def median(values: list[float]) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
+# --------------------------------------------------------------------------- the machine
 
 
 def _first_line(cmd: list[str], stderr: bool = False) -> str:
@@ -248,7 +248,7 @@ def _first_line(cmd: list[str], stderr: bool = False) -> str:
     return text.strip().splitlines()[0] if text.strip() else "unknown"
 
 
-def machine(nginx: str | None) -> dict:
+def machine(nginx: str, squid: str | None) -> dict:
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -275,7 +275,8 @@ def machine(nginx: str | None) -> dict:
         "python": platform.python_version(),
         "mitmproxy": mitm_version,
         "sqlite": sqlite3.sqlite_version,
-        "nginx": _first_line([nginx, "-v"], stderr=True).replace("nginx version: nginx/", "") if nginx else "not found",
+        "nginx": _first_line([nginx, "-v"], stderr=True).replace("nginx version: nginx/", ""),
+        "squid": _first_line([squid, "-v"]).replace("Squid Cache: Version ", "Squid ") if squid else "no Squid",
         "curl": _first_line(["curl", "--version"]).split(" (")[0],
         "executable": sys.executable,
     }

@@ -116,49 +116,56 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-# --------------------------------------------------------------------------- nginx
+# --------------------------------------------------------------------------- Debian packages
 
 
-def find_nginx() -> str | None:
-    for cand in (shutil.which("nginx"), "/usr/sbin/nginx", "/usr/local/sbin/nginx"):
-        if cand and os.access(cand, os.X_OK):
-            return cand
-    return None
+def ensure_binary(name: str) -> str:
+    """The binary `name` (nginx, squid); installs Debian's package of that name with apt-get when it is missing."""
+    return find_binary(name) or apt_install(name)
 
 
-def ensure_nginx() -> str:
-    """The nginx binary; installs Debian's nginx with apt-get when it is missing (as root)."""
-    path = find_nginx()
-    if path:
-        return path
+def apt_install(package: str) -> str:
+    """Install Debian's `package` with apt-get (as root) and return the path of its binary of the same name.
+
+    The package would start a system service; policy-rc.d (as in Docker images) stops that.
+    It is only made, and removed again, when the machine has none."""
     if not shutil.which("apt-get"):
-        raise BenchError("nginx is not installed and there is no apt-get to install it")
+        raise BenchError(f"{package} is not installed and there is no apt-get to install it")
     if os.geteuid() != 0:
-        raise BenchError("nginx is not installed; run as root (or `sudo apt-get install -y nginx`)")
+        raise BenchError(f"{package} is not installed; run as root (or `sudo apt-get install -y {package}`)")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    # The package would start a system nginx on port 80; policy-rc.d (as in Docker images) stops
-    # that. Only made, and removed again, when the machine has none.
     policy = Path("/usr/sbin/policy-rc.d")
     made_policy = False
     if not policy.exists():
-        policy.write_text("#!/bin/sh\n# made by bgfetch bench during apt-get install nginx\nexit 101\n")
+        policy.write_text(f"#!/bin/sh\n# made by bgfetch bench during apt-get install {package}\nexit 101\n")
         policy.chmod(0o755)
         made_policy = True
-        print(f"nginx: wrote {policy} (exit 101) so the package does not start a system nginx")
+        print(f"{package}: wrote {policy} (exit 101) so the package does not start a system service")
     try:
-        for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "nginx"]):
-            print("nginx is missing: $ " + " ".join(cmd), flush=True)
+        for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", package]):
+            print(f"{package} is missing: $ " + " ".join(cmd), flush=True)
             rc = subprocess.call(cmd, env=env, timeout=900)
             if rc != 0:
                 raise BenchError(f"`{' '.join(cmd)}` failed with exit code {rc}")
     finally:
         if made_policy:
             policy.unlink(missing_ok=True)
-            print(f"nginx: removed {policy} again")
-    path = find_nginx()
+            print(f"{package}: removed {policy} again")
+    path = find_binary(package)
     if not path:
-        raise BenchError("apt-get installed nginx but no nginx binary was found")
+        raise BenchError(f"apt-get installed {package} but its binary was not found")
     return path
+
+
+def find_binary(name: str) -> str | None:
+    """`name` on PATH or in the sbin directories (not always on root's PATH in containers)."""
+    for cand in (shutil.which(name), f"/usr/sbin/{name}", f"/usr/local/sbin/{name}"):
+        if cand and os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+# --------------------------------------------------------------------------- nginx
 
 
 NGINX_CONF = """\

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Callable
 
@@ -18,7 +19,7 @@ def percentile(values: list[float], p: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 def throughput(fig: dict) -> str:
@@ -71,7 +72,7 @@ class Series:
             rss = [v["peak_rss_mb"] for v in vals if v["peak_rss_mb"] is not None]
             out[f"rss_{proc}_mb"] = max(rss) if rss else None  # the worst run, not the median
             out[f"cpu_{proc}_pct"] = median([v["cpu_pct"] for v in vals])
-        out["text"] = self.show(out).strip()
+        out["text"] = " ".join(self.show(out).split())
         return out
 
 

@@ -59,6 +59,18 @@ def tail(path: Path, lines: int = 25) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(empty)"
 
 
+def wait_listening(name: str, proc: subprocess.Popen, port: int, logs: list[Path], timeout: float = 30.0) -> None:
+    """Return once `proc` listens on `port`; BenchError with the tails of its `logs` if it exits or takes too long."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"{name} exited with code {proc.returncode}:\n" + "\n".join(tail(p) for p in logs))
+        if port_open(port):
+            return
+        time.sleep(0.05)
+    raise BenchError(f"{name} did not listen on {LOOPBACK}:{port} within {timeout:.0f} s:\n{tail(logs[-1])}")
+
+
 def stop_process(proc: subprocess.Popen, name: str, timeout: float = 10.0) -> None:
     """SIGTERM, then SIGKILL after `timeout` seconds; never raises."""
     if proc.poll() is not None:
@@ -227,16 +239,8 @@ class Nginx:
         cmd = [self.binary, "-p", str(self.dir), "-c", str(conf), "-e", str(self.dir / "error.log")]
         with open(self.stderr, "wb") as err:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(
-                    f"nginx exited with code {self.proc.returncode}:\n{tail(self.stderr)}\n{tail(self.dir / 'error.log')}"
-                )
-            if port_open(self.port):
-                return self
-            time.sleep(0.05)
-        raise BenchError(f"nginx did not listen on {LOOPBACK}:{self.port} within 15 s:\n{tail(self.dir / 'error.log')}")
+        wait_listening("nginx", self.proc, self.port, [self.stderr, self.dir / "error.log"])
+        return self
 
     def stop(self) -> None:
         if self.proc is not None:

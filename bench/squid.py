@@ -6,10 +6,9 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
-from .servers import LOOPBACK, BenchError, free_port, port_open, stop_process, tail
+from .servers import LOOPBACK, BenchError, free_port, stop_process, tail, wait_listening
 
 # Every object is cached on disk (a `ufs` cache_dir, as a Squid in front of big downloads would be
 # set up), memory holds only small ones; `override-lastmod` keeps a body the bench has just
@@ -72,15 +71,8 @@ class Squid:
         with open(stderr, "wb") as err:
             self.proc = subprocess.Popen([self.binary, "-N", "-f", str(self.conf)], stdin=subprocess.DEVNULL,
                                          stdout=err, stderr=err, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(f"squid exited with code {self.proc.returncode}:\n{tail(stderr)}\n"
-                                 f"{tail(self.dir / 'cache.log')}")
-            if port_open(self.port):
-                return self
-            time.sleep(0.1)
-        raise BenchError(f"squid did not listen on {LOOPBACK}:{self.port} within 30 s:\n{tail(self.dir / 'cache.log')}")
+        wait_listening("squid", self.proc, self.port, [stderr, self.dir / "cache.log"])
+        return self
 
     def last_status(self, url: str) -> str | None:
         """Squid's result code (TCP_MISS, TCP_HIT, ...) of the last request for `url` in its access log."""

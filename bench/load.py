@@ -44,7 +44,7 @@ class Load:
             "one_stream": Series("one_stream", f"one plain mitmdump stream of {human_size(readers_size)}"),
             "readers": Series("readers", f"{clients} clients reading one stored {human_size(readers_size)}"),
             "queue": Series("queue", f"{registrations:,} registrations queued at once",
-                            lambda f: f"{f['succeeded']} succeeded in {f['seconds']:.1f} s; GET /api/fetches "
+                            lambda f: f"{f['succeeded']:.0f} succeeded in {f['seconds']:.1f} s; GET /api/fetches "
                                       + _ms(f, "median_ms", "p99_ms", "max_ms")),
             "lag": Series("lag", "API latency (loop lag seen from outside) while serving + 4 transfers write",
                           lambda f: _ms(f, "idle_median_ms", "median_ms", "p99_ms", "max_ms")
@@ -52,7 +52,8 @@ class Load:
         }
 
     def _rate(self, fig: dict) -> str:
-        return f"{fig['per_second']:8.0f} req/s  {fig['seconds']:7.3f} s  {fig['connections']} connection(s)"
+        cpu = f", {fig['cpu_us_per_request']:.0f} µs CPU/request" if fig.get("cpu_us_per_request") else ""
+        return f"{fig['per_second']:8.0f} req/s  {fig['seconds']:7.3f} s  {fig['connections']:.0f} connection(s){cpu}"
 
     def measure(self) -> dict:
         self.small.write_bytes(b"x" * SMALL_BODY)
@@ -115,8 +116,12 @@ class Load:
                 codes, connects = lines[0::2], [int(c) for c in lines[1::2]]
                 if len(codes) != self.small_count or set(codes) != {"200"}:
                     raise RuntimeError(f"{len(codes)} answers, statuses {sorted(set(codes))}; curl exit {out.returncode}")
-                self.series[key].record(run, watch, seconds=seconds, per_second=self.small_count / seconds,
-                                        connections=sum(connects))
+                procs = watch.finish()
+                # the proxy's CPU time per request: a figure that a busy machine's contention hides less
+                used = [p["cpu_seconds"] for p in procs.values() if p["cpu_seconds"] is not None]
+                self.series[key].record(run, procs, seconds=seconds, per_second=self.small_count / seconds,
+                                        connections=sum(connects),
+                                        cpu_us_per_request=1e6 * sum(used) / self.small_count if used else None)
             except Exception as e:
                 self.series[key].fail(run, e)
 
@@ -130,7 +135,7 @@ class Load:
             r = curl(self.stored_url, proxy=self.rig.plain.proxy, timeout=transfer_timeout(size))
             if (r.status, r.size) != (200, size):
                 raise RuntimeError(f"HTTP {r.status}, {r.size} bytes")
-            self.series["one_stream"].record(run, watch, seconds=r.seconds, bytes=r.size)
+            self.series["one_stream"].record(run, watch.finish(), seconds=r.seconds, bytes=r.size)
         except Exception as e:
             self.series["one_stream"].fail(run, e)
         if not self._bg_ready("readers", run):
@@ -148,7 +153,7 @@ class Load:
             if bad:
                 raise RuntimeError(f"{len(bad)} of {n} clients got a wrong answer, e.g. HTTP {bad[0].status}, "
                                    f"{bad[0].size} bytes")
-            self.series["readers"].record(run, watch, seconds=seconds, bytes=size * n)
+            self.series["readers"].record(run, watch.finish(), seconds=seconds, bytes=size * n)
         except Exception as e:
             self.series["readers"].fail(run, e)
         if run == self.runs:
@@ -206,7 +211,7 @@ class Load:
             failed = {k: v for k, v in done.items() if v != "success"} | {k: "unfinished" for k in ids if k not in done}
             if failed:
                 raise RuntimeError(f"transfers that did not succeed: {failed}")
-            self.series["lag"].record(run, watch, seconds=seconds, probes=len(busy), served_mb=sum(served) / MB,
+            self.series["lag"].record(run, watch.finish(), seconds=seconds, probes=len(busy), served_mb=sum(served) / MB,
                                       over_limit=sum(1 for b in busy if b > LAG_LIMIT_MS / 1000),
                                       idle_median_ms=1000 * median(idle), median_ms=1000 * median(busy),
                                       p99_ms=1000 * percentile(busy, 99), max_ms=1000 * max(busy))
@@ -257,7 +262,7 @@ class Load:
                 raise RuntimeError(f"the client got {made.get('statuses')} (errors: {made.get('errors')})")
             results = [(api.get(f"/api/fetches/{prefix}{n}")[2] or {}).get("result") for n in range(count)]
             self.series["queue"].record(
-                run, watch, seconds=drained, created_seconds=made["seconds"], per_second=count / drained,
+                run, watch.finish(), seconds=drained, created_seconds=made["seconds"], per_second=count / drained,
                 succeeded=results.count("success"), polls=len(latencies), median_ms=1000 * median(latencies),
                 p99_ms=1000 * percentile(latencies, 99), max_ms=1000 * max(latencies))
         except Exception as e:

@@ -228,10 +228,12 @@ class ProcWatch:
         out = {}
         for k, p in self.pids.items():
             c1, c0 = cpu_seconds(p), self.cpu0[k]
+            used = None if c1 is None or c0 is None else c1 - c0
             out[k] = {
                 "peak_rss_mb": peak_rss_mb(p),
                 "peak_is_lifetime": not self.reset_ok[k],
-                "cpu_pct": None if c1 is None or c0 is None or wall <= 0 else 100 * (c1 - c0) / wall,
+                "cpu_seconds": used,
+                "cpu_pct": None if used is None or wall <= 0 else 100 * used / wall,
             }
         return out
 

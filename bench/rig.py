@@ -9,6 +9,20 @@ from pathlib import Path
 from .servers import BenchError, Mitmdump, Nginx, ensure_binary, free_port
 from .squid import Squid
 
+# Rules like a user's (a glob, a scheme glob, a filter expression) that no request of the bench
+# matches: every request the bgfetch mitmdump passes through pays for trying them.
+RULES = """\
+rules:
+  - name: iso-images
+    url: "*://*.iso"
+    respond: accepted
+  - name: videos
+    url: "https://*.mp4"
+    download-total: 8GiB
+  - name: debian-pool
+    filter: '~d deb.debian.org & ~u "/pool/.*\\.deb$"'
+"""
+
 
 class Rig:
     """Start with `start()`, stop everything with `stop()` (call it in a finally)."""
@@ -78,9 +92,12 @@ class Rig:
             old.unlink()  # the last store's bodies: only the disk space matters now
         work.mkdir(parents=True)
         api_port = free_port()
+        rules = self.tmp / "rules.yaml"
+        rules.write_text(RULES)
         bg = Mitmdump("bgfetch mitmdump", work,
                       ["-s", str(self.repo / "addon.py"), "--set", f"bgfetch_db={db}",
-                       "--set", f"bgfetch_listen_port={api_port}"], api_port=api_port)
+                       "--set", f"bgfetch_listen_port={api_port}", "--set", f"bgfetch_rules={rules}"],
+                      api_port=api_port)
         if self.bg_starts == 1:
             print(f"bgfetch mitmdump:\n  $ {shlex.join(bg.cmd)}", flush=True)
         try:

@@ -6,7 +6,7 @@ import math
 import statistics
 from typing import Callable
 
-from .measure import MB, ProcWatch
+from .measure import MB
 
 
 def median(values) -> float | None:
@@ -39,11 +39,11 @@ class Series:
         self.skipped: str | None = None
         self.facts: dict = {}  # what is true of the whole series, e.g. {"sha256_ok": True}
 
-    def record(self, run: int, watch: ProcWatch | None = None, **figures) -> dict:
-        """Keep one run's figures; `seconds` and `bytes` give `mbps`, `watch` the processes' RSS and CPU."""
+    def record(self, run: int, procs: dict | None = None, **figures) -> dict:
+        """Keep one run's figures; `seconds` and `bytes` give `mbps`; `procs` is `ProcWatch.finish()`."""
         if "bytes" in figures and figures.get("seconds"):
             figures["mbps"] = figures["bytes"] / figures["seconds"] / MB
-        rec = {"run": run, **figures, "procs": watch.finish() if watch else {}}
+        rec = {"run": run, **figures, "procs": procs or {}}
         self.runs.append(rec)
         procs = "  ".join(f"{k} {v['peak_rss_mb']:.0f} MB {v['cpu_pct']:.0f}% CPU" for k, v in rec["procs"].items()
                           if v["peak_rss_mb"] is not None and v["cpu_pct"] is not None)

@@ -77,7 +77,7 @@ class SizeRuns:
                 raise RuntimeError(f"the origin saw {origin} requests while the store served the body")
             if squid_logs and (got := self.rig.squid.last_status(url)) not in squid_logs:
                 raise RuntimeError(f"Squid logged {got} for this request, expected {' or '.join(squid_logs)}")
-            self.series[key].record(run, watch, seconds=r.seconds, bytes=r.size)
+            self.series[key].record(run, watch.finish(), seconds=r.seconds, bytes=r.size)
             return True
         except Exception as e:
             self.series[key].fail(run, e)
@@ -98,7 +98,7 @@ class SizeRuns:
         try:
             watch = ProcWatch(rig.bg.pids())
             secs, _ = background_fetch(rig.bg.proxy, rig.bg.api_port, run_url, fetch_id, self.size, self.timeout)
-            s["bgfetch_fetch"].record(run, watch, seconds=secs, bytes=self.size)
+            s["bgfetch_fetch"].record(run, watch.finish(), seconds=secs, bytes=self.size)
         except Exception as e:
             s["bgfetch_fetch"].fail(run, e)
             for key in BGFETCH[1:]:

@@ -202,16 +202,25 @@ def peak_rss_mb(pid: int | None) -> float | None:
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int | None) -> float | None:
-    """utime + stime of a process so far."""
+def cpu_seconds(pid: int | None, tid: int | None = None) -> float | None:
+    """utime + stime of a process (or of its thread `tid`) so far."""
     if not pid:
         return None
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(f"/proc/{pid}" + (f"/task/{tid}" if tid else "") + "/stat").read_text()
     except OSError:
         return None
     fields = stat[stat.rfind(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds so far of each thread of `pid`."""
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return {}
+    return {t: c for t in tids if (c := cpu_seconds(pid, t)) is not None}
 
 
 class ProcWatch:
@@ -221,6 +230,7 @@ class ProcWatch:
         self.pids = {k: v for k, v in pids.items() if v}
         self.reset_ok = {k: reset_peak(p) for k, p in self.pids.items()}
         self.cpu0 = {k: cpu_seconds(p) for k, p in self.pids.items()}
+        self.threads0 = {k: thread_cpu(p) for k, p in self.pids.items()}
         self.t0 = time.perf_counter()
 
     def finish(self) -> dict[str, dict]:
@@ -229,7 +239,10 @@ class ProcWatch:
         for k, p in self.pids.items():
             c1, c0 = cpu_seconds(p), self.cpu0[k]
             used = None if c1 is None or c0 is None else c1 - c0
+            # the busiest threads: one near 100 % is the ceiling, whatever the process's total
+            busiest = sorted((c - self.threads0[k].get(t, 0.0) for t, c in thread_cpu(p).items()), reverse=True)[:3]
             out[k] = {
+                "threads_pct": [100 * b / wall for b in busiest] if wall > 0 else [],
                 "peak_rss_mb": peak_rss_mb(p),
                 "peak_is_lifetime": not self.reset_ok[k],
                 "cpu_seconds": used,

@@ -45,8 +45,9 @@ class Series:
             figures["mbps"] = figures["bytes"] / figures["seconds"] / MB
         rec = {"run": run, **figures, "procs": procs or {}}
         self.runs.append(rec)
-        procs = "  ".join(f"{k} {v['peak_rss_mb']:.0f} MB {v['cpu_pct']:.0f}% CPU" for k, v in rec["procs"].items()
-                          if v["peak_rss_mb"] is not None and v["cpu_pct"] is not None)
+        procs = "  ".join(f"{k} {v['peak_rss_mb']:.0f} MB {v['cpu_pct']:.0f}% CPU (busiest threads "
+                          f"{'/'.join(f'{t:.0f}' for t in v['threads_pct'])}%)"
+                          for k, v in rec["procs"].items() if None not in (v["peak_rss_mb"], v["cpu_pct"]))
         print(f"  {self.name:<44} {self.show(rec)}  {procs}", flush=True)
         return rec
 
@@ -72,6 +73,7 @@ class Series:
             rss = [v["peak_rss_mb"] for v in vals if v["peak_rss_mb"] is not None]
             out[f"rss_{proc}_mb"] = max(rss) if rss else None  # the worst run, not the median
             out[f"cpu_{proc}_pct"] = median([v["cpu_pct"] for v in vals])
+            out[f"top_thread_{proc}_pct"] = median([max(v["threads_pct"], default=None) for v in vals])
         out["text"] = " ".join(self.show(out).split())
         return out
 

@@ -20,7 +20,7 @@ def series(key: str, figures: list[dict], procs: list[dict] | None = None) -> di
 
 
 def rss(mitmdump: float, store: float) -> dict:
-    return {p: {"peak_rss_mb": mb, "cpu_pct": 50.0, "peak_is_lifetime": False}
+    return {p: {"peak_rss_mb": mb, "cpu_pct": 50.0, "threads_pct": [40.0, 10.0], "peak_is_lifetime": False}
             for p, mb in (("mitmdump", mitmdump), ("store", store))}
 
 

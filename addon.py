@@ -12,7 +12,7 @@ import logging
 import os
 import secrets
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import connection, ctx, exceptions, http
 
 import rules
 from rules.config import parse_size
@@ -26,6 +26,7 @@ HEADER = "Background-Fetch"
 STORE_OPTIONS = {
     "bgfetch_db", "bgfetch_host", "bgfetch_listen_port", "bgfetch_concurrency", "bgfetch_quota",
     "bgfetch_webhook", "bgfetch_token", "bgfetch_retry_cap",
+    "mode", "upstream_auth", "ssl_insecure", "ssl_verify_upstream_trusted_ca",
 }
 
 
@@ -129,6 +130,8 @@ class BackgroundFetch:
         for name in [n for n in request.headers if n.lower().startswith(fields.INTERNAL_PREFIX)]:
             del request.headers[name]
         request.scheme, request.host, request.port, request.path = "http", "127.0.0.1", self.port, path
+        if flow.server_conn.via:  # upstream mode: the store is on this machine, go to it directly
+            flow.server_conn = connection.Server(address=("127.0.0.1", self.port))
         request.headers[fields.SECRET] = self.secret
         for name, value in (extra or {}).items():
             request.headers[name] = value
@@ -142,6 +145,8 @@ class BackgroundFetch:
             "--concurrency", str(opts.bgfetch_concurrency),
             "--retry-cap", str(opts.bgfetch_retry_cap),
         ]
+        if opts.bgfetch_quota:
+            args += ["--quota", str(parse_size(opts.bgfetch_quota))]
         upstream = next((m.split(":", 1)[1] for m in opts.mode if m.startswith("upstream:")), None)
         if upstream:
             args += ["--upstream-proxy", upstream]
@@ -159,7 +164,8 @@ class BackgroundFetch:
         return os.path.join(confdir, "bgfetch.sqlite3")
 
     async def _start_store(self) -> None:
-        self.process = StoreProcess(self._store_args(), {"secret": self.secret, "token": ctx.options.bgfetch_token})
+        secrets = {"secret": self.secret, "token": ctx.options.bgfetch_token, "upstream_auth": ctx.options.upstream_auth}
+        self.process = StoreProcess(self._store_args(), secrets)
         try:
             ports = await self.process.start()
         except StoreError as exc:

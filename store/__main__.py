@@ -1,7 +1,7 @@
 """The store process: `python -m store --db PATH ...`, started by the addon beside mitmproxy.
 
-It reads its secrets from the first line of standard input, as JSON
-({"secret": ..., "token": ...}, kept out of the process list), and keeps reading: when
+It reads its secrets from the first line of standard input, as JSON ({"secret": ...,
+"token": ..., "upstream_auth": ...}, kept out of the process list), and keeps reading: when
 the pipe closes (mitmproxy exited, even by `kill -9`), the store stops. One store owns a
 database at a time (an exclusive lock beside it). When ready it prints one JSON line to
 standard output: {"port": <internal port>, "listen_port": <public port or 0>}.
@@ -13,6 +13,7 @@ import fcntl
 import json
 import logging
 import signal
+import ssl
 import sys
 
 import httpx
@@ -32,6 +33,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--public-host", default="bgfetch.internal")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--retry-cap", type=float, default=30.0)
+    parser.add_argument("--quota", type=int, default=None, help="most bytes the store may hold")
     parser.add_argument("--upstream-proxy", default=None)
     parser.add_argument("--insecure", action="store_true")
     parser.add_argument("--ca-file", default=None)
@@ -55,12 +57,22 @@ def listen(app, port: int) -> tuple[tornado.httpserver.HTTPServer, int]:
     return server, sockets[0].getsockname()[1]
 
 
-def http_client(args: argparse.Namespace) -> httpx.AsyncClient:
-    verify: bool | str = False if args.insecure else (args.ca_file or True)
+def http_client(args: argparse.Namespace, upstream_auth: str | None = None) -> httpx.AsyncClient:
+    """The transfers' client, with mitmproxy's upstream settings: its upstream proxy (and
+    `upstream_auth`, "user:password"), `ssl_insecure`, `ssl_verify_upstream_trusted_ca`."""
+    verify: bool | ssl.SSLContext = True
+    if args.insecure:
+        verify = False
+    elif args.ca_file:
+        verify = ssl.create_default_context(cafile=args.ca_file)
+    proxy = None
+    if args.upstream_proxy:
+        auth = tuple(upstream_auth.split(":", 1)) if upstream_auth and ":" in upstream_auth else None
+        proxy = httpx.Proxy(args.upstream_proxy, auth=auth)
     return httpx.AsyncClient(
         follow_redirects=True,
         timeout=httpx.Timeout(30.0, connect=10.0),
-        proxy=args.upstream_proxy,
+        proxy=proxy,
         verify=verify,
         trust_env=False,
     )
@@ -83,8 +95,8 @@ async def serve(args: argparse.Namespace, secrets: dict) -> None:
         loop.add_signal_handler(sig, stop.set)
     transport, _ = await loop.connect_read_pipe(lambda: ParentWatch(stop), sys.stdin)
     secret, token = secrets["secret"], secrets.get("token") or None
-    async with http_client(args) as client:
-        store = Store(args.db, client, concurrency=args.concurrency, retry_cap=args.retry_cap)
+    async with http_client(args, secrets.get("upstream_auth")) as client:
+        store = Store(args.db, client, concurrency=args.concurrency, retry_cap=args.retry_cap, quota=args.quota)
         internal, port = listen(make_app(store, secret=secret, token=token, public_host=args.public_host), 0)
         servers = [internal]
         listen_port = 0

@@ -28,6 +28,7 @@ class Store:
         *,
         concurrency: int = 4,
         retry_cap: float = 30.0,
+        quota: int | None = None,
     ) -> None:
         self.path = path
         conn = schema.connect(path)
@@ -38,7 +39,7 @@ class Store:
         self.writer = Writer(path, asyncio.get_running_loop())
         self.db = schema.connect(path, readonly=True)
         self.events = EventBus(self.snapshot)
-        self.transfers = TransferLoop(self, client, concurrency, retry_cap)
+        self.transfers = TransferLoop(self, client, concurrency, retry_cap, quota)
         self._change = asyncio.Event()
 
     # -- reads -------------------------------------------------------------
@@ -70,6 +71,10 @@ class Store:
         ).fetchone()
         return row[0]
 
+    def held(self, record_id: int) -> int:
+        """Bytes that every record but `record_id` holds or expects (what counts for the quota)."""
+        return tables.held_bytes(self.db, record_id)
+
     # -- changes -------------------------------------------------------------
 
     async def fetch(self, registration: dict, records: list[dict]) -> dict:
@@ -99,9 +104,25 @@ class Store:
         self.events.publish("progress", reg_id)
         return self.get(reg_id)
 
-    async def set_response(self, record_id: int, status: int, fields: list, size: int | None) -> None:
-        await self.writer.submit(tables.set_response, record_id, status, fields, size)
+    async def set_response(self, record_id: int, status: int, fields: list, size: int | None) -> int:
+        """Record the response's status, headers and size; returns `held(record_id)` as of
+        that same transaction, so concurrent transfers never both count on the same room."""
+        held = await self.writer.submit(tables.set_response, record_id, status, fields, size)
         self.notify()
+        return held
+
+    async def update_request(
+        self, reg_id: str, index: int, headers: dict[str, str | None] | None = None, url: str | None = None
+    ) -> dict:
+        """Give record `index` of a pending or paused registration new request headers (merged:
+        each name given replaces that field, None removes it) and/or a new URL for the same
+        entity, then retry it at once. The stored bytes are kept; `If-Range` still guards them.
+        Raises tables.NotFound, or lifecycle.LifecycleError when the registration is not
+        pending or paused."""
+        await self.writer.submit(tables.update_request, reg_id, index, headers, url)
+        self.events.publish("progress", reg_id)
+        self.transfers.wake(reg_id)
+        return self.get(reg_id)
 
     async def restart_record(self, record_id: int) -> int:
         generation = await self.writer.submit(tables.restart_record, record_id)

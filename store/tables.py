@@ -9,6 +9,7 @@ import sqlite3
 import time
 from datetime import UTC, datetime
 
+from . import headers as fields
 from . import lifecycle
 
 
@@ -113,11 +114,41 @@ def set_last_error(conn: sqlite3.Connection, reg_id: str, error: str) -> None:
 
 def set_response(
     conn: sqlite3.Connection, record_id: int, status: int, headers: list, size: int | None
-) -> None:
+) -> int:
+    """Store the response's status, headers and announced size; returns `held_bytes` as of
+    this transaction (the writer runs one at a time, so two transfers never share the room)."""
     conn.execute(
         "UPDATE records SET status = ?, response_headers = ?, size = ? WHERE id = ?",
         [status, json.dumps(headers), size, record_id],
     )
+    return held_bytes(conn, record_id)
+
+
+def update_request(
+    conn: sqlite3.Connection, reg_id: str, index: int, headers: dict[str, str | None] | None, url: str | None
+) -> None:
+    """New request headers (merged by name; None removes) and/or URL for a record of a pending
+    or paused registration; the credential key follows the new headers."""
+    row = conn.execute(
+        "SELECT r.id, r.request_headers, g.state FROM records r"
+        " JOIN registrations g ON g.id = r.registration_id WHERE g.id = ? AND r.idx = ?",
+        [reg_id, index],
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"{reg_id} record {index}")
+    if row["state"] not in ("pending", "paused"):
+        raise lifecycle.LifecycleError(f"cannot change the request of a registration that is {row['state']}")
+    if headers is not None:
+        names = {name.lower() for name in headers}
+        kept = [(k, v) for k, v in fields.parse(row["request_headers"]) if k.lower() not in names]
+        merged = kept + [(k, v) for k, v in headers.items() if v is not None]
+        conn.execute(
+            "UPDATE records SET request_headers = ?, credential = ? WHERE id = ?",
+            [json.dumps(merged), fields.credential_key(merged), row["id"]],
+        )
+    if url is not None:
+        conn.execute("UPDATE records SET url = ? WHERE id = ?", [url, row["id"]])
+    conn.execute("UPDATE registrations SET updated_at = ? WHERE id = ?", [_now(), reg_id])
 
 
 def append_chunk(
@@ -215,6 +246,18 @@ def record(conn: sqlite3.Connection, record_id: int) -> sqlite3.Row:
     if row is None:
         raise NotFound(record_id)
     return row
+
+
+HELD_SQL = """
+SELECT COALESCE(SUM(MAX(r.stored, COALESCE(r.size, 0))), 0)
+FROM records r JOIN registrations g ON g.id = r.registration_id
+WHERE g.result != 'failure' AND r.id != ?
+"""
+
+
+def held_bytes(conn: sqlite3.Connection, record_id: int) -> int:
+    """Bytes every record but `record_id` holds, or will hold once its announced size has come."""
+    return conn.execute(HELD_SQL, [record_id]).fetchone()[0]
 
 
 def chunks_from(conn: sqlite3.Connection, record_id: int, offset: int) -> list[sqlite3.Row]:

@@ -97,12 +97,13 @@ class StoreHandler(tornado.web.RequestHandler):
         return self.request.headers.get("Range")
 
     async def _wait_for_response(self, record_id: int):
-        """The record once its response headers are known; None after answering a problem."""
+        """The record once its response headers are known (with `integrity`: once its whole
+        body is verified, so unchecked bytes are never served); None after a problem answer."""
         while True:
             record = tables.record(self.store.db, record_id)
             registration = self.store.get(record["registration_id"])
             if record["status"] is not None and 200 <= record["status"] < 300:
-                if registration["result"] != "failure":
+                if registration["result"] != "failure" and (record["complete"] or not record["integrity"]):
                     return record
             if registration["result"] == "failure":
                 self.problem(

@@ -132,6 +132,8 @@ class BackgroundFetch:
         request.scheme, request.host, request.port, request.path = "http", "127.0.0.1", self.port, path
         if flow.server_conn.via:  # upstream mode: the store is on this machine, go to it directly
             flow.server_conn = connection.Server(address=("127.0.0.1", self.port))
+            if not (request.is_http2 or request.is_http3):
+                request.authority = ""  # origin-form, as in regular mode
         request.headers[fields.SECRET] = self.secret
         for name, value in (extra or {}).items():
             request.headers[name] = value

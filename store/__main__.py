@@ -15,6 +15,7 @@ import logging
 import signal
 import ssl
 import sys
+import time
 
 import httpx
 import tornado.httpserver
@@ -34,20 +35,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--retry-cap", type=float, default=30.0)
     parser.add_argument("--quota", type=int, default=None, help="most bytes the store may hold")
+    parser.add_argument("--lock-wait", type=float, default=10.0, help="seconds to wait for another store to go")
     parser.add_argument("--upstream-proxy", default=None)
     parser.add_argument("--insecure", action="store_true")
     parser.add_argument("--ca-file", default=None)
     return parser.parse_args(argv)
 
 
-def lock(db: str):
-    """Hold an exclusive lock beside the database for the life of the process."""
+def lock(db: str, wait: float):
+    """Hold an exclusive lock beside the database for the life of the process. A store that
+    is still shutting down (its mitmproxy was just killed) gets `wait` seconds to go."""
     handle = open(db + ".lock", "w")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        sys.exit(f"another bgfetch store is running on {db}; stop it first")
-    return handle
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                sys.exit(f"another bgfetch store is running on {db}; stop it first")
+            time.sleep(0.1)
 
 
 def listen(app, port: int) -> tuple[tornado.httpserver.HTTPServer, int]:
@@ -118,7 +125,7 @@ async def serve(args: argparse.Namespace, secrets: dict) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    _lock = lock(args.db)
+    _lock = lock(args.db, args.lock_wait)
     secrets = json.loads(sys.stdin.buffer.readline())
     asyncio.run(serve(args, secrets))
 

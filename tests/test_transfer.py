@@ -102,18 +102,23 @@ def stored_body(store: Store, reg_id: str = "f") -> bytes:
     return b"".join(bodies.read(store.db, record["id"], 0, 2**62))
 
 
+def fetch_once(tmp_path, handler, options: dict | None = None, **record) -> tuple[dict, dict, bytes]:
+    """Run registration "f" of one record to its end on a new store: (registration, record, body)."""
+
+    async def scenario():
+        async with running(tmp_path, handler, **(options or {})) as store:
+            await start(store, **record)
+            registration = await until(store, "f")
+            return registration, dict(tables.records(store.db, "f")[0]), stored_body(store)
+
+    return asyncio.run(scenario())
+
+
 def test_cut_twice_resumes_with_range_and_if_range(tmp_path):
     origin = FakeOrigin()
     origin.plan = [origin.cut_at(100_000), origin.cut_at(50_000)]
-
-    async def scenario():
-        async with running(tmp_path, origin) as store:
-            await start(store)
-            registration = await until(store, "f")
-            assert (registration["result"], registration["downloaded"]) == ("success", len(DATA))
-            assert stored_body(store) == DATA
-
-    asyncio.run(scenario())
+    registration, _, body = fetch_once(tmp_path, origin)
+    assert (registration["result"], registration["downloaded"], body) == ("success", len(DATA), DATA)
     assert origin.ranges() == [None, "bytes=100000-", "bytes=150000-"]
     assert [r.headers.get("if-range") for r in origin.requests] == [None, '"v1"', '"v1"']
 
@@ -122,14 +127,7 @@ def test_last_modified_is_the_validator_when_the_etag_is_weak(tmp_path):
     date = "Tue, 01 Apr 2025 10:00:00 GMT"
     origin = FakeOrigin(etag='W/"weak"', last_modified=date)
     origin.plan = [origin.cut_at(1000)]
-
-    async def scenario():
-        async with running(tmp_path, origin) as store:
-            await start(store)
-            await until(store, "f", result="success")
-            assert stored_body(store) == DATA
-
-    asyncio.run(scenario())
+    assert fetch_once(tmp_path, origin)[2] == DATA
     assert origin.requests[1].headers["if-range"] == date
     assert validator([("ETag", '"strong"'), ("Last-Modified", date)]) == '"strong"'
     assert validator([]) is None
@@ -144,30 +142,16 @@ def test_a_200_to_a_resume_starts_the_record_again_and_never_mixes_versions(tmp_
         return origin.answer(request)
 
     origin.plan = [origin.cut_at(120_000), changed]
-
-    async def scenario():
-        async with running(tmp_path, origin) as store:
-            await start(store)
-            await until(store, "f", result="success")
-            assert stored_body(store) == new
-            record = tables.records(store.db, "f")[0]
-            assert (record["generation"], record["size"], record["stored"]) == (1, len(new), len(new))
-
-    asyncio.run(scenario())
+    registration, record, body = fetch_once(tmp_path, origin)
+    assert (registration["result"], body) == ("success", new)
+    assert (record["generation"], record["size"], record["stored"]) == (1, len(new), len(new))
     assert origin.ranges() == [None, "bytes=120000-"]
 
 
 def test_without_validators_the_record_starts_again_without_range(tmp_path):
     origin = FakeOrigin(etag=None)
     origin.plan = [origin.cut_at(70_000)]
-
-    async def scenario():
-        async with running(tmp_path, origin) as store:
-            await start(store)
-            await until(store, "f", result="success")
-            assert stored_body(store) == DATA
-
-    asyncio.run(scenario())
+    assert fetch_once(tmp_path, origin)[2] == DATA
     assert origin.ranges() == [None, None]
 
 
@@ -179,14 +163,7 @@ def test_a_206_at_the_wrong_offset_starts_again(tmp_path):
         return httpx.Response(206, headers=headers, stream=Cut(DATA[10:], error=False))
 
     origin.plan = [origin.cut_at(50_000), wrong_offset]
-
-    async def scenario():
-        async with running(tmp_path, origin) as store:
-            await start(store)
-            await until(store, "f", result="success")
-            assert stored_body(store) == DATA
-
-    asyncio.run(scenario())
+    assert fetch_once(tmp_path, origin)[2] == DATA
     assert origin.ranges() == [None, "bytes=50000-", None]
 
 
@@ -331,14 +308,8 @@ def test_the_quota_stops_a_body_of_unknown_length(tmp_path):
     def chunked(request):
         return httpx.Response(200, stream=Cut(DATA, error=False))
 
-    async def scenario():
-        async with running(tmp_path, chunked, quota=100_000) as store:
-            await start(store)
-            failed = await until(store, "f")
-            assert failed["failureReason"] == "quota-exceeded"
-            assert tables.records(store.db, "f")[0]["stored"] == 0
-
-    asyncio.run(scenario())
+    failed, record, _ = fetch_once(tmp_path, chunked, {"quota": 100_000})
+    assert (failed["failureReason"], record["stored"]) == ("quota-exceeded", 0)
 
 
 def test_download_total_counts_the_bytes_stored_before_a_resume(tmp_path):
@@ -350,26 +321,14 @@ def test_download_total_counts_the_bytes_stored_before_a_resume(tmp_path):
         return httpx.Response(206, headers=headers, stream=Cut(DATA[start:], error=False))
 
     origin.plan = [lambda request: httpx.Response(200, headers={"ETag": '"v1"'}, stream=Cut(DATA[:200_000])), unknown_total]
-
-    async def scenario():
-        async with running(tmp_path, origin) as store:
-            await start(store, download_total=250_000)
-            failed = await until(store, "f")
-            assert failed["failureReason"] == "download-total-exceeded"
-
-    asyncio.run(scenario())
+    assert fetch_once(tmp_path, origin, download_total=250_000)[0]["failureReason"] == "download-total-exceeded"
     assert origin.ranges() == [None, "bytes=200000-"]
 
 
 def test_download_total_refuses_an_announced_length_before_any_byte(tmp_path):
-    async def scenario():
-        async with running(tmp_path, FakeOrigin()) as store:
-            await start(store, download_total=len(DATA) - 1)
-            failed = await until(store, "f")
-            assert (failed["failureReason"], failed["downloaded"]) == ("download-total-exceeded", 0)
-            assert "downloadTotal" in failed["lastError"]
-
-    asyncio.run(scenario())
+    failed, _, _ = fetch_once(tmp_path, FakeOrigin(), download_total=len(DATA) - 1)
+    assert (failed["failureReason"], failed["downloaded"]) == ("download-total-exceeded", 0)
+    assert "downloadTotal" in failed["lastError"]
 
 
 def test_registrations_wait_their_turn_in_order(tmp_path):
@@ -430,13 +389,8 @@ def test_an_untrusted_certificate_fails_instead_of_pausing(tmp_path):
         except ssl.SSLError as exc:
             raise httpx.ConnectError(str(exc)) from exc
 
-    async def scenario():
-        async with running(tmp_path, handler) as store:
-            await start(store)
-            found = await until(store, "f")
-            assert found["failureReason"] == "fetch-error" and "self-signed" in found["lastError"]
-
-    asyncio.run(scenario())
+    found = fetch_once(tmp_path, handler)[0]
+    assert found["failureReason"] == "fetch-error" and "self-signed" in found["lastError"]
 
 
 def refused(request: httpx.Request) -> httpx.Response:
@@ -446,13 +400,8 @@ def refused(request: httpx.Request) -> httpx.Response:
 def test_a_paused_fetch_retries_until_the_origin_answers(tmp_path):
     origin = FakeOrigin()
     origin.plan = [refused] * 3
-
-    async def scenario():
-        async with running(tmp_path, origin) as store:
-            await start(store)
-            assert (await until(store, "f"))["result"] == "success"
-
-    asyncio.run(scenario())
+    registration, _, body = fetch_once(tmp_path, origin)
+    assert (registration["result"], body) == ("success", DATA)
     assert len(origin.requests) == 4
 
 

@@ -72,7 +72,7 @@ def registration_at(conn, path: list[str]) -> None:
     tables.create(conn, {"id": "r", "title": ""}, [{"url": "http://o/x", "headers": [["Cookie", "c=1"]], "body": b"q"}])
     record = tables.records(conn, "r")[0]["id"]
     tables.set_response(conn, record, 200, [], 2)
-    tables.append_chunk(conn, record, 0, 0, b"ab")
+    tables.append_chunk(conn, record, 0, 0, [b"ab"])
     for event in path:
         tables.transition(conn, "r", event)
 

@@ -198,7 +198,7 @@ async def crashed_after_the_whole_body(store: Store, announced: int | None) -> N
     record = tables.records(store.db, "f")[0]
     await store.writer.submit(tables.transition, "f", "start")
     await store.set_response(record["id"], 200, [["ETag", '"v1"']], announced)
-    await store.writer.submit(tables.append_chunk, record["id"], 0, 0, DATA)
+    await store.writer.submit(tables.append_chunk, record["id"], 0, 0, [DATA])
 
 
 @pytest.mark.parametrize("announced", [len(DATA), None])

@@ -62,8 +62,8 @@ def test_concurrency_runs_so_many_at_once_and_queues_the_rest_in_order(origin, m
     proxy = make_proxy("bgfetch_concurrency=2").start()
     names = ["q1", "q2", "q3", "q4"]
     for name in names:
-        origin.add(f"/{name}", size=MiB)
-        origin.behave(f"/{name}", throttle=2 * MiB)
+        origin.add(f"/{name}", size=MiB // 2)
+        origin.behave(f"/{name}", throttle=MiB // 4)
         proxy.background(origin.url(f"/{name}"), f'id="{name}"')
     proxy.wait_for("q2", state="fetching")
     assert [proxy.registration(n)["state"] for n in names] == ["fetching", "fetching", "pending", "pending"]
@@ -158,17 +158,22 @@ def _listening(port: int) -> bool:
     return False
 
 
-def test_the_store_goes_through_mitmproxys_upstream_proxy(origin, make_proxy, tmp_path):
-    origin.add("/via.bin", size=MiB)
-    with plain_mitmdump(tmp_path, "proxyauth=alice:secret") as (port, log):
-        proxy = make_proxy(f"mode=upstream:http://127.0.0.1:{port}", "upstream_auth=alice:secret").start()
-        response = get(proxy, origin.url("/via.bin"), **{"Background-Fetch": 'id="via"'})
-        assert sha256(response.content) == origin.sha256("/via.bin")
-        proxy.wait_for("via", result="success")
-        assert "/via.bin" in log.read_text()
-        store = _children(proxy.proc.pid)
-        assert "-m store" in store and "secret" not in store  # the password went by stdin
-    assert origin.count("/via.bin") == 1
+@pytest.mark.parametrize("tls", [False, True])
+def test_the_store_goes_through_mitmproxys_upstream_proxy(make_proxy, tmp_path, tls):
+    with Origin(tls=tls) as origin:
+        origin.add("/via.bin", size=MiB)
+        tunnel = ["ignore_hosts=.*"] if tls else []  # HTTPS through the upstream proxy untouched
+        with plain_mitmdump(tmp_path, "proxyauth=alice:secret", *tunnel) as (port, log):
+            trust = [f"ssl_verify_upstream_trusted_ca={origin.cert_path}"] if tls else []
+            proxy = make_proxy(f"mode=upstream:http://127.0.0.1:{port}", "upstream_auth=alice:secret", *trust).start()
+            with mitmproxy_client(proxy) as client:
+                response = client.get(origin.url("/via.bin"), headers={"Background-Fetch": 'id="via"'})
+            assert sha256(response.content) == origin.sha256("/via.bin")
+            proxy.wait_for("via", result="success")
+            assert f"127.0.0.1:{origin.port}" in log.read_text()  # the store's request went through it
+            store = _children(proxy.proc.pid)
+            assert "-m store" in store and "secret" not in store  # the password went by stdin
+        assert origin.count("/via.bin") == 1
 
 
 def _children(pid: int) -> str:

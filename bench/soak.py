@@ -7,6 +7,8 @@ each, somewhere in the body. When every registration is done it stops the origin
 body back through the proxy and checks its SHA-256. It prints what succeeded, what was corrupt,
 and the bytes the origin sent beyond the bodies' sizes (re-downloaded after cuts) as a ratio of
 the total; exit status 1 when any fetch failed or was corrupt, or the ratio is above `--target`.
+With `--kills N`, mitmproxy is also killed with SIGKILL N times during the run (a second apart)
+and started again on the same database.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=4, help="random seed, for a repeatable run")
     parser.add_argument("--target", type=float, default=0.01, help="most re-downloaded share allowed (default 0.01)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds allowed for every fetch to finish")
+    parser.add_argument("--kills", type=int, default=0, help="kill -9 mitmproxy this many times, a second apart")
+    parser.add_argument("--throttle", type=parse_size, default=None, help="origin bytes per second per response")
     args = parser.parse_args(argv)
     if args.count < 1 or args.concurrency < 1 or not 0 < args.min <= args.max or not 0 <= args.cut <= 1:
         parser.error("need count >= 1, concurrency >= 1, 0 < min <= max and 0 <= cut <= 1")
@@ -53,6 +57,7 @@ def plan(args: argparse.Namespace, origin: Origin) -> dict[str, int]:
         path = f"/soak/{n:04d}.bin"
         size = int(math.exp(rng.uniform(math.log(args.min), math.log(args.max))))
         origin.add(path, size=size)
+        origin.behave(path, throttle=args.throttle)
         if n in cut:
             origin.behave(path, cut_after=rng.randint(size // 10, size * 9 // 10), cuts=1)
         sizes[path] = size
@@ -67,12 +72,20 @@ def register(proxy: Proxy, origin: Origin, sizes: dict[str, int]) -> None:
                 raise SystemExit(f"registering {path}: {response.status_code} {response.text}")
 
 
-def wait_all_done(proxy: Proxy, timeout: float) -> None:
+def wait_all_done(proxy: Proxy, timeout: float, kills: int) -> int:
+    """Wait for every fetch to finish, killing mitmproxy (and restarting it) up to `kills`
+    times on the way, a second apart; returns how many kills there were."""
     deadline = time.monotonic() + timeout
+    next_kill, killed = time.monotonic() + 1, 0
     while active := proxy.api("GET", "/api/fetches").json()["ids"]:
         if time.monotonic() > deadline:
             raise SystemExit(f"{len(active)} fetches still active after {timeout:.0f} s: {active[:5]} ...")
+        if killed < kills and time.monotonic() > next_kill:
+            proxy.kill()
+            proxy.start()
+            next_kill, killed = time.monotonic() + 1, killed + 1
         time.sleep(0.2)
+    return killed
 
 
 def served_sha256(client: httpx.Client, url: str) -> str:
@@ -108,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             proxy.start()
             began = time.monotonic()
             register(proxy, origin, sizes)
-            wait_all_done(proxy, args.timeout)
+            killed = wait_all_done(proxy, args.timeout, args.kills)
             elapsed = time.monotonic() - began
             total, sent = sum(sizes.values()), origin.body_bytes_sent()
             resumes = sum(1 for r in origin.requests if r.headers.get("Range"))
@@ -118,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             origin.stop()
     ratio = (sent - total) / total
     print(f"registrations        {len(sizes)} ({min(sizes.values()):,} to {max(sizes.values()):,} bytes), concurrency {args.concurrency}")
-    print(f"responses cut        {armed} armed, {resumes} resumed with Range")
+    print(f"responses cut        {armed} armed; mitmproxy killed {killed} times; {resumes} resumes with Range")
     print(f"succeeded            {len(sizes) - len(failed)} / {len(sizes)}   corrupt: {len(corrupt)}")
     print(f"body bytes           {total:,}; the origin sent {sent:,}")
     print(f"re-downloaded        {sent - total:,} bytes = {ratio:.4%} of the total (target <= {args.target:.2%})")

@@ -147,8 +147,13 @@ class TransferLoop:
             await asyncio.gather(task, return_exceptions=True)
 
     async def close(self) -> None:
-        for reg_id in list(self.tasks):
-            await self.stop(reg_id)
+        """Stop every transfer at once: one by one, each freed slot would start a queued
+        registration's request only to cancel it (a wasted request to its origin)."""
+        tasks = list(self.tasks.values())
+        self.tasks.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(self, reg_id: str) -> None:
         attempt = 0

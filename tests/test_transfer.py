@@ -357,6 +357,25 @@ def test_registrations_wait_their_turn_in_order(tmp_path):
     assert order == ["a", "b", "c"]
 
 
+def test_closing_the_store_starts_nothing_that_was_queued(tmp_path):
+    asked = []
+
+    async def handler(request):
+        asked.append(request.url.path)
+        await asyncio.Event().wait()  # never answers: the store closes meanwhile
+
+    async def scenario():
+        async with running(tmp_path, handler, concurrency=1) as store:
+            for name in "abc":
+                await start(store, name, url=f"http://origin.test/{name}")
+            await until(store, "a", state="fetching")
+        async with running(tmp_path, handler) as store:
+            assert [store.get(n)["state"] for n in "abc"] == ["fetching", "pending", "pending"]
+
+    asyncio.run(scenario())
+    assert asked == ["/a"]
+
+
 @pytest.mark.parametrize(
     "error, outcome",
     [

@@ -37,7 +37,7 @@ def test_a_second_client_is_streamed_from_the_store_with_or_without_the_header(o
     origin.behave("/one.bin", throttle=3 * MiB)
     url = origin.url("/one.bin")
     proxy.background(url)
-    reg_id = proxy.api("GET", "/api/fetches").json()["ids"][0]
+    reg_id = proxy.api("GET", "/api/fetches?all=1").json()["ids"][0]
     proxy.wait_until(reg_id, lambda r: r["downloaded"] > 0)
     plain = get(proxy, url)
     marked = get(proxy, url, **{"Background-Fetch": "?1"})
@@ -182,8 +182,8 @@ def _children(pid: int) -> str:
 
 
 def test_a_body_fetched_with_credentials_is_served_only_with_the_same_ones(origin, proxy):
-    origin.add("/private.bin", size=200_000)
-    origin.behave("/private.bin", throttle=400_000)
+    origin.add("/private.bin", size=400_000)
+    origin.behave("/private.bin", throttle=200_000)
     cookie = {"Cookie": "session=abc", "Authorization": "Bearer alice"}
     proxy.background(origin.url("/private.bin"), 'id="private"', cookie)
     with sqlite3.connect(f"file:{proxy.db}?mode=ro", uri=True) as conn:
@@ -201,7 +201,7 @@ def test_a_body_fetched_with_credentials_is_served_only_with_the_same_ones(origi
 
 
 def test_integrity_holds_the_body_back_until_it_is_verified(origin, proxy):
-    origin.add("/checked.bin", size=MiB)
+    origin.add("/checked.bin", size=2 * MiB)
     origin.behave("/checked.bin", throttle=MiB)
     header = f'id="checked", integrity="{integrity(origin.data("/checked.bin"))}"'
     proxy.background(origin.url("/checked.bin"), header)

@@ -21,6 +21,7 @@ import tornado.netutil
 
 from .app import make_app
 from .service import Store
+from .webhook import Webhook
 
 logger = logging.getLogger("store")
 
@@ -35,6 +36,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--upstream-proxy", default=None)
     parser.add_argument("--insecure", action="store_true")
     parser.add_argument("--ca-file", default=None)
+    parser.add_argument("--webhook", default=None, help="URL that receives each final event as a JSON POST")
     return parser.parse_args(argv)
 
 
@@ -85,6 +87,9 @@ async def serve(args: argparse.Namespace, secrets: dict) -> None:
     secret, token = secrets["secret"], secrets.get("token") or None
     async with http_client(args) as client:
         store = Store(args.db, client, concurrency=args.concurrency, retry_cap=args.retry_cap)
+        webhook = Webhook(args.webhook, args.retry_cap) if args.webhook else None
+        if webhook:
+            store.events.listeners.append(webhook.listener)
         internal, port = listen(make_app(store, secret=secret, token=token, public_host=args.public_host), 0)
         servers = [internal]
         listen_port = 0
@@ -100,6 +105,8 @@ async def serve(args: argparse.Namespace, secrets: dict) -> None:
         for server in servers:
             server.stop()
         await store.close()
+        if webhook:
+            await webhook.close()
     logger.info("store stopped")
 
 

@@ -9,7 +9,7 @@ import sqlite3
 import time
 from datetime import UTC, datetime
 
-from . import lifecycle
+from . import headers, lifecycle
 
 
 class Conflict(Exception):
@@ -18,6 +18,10 @@ class Conflict(Exception):
 
 class NotFound(Exception):
     """No registration or record with that id."""
+
+
+class NotPaused(Exception):
+    """Only a paused registration takes new request headers or URLs."""
 
 
 def _now() -> float:
@@ -161,9 +165,39 @@ def update_ui(conn: sqlite3.Connection, reg_id: str, title: str | None, icons: l
     conn.execute("UPDATE registrations SET updated_at = ? WHERE id = ?", [_now(), reg_id])
 
 
+def change_requests(conn: sqlite3.Connection, reg_id: str, changes: list[dict]) -> None:
+    """Give records of a paused registration new request headers (merged: a None value
+    removes the field) or a new URL, for example when its credentials expired."""
+    row = conn.execute("SELECT state FROM registrations WHERE id = ?", [reg_id]).fetchone()
+    if row is None:
+        raise NotFound(reg_id)
+    if row["state"] != "paused":
+        raise NotPaused(f"background fetch {reg_id!r} is {row['state']}, not paused")
+    for change in changes:
+        record = conn.execute(
+            "SELECT id, url, request_headers FROM records WHERE registration_id = ? AND idx = ?",
+            [reg_id, change["index"]],
+        ).fetchone()
+        if record is None:
+            raise NotFound(f"{reg_id} record {change['index']}")
+        fields = headers.merged(headers.parse(record["request_headers"]), change["headers"])
+        conn.execute(
+            "UPDATE records SET request_headers = ?, credential = ?, url = ? WHERE id = ?",
+            [json.dumps(fields), headers.credential_key(fields), change.get("url", record["url"]), record["id"]],
+        )
+
+
 def delete(conn: sqlite3.Connection, reg_id: str) -> None:
     if not conn.execute("DELETE FROM registrations WHERE id = ?", [reg_id]).rowcount:
         raise NotFound(reg_id)
+
+
+def reclaim_space(conn: sqlite3.Connection, pages: int) -> int:
+    """Give up to `pages` free pages back to the file system; returns how many it gave
+    (none in a database made without auto-vacuum)."""
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    conn.execute(f"PRAGMA incremental_vacuum({int(pages)})").fetchall()
+    return free - conn.execute("PRAGMA freelist_count").fetchone()[0]
 
 
 # -- reads ------------------------------------------------------------------

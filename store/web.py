@@ -15,6 +15,20 @@ logger = logging.getLogger(__name__)
 PROBLEM_BASE = "https://bgfetch.dev/problems/"
 
 
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+class Problem(tornado.web.HTTPError):
+    """Raise it in a handler to answer with an RFC 9457 problem (see `StoreHandler.problem`)."""
+
+    def __init__(self, status: int, kind: str, detail: str, headers: dict | None = None, **extra) -> None:
+        super().__init__(status)
+        self.kind = kind
+        self.detail = detail
+        self.headers = headers
+        self.extra = extra
+
+
 class StoreHandler(tornado.web.RequestHandler):
     """Base of every route: the shared secret on the internal port, the API token, problem+json."""
 
@@ -26,6 +40,12 @@ class StoreHandler(tornado.web.RequestHandler):
     def prepare(self) -> None:
         if self.secret is not None and not _same(self.request.headers.get(headers.SECRET), self.secret):
             self.problem(403, "forbidden", "This port answers only the bgfetch proxy.")
+            return
+        if self.secret is None and self.request.host_name not in (*LOCAL_HOSTS, self.settings["public_host"]):
+            self.problem(  # a page on another site that a DNS trick points at 127.0.0.1
+                421, "misdirected-request",
+                f"This port answers requests for {', '.join(LOCAL_HOSTS)} or {self.settings['public_host']} only.",
+            )
             return
         if self.token and not _same(self.request.headers.get("Authorization"), f"Bearer {self.token}"):
             self.problem(
@@ -57,7 +77,14 @@ class StoreHandler(tornado.web.RequestHandler):
         self.finish(json.dumps(value))
 
     def write_error(self, status_code: int, **kwargs) -> None:
-        self.problem(status_code, "error", self._reason)
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, Problem):
+            self.problem(status_code, exc.kind, exc.detail, exc.headers, **exc.extra)
+            return
+        allowed = None
+        if status_code == 405:
+            allowed = {"Allow": ", ".join(m for m in self.SUPPORTED_METHODS if _implements(self, m))}
+        self.problem(status_code, "error", self._reason, headers=allowed)
 
     async def serve_record(self, record_id: int) -> None:
         """Answer with a stored body — Range, HEAD, and read-while-writer included."""
@@ -143,6 +170,10 @@ class StoreHandler(tornado.web.RequestHandler):
             self.finish()
         except (StreamClosedError, tables.NotFound):
             self.request.connection.close()
+
+
+def _implements(handler: tornado.web.RequestHandler, method: str) -> bool:
+    return getattr(type(handler), method.lower()) is not getattr(tornado.web.RequestHandler, method.lower())
 
 
 def _same(given: str | None, expected: str) -> bool:

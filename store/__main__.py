@@ -24,6 +24,7 @@ from .service import Store
 from .webhook import Webhook
 
 logger = logging.getLogger("store")
+MAX_HEADER_BYTES = 256 * 1024  # room for a long URL in a query, e.g. /records?url=...
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -52,7 +53,7 @@ def lock(db: str):
 
 def listen(app, port: int) -> tuple[tornado.httpserver.HTTPServer, int]:
     sockets = tornado.netutil.bind_sockets(port, "127.0.0.1")
-    server = tornado.httpserver.HTTPServer(app, idle_connection_timeout=300)
+    server = tornado.httpserver.HTTPServer(app, idle_connection_timeout=300, max_header_size=MAX_HEADER_BYTES)
     server.add_sockets(sockets)
     return server, sockets[0].getsockname()[1]
 

@@ -234,6 +234,17 @@ class OpenApi(ApiHandler):
         self.send_json(openapi.document(self.settings["public_host"]))
 
 
+class NoRoute(ApiHandler):
+    """Any other path: a 404 problem."""
+
+    SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+    def get(self) -> None:
+        raise Problem(404, "not-found", f"No such path: {self.request.path}.")
+
+    head = post = put = patch = delete = options = get
+
+
 ROUTES = [
     (r"/api/fetches", Fetches),
     (r"/api/fetches/([^/]+)", Fetch),

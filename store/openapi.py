@@ -36,7 +36,7 @@ PROBLEMS = {
 
 ID_PARAMETER = {
     "name": "id", "in": "path", "required": True, "description": "The registration's id.",
-    "schema": {"type": "string", "minLength": 1},
+    "schema": {"type": "string", "minLength": 1, "maxLength": validate.MAX_ID},
 }
 
 REGISTRATION = {
@@ -98,7 +98,7 @@ HEADERS = {
     "additionalProperties": {"type": "string", "pattern": r"^[^\r\n\x00]*$", "maxLength": validate.MAX_TEXT},
 }
 
-URL = {"type": "string", "pattern": r"^[hH][tT][tT][pP][sS]?://", "maxLength": validate.MAX_TEXT,
+URL = {"type": "string", "pattern": r"^[hH][tT][tT][pP][sS]?://[^/?#\s]", "maxLength": validate.MAX_TEXT,
        "description": "an absolute http or https URL"}
 
 REQUEST = {
@@ -167,8 +167,8 @@ REGISTRATION_ANSWER = {"description": "The registration.", "content": _json(_ref
 BODY_ANSWER = {"description": "The body, with the origin's headers.", "content": {"*/*": {"schema": {}}}}
 
 
-def _body(schema: dict, required: bool = True) -> dict:
-    return {"required": required, "content": _json(schema)}
+def _body(schema: dict) -> dict:
+    return {"required": True, "content": _json(schema)}
 
 
 PATHS = {
@@ -185,6 +185,10 @@ PATHS = {
             "responses": _answers({"201": {
                 **REGISTRATION_ANSWER,
                 "headers": {"Location": {"required": True, "schema": {"type": "string"}, "description": "the registration's path"}},
+                "links": {operation: {"operationId": operation, "parameters": {"id": "$response.body#/id", **index}}
+                          for operation, index in [("get", {}), ("updateUI", {}), ("abort", {}), ("matchAll", {}),
+                                                   ("responseReady", {"index": 0}), ("responseReadyHead", {"index": 0}),
+                                                   ("delete", {})]},
             }}, 400, 409, 415),
         },
     },
@@ -205,7 +209,7 @@ PATHS = {
         "parameters": [ID_PARAMETER],
         "post": {
             "operationId": "abort", "summary": "abort(): failure / aborted; partial bodies are discarded",
-            "requestBody": _body({"type": "object", "maxProperties": 0}, required=False),
+            "requestBody": _body({"type": "object", "maxProperties": 0}),
             "responses": _answers({"200": REGISTRATION_ANSWER}, 400, 404, 409, 415),
         },
     },

@@ -102,16 +102,15 @@ def _request(value: object, field: str) -> dict:
     fields = _object(value, field, REQUEST_FIELDS, required=("url",))
     method = _method(fields.get("method", "GET"), f"{field}.method")
     body = fields.get("body")
-    if body is not None and (not isinstance(body, str) or method == "GET"):
+    if "body" in fields and (not isinstance(body, str) or method == "GET"):
         raise Invalid(f"{field}.body", "must be a string, and only for methods other than GET")
     given = _header_changes(fields.get("headers", {}), f"{field}.headers", removable=False)
-    integrity = fields.get("integrity")
     return {
         "url": url(fields["url"], f"{field}.url"),
         "method": method,
         "headers": given,
         "body": body.encode() if body is not None else None,
-        "integrity": _integrity(integrity, f"{field}.integrity") if integrity is not None else None,
+        "integrity": _integrity(fields["integrity"], f"{field}.integrity") if "integrity" in fields else None,
         "credential": headers.credential_key(given),
     }
 

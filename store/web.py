@@ -53,6 +53,12 @@ class StoreHandler(tornado.web.RequestHandler):
                 headers={"WWW-Authenticate": 'Bearer realm="bgfetch"'},
             )
 
+    @classmethod
+    def methods(cls) -> list[str]:
+        """The methods this route answers (its `Allow`)."""
+        base = tornado.web.RequestHandler
+        return [m for m in cls.SUPPORTED_METHODS if getattr(cls, m.lower()) is not getattr(base, m.lower())]
+
     def set_default_headers(self) -> None:
         self.clear_header("Server")
 
@@ -83,7 +89,7 @@ class StoreHandler(tornado.web.RequestHandler):
             return
         allowed = None
         if status_code == 405:
-            allowed = {"Allow": ", ".join(m for m in self.SUPPORTED_METHODS if _implements(self, m))}
+            allowed = {"Allow": ", ".join(self.methods())}
         self.problem(status_code, "error", self._reason, headers=allowed)
 
     async def serve_record(self, record_id: int) -> None:
@@ -170,10 +176,6 @@ class StoreHandler(tornado.web.RequestHandler):
             self.finish()
         except (StreamClosedError, tables.NotFound):
             self.request.connection.close()
-
-
-def _implements(handler: tornado.web.RequestHandler, method: str) -> bool:
-    return getattr(type(handler), method.lower()) is not getattr(tornado.web.RequestHandler, method.lower())
 
 
 def _same(given: str | None, expected: str) -> bool:

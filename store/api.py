@@ -43,9 +43,11 @@ class ApiHandler(StoreHandler):
         if optional and not self.request.body.strip():
             return {}
         try:
-            return json.loads(self.request.body)
+            body = json.loads(self.request.body)
+            json.dumps(body, ensure_ascii=False).encode()  # no unpaired surrogate (\ud800) inside
         except ValueError as exc:
-            raise Problem(400, "invalid-json", f"The body is not JSON: {exc}", field="") from None
+            raise Problem(400, "invalid-json", f"The body is not JSON text in UTF-8: {exc}", field="") from None
+        return body
 
     def flag(self, name: str) -> bool:
         value = self.get_argument(name, "0")

@@ -70,6 +70,10 @@ class EventBus:
         if handle:
             handle.cancel()
 
+    @property
+    def subscribers(self) -> int:
+        return len(self._queues)
+
     def subscribe(self, last_id: int | None = None) -> asyncio.Queue:
         """A queue of the events after `last_id` still in the log, then of live ones.
 

@@ -95,7 +95,7 @@ RECORD = {
 
 HEADERS = {
     "type": "object", "maxProperties": 100, "propertyNames": {"pattern": TOKEN_PATTERN},
-    "additionalProperties": {"type": "string", "pattern": r"^[^\r\n\x00]*$", "maxLength": validate.MAX_TEXT},
+    "additionalProperties": {"type": "string", "pattern": r"^[\t\x20-\x7e]*$", "maxLength": validate.MAX_TEXT},
 }
 
 URL = {"type": "string", "pattern": r"^[hH][tT][tT][pP][sS]?://[^/?#\s]", "maxLength": validate.MAX_TEXT,
@@ -140,7 +140,7 @@ UPDATE_BODY = {
                 "type": "object", "required": ["index"], "additionalProperties": False,
                 "properties": {
                     "index": {"type": "integer", "minimum": 0},
-                    "headers": {**HEADERS, "additionalProperties": {"type": ["string", "null"], "pattern": r"^[^\r\n\x00]*$"},
+                    "headers": {**HEADERS, "additionalProperties": {"type": ["string", "null"], "pattern": r"^[\t\x20-\x7e]*$"},
                                 "description": "merged into the record's headers; null removes one"},
                     "url": URL,
                 },

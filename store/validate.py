@@ -18,6 +18,7 @@ MAX_ICONS = 32
 MAX_TEXT = 8192
 MAX_BYTES = 2**53  # the largest integer every JSON reader keeps exact
 TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+FIELD_VALUE = re.compile(r"^[\t\x20-\x7e]*$")
 FORBIDDEN_METHODS = {"CONNECT", "TRACE", "TRACK", "HEAD"}  # Fetch's forbidden ones; HEAD has no body
 NORMALISED_METHODS = {"DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH"}
 ICON_FIELDS = {"src", "sizes", "type", "label"}
@@ -80,11 +81,11 @@ def url(value: object, field: str) -> str:
     default port, no fragment."""
     if not isinstance(value, str) or not value.isprintable() or " " in value or len(value) > MAX_TEXT:
         raise Invalid(field, "must be an absolute http or https URL")
-    parts = urllib.parse.urlsplit(value)
     try:
+        parts = urllib.parse.urlsplit(value)
         port = parts.port
-    except ValueError:
-        raise Invalid(field, "has a port that is not a number from 0 to 65535") from None
+    except ValueError as exc:
+        raise Invalid(field, f"is not a valid URL ({exc})") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.hostname:
         raise Invalid(field, "must be an absolute http or https URL")
@@ -152,7 +153,7 @@ def _byte_count(value: object, field: str) -> int:
 
 
 def _method(value: object, field: str) -> str:
-    if not isinstance(value, str) or not TOKEN.match(value) or len(value) > 32:
+    if not isinstance(value, str) or not TOKEN.fullmatch(value) or len(value) > 32:
         raise Invalid(field, "must be an HTTP method such as GET or POST")
     if value.upper() in FORBIDDEN_METHODS:
         raise Invalid(field, f"may not be {value}; a background fetch needs a response body")
@@ -165,12 +166,12 @@ def _header_changes(value: object, field: str, removable: bool) -> list[tuple[st
         raise Invalid(field, "must be a JSON object of header names to values")
     found = []
     for name, text in value.items():
-        if not TOKEN.match(name):
+        if not TOKEN.fullmatch(name):
             raise Invalid(f"{field}.{name}", "is not a valid header name")
         if text is None and removable:
             found.append((name, None))
-        elif not isinstance(text, str) or len(text) > MAX_TEXT or any(c in text for c in "\r\n\0"):
-            raise Invalid(f"{field}.{name}", "must be a string without line breaks" + (" or null" if removable else ""))
+        elif not isinstance(text, str) or len(text) > MAX_TEXT or not FIELD_VALUE.fullmatch(text):
+            raise Invalid(f"{field}.{name}", "must be a string of printable ASCII" + (" or null" if removable else ""))
         else:
             found.append((name, text))
     return found

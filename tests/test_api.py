@@ -126,7 +126,8 @@ def test_conflicts_wrong_media_types_and_unknown_ids(origin, proxy):
     with proxy.client() as client:
         assert client.post(f"{API}/fetches", json=start).status_code == 201
         assert problem_of(client.post(f"{API}/fetches", json=start), 409)["field"] == "id"
-        assert problem_of(client.post(f"{API}/fetches", content=b"{", headers={"Content-Type": "application/json"}), 400)["field"] == ""
+        for broken in (b"{", b'{"id": "\\ud800", "requests": ["http://127.0.0.1:1/"]}', b"\xff"):
+            assert problem_of(client.post(f"{API}/fetches", content=broken, headers={"Content-Type": "application/json"}), 400)["field"] == ""
         for method, path in [("POST", "/fetches"), ("POST", "/fetches/slow/abort"), ("PATCH", "/fetches/slow")]:
             form = client.request(method, API + path, data={"id": "forged", "title": "forged"})
             assert problem_of(form, 415)["type"].endswith("/unsupported-media-type"), (method, path)

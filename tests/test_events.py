@@ -8,9 +8,13 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
+import tornado.httpserver
+import tornado.netutil
 
-from store import events
+from store import api, events
+from store.app import make_app
 from store.events import EventBus
+from store.service import Store
 from tests.test_api import API, wait_until
 
 MiB = 1 << 20
@@ -104,7 +108,7 @@ def read_events(lines, until) -> list[dict]:
 
 def test_event_stream_through_the_proxy_and_replay_after_reconnect(origin, proxy):
     origin.add("/ep.mp3", size=2 * MiB)
-    origin.behave("/ep.mp3", throttle=4 * MiB)
+    origin.behave("/ep.mp3", throttle=2 * MiB)
     origin.add("/gone", size=10)
     origin.behave("/gone", status=410)
     with proxy.client() as client, client.stream("GET", f"{API}/events") as stream:
@@ -119,8 +123,8 @@ def test_event_stream_through_the_proxy_and_replay_after_reconnect(origin, proxy
     assert {e["event"] for e in seen} == {"progress", "success", "fail"}
     ids = [int(e["id"]) for e in seen]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
-    progress = [e["data"] for e in seen if e["event"] == "progress" and e["data"]["id"] == "ep"]
-    assert progress[0]["downloaded"] < 2 * MiB and progress[-1]["downloaded"] == 2 * MiB
+    progress = [e["data"]["downloaded"] for e in seen if e["event"] == "progress" and e["data"]["id"] == "ep"]
+    assert progress == sorted(progress) and any(0 < n < 2 * MiB for n in progress)
     assert [e["data"]["downloaded"] for e in seen if e["event"] == "success"] == [2 * MiB]
     assert [e["data"]["failureReason"] for e in seen if e["event"] == "fail"] == ["bad-status"]
 
@@ -128,6 +132,35 @@ def test_event_stream_through_the_proxy_and_replay_after_reconnect(origin, proxy
         replayed = read_events(again.iter_lines(), lambda e: e["event"] == "fail")
     assert [(e["id"], e["event"]) for e in replayed] == [(e["id"], e["event"]) for e in seen[1:]]
     assert proxy.api("GET", "/api/events", headers={"Last-Event-ID": "soon"}).json()["field"] == "Last-Event-ID"
+
+
+def test_a_stream_keeps_alive_and_ends_when_its_client_leaves_or_the_store_stops(tmp_path, monkeypatch):
+    monkeypatch.setattr(api, "KEEPALIVE_SECONDS", 0.1)
+
+    async def scenario():
+        async with httpx.AsyncClient(timeout=5) as client:
+            store = Store(str(tmp_path / "events.sqlite3"), client)
+            sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
+            server = tornado.httpserver.HTTPServer(make_app(store, secret=None, token=None, public_host="bgfetch.internal"))
+            server.add_sockets(sockets)
+            url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}/api/events"
+            async with client.stream("GET", url) as stream:
+                lines = stream.aiter_lines()
+                assert [await anext(lines) for _ in range(4)] == ["retry: 2000", "", ": keep-alive", ""]
+                assert store.events.subscribers == 1
+            for _ in range(100):
+                if not store.events.subscribers:
+                    break
+                await asyncio.sleep(0.02)
+            assert store.events.subscribers == 0  # the client left: its subscription is gone
+            async with client.stream("GET", url) as stream:
+                lines = stream.aiter_lines()
+                assert await anext(lines) == "retry: 2000"
+                await store.close()
+                assert {line async for line in lines} <= {"", ": keep-alive"}  # then the stream ends
+            server.stop()
+
+    asyncio.run(scenario())
 
 
 def test_abort_event_and_a_stream_per_client(origin, proxy):

@@ -9,6 +9,8 @@ import base64
 import re
 import urllib.parse
 
+import httpx
+
 from . import headers
 
 MAX_ID = 256
@@ -78,7 +80,7 @@ def identifier(value: object, field: str) -> str:
 
 def url(value: object, field: str) -> str:
     """An absolute http(s) URL as the proxy sees it: scheme and host lower case, no
-    default port, no fragment."""
+    default port, no fragment, IDNA and percent-encoding as on the wire."""
     if not isinstance(value, str) or not value.isprintable() or " " in value or len(value) > MAX_TEXT:
         raise Invalid(field, "must be an absolute http or https URL")
     try:
@@ -94,7 +96,10 @@ def url(value: object, field: str) -> str:
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     if port is not None and port != {"http": 80, "https": 443}[scheme]:
         host += f":{port}"
-    return urllib.parse.urlunsplit((scheme, host, parts.path or "/", parts.query, ""))
+    try:  # as sent on the wire: an IDNA host in punycode, the rest percent-encoded
+        return str(httpx.URL(urllib.parse.urlunsplit((scheme, host, parts.path or "/", parts.query, ""))))
+    except httpx.InvalidURL as exc:
+        raise Invalid(field, f"is not a valid URL ({exc})") from None
 
 
 def _request(value: object, field: str) -> dict:

@@ -34,12 +34,13 @@ def test_defaults_and_zero_download_total():
     ("HTTP://EXAMPLE.com:80/a?b=1#c", "http://example.com/a?b=1"),
     ("https://example.com:8443/", "https://example.com:8443/"),
     ("http://[::1]:8080/x", "http://[::1]:8080/x"),
+    ("http://Bücher.de/ä?q=ö", "http://xn--bcher-kva.de/%C3%A4?q=%C3%B6"),
 ])
 def test_urls_are_written_as_the_proxy_sees_them(url, expected):
     assert validate.url(url, "url") == expected
 
 
-@pytest.mark.parametrize("url", ["", "/relative", "ftp://host/", "http://", "http://host:70000/", "http://a b/",
+@pytest.mark.parametrize("url", ["", "/relative", "ftp://host/", "https://)úñ䊊/", "http://", "http://host:70000/", "http://a b/",
                                  "http://user:pw@host/", "http://host/\n", 5, None])
 def test_urls_that_are_refused(url):
     with pytest.raises(validate.Invalid) as caught:

@@ -43,6 +43,7 @@ class BackgroundFetch:
         self.process: StoreProcess | None = None
         self.lookup: Lookup | None = None
         self.port = 0
+        self.api: httpx.Client | None = None  # the commands' client of the store's control API
         self.tasks: set[asyncio.Task] = set()
 
     def load(self, loader) -> None:
@@ -174,16 +175,10 @@ class BackgroundFetch:
 
     def _call(self, method: str, path: str, body: dict | None = None) -> dict | None:
         """One call of the store's control API; CommandError with the store's problem."""
-        if not self.port:
+        if not self.api:
             raise exceptions.CommandError("the bgfetch store is not running; see mitmproxy's log")
-        sent = {fields.SECRET: self.secret}
-        if ctx.options.bgfetch_token:
-            sent["Authorization"] = f"Bearer {ctx.options.bgfetch_token}"
         try:
-            response = httpx.request(
-                method, f"http://127.0.0.1:{self.port}{path}", json=body, headers=sent,
-                timeout=COMMAND_TIMEOUT, trust_env=False,
-            )
+            response = self.api.request(method, path, json=body)
         except httpx.HTTPError as exc:
             raise exceptions.CommandError(f"the bgfetch store did not answer: {exc}") from exc
         if response.is_error:
@@ -248,11 +243,20 @@ class BackgroundFetch:
             return
         self.port = ports["port"]
         self.lookup = Lookup(self.db_path())
+        sent = {fields.SECRET: self.secret}
+        if ctx.options.bgfetch_token:
+            sent["Authorization"] = f"Bearer {ctx.options.bgfetch_token}"
+        self.api = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.port}", headers=sent, timeout=COMMAND_TIMEOUT, trust_env=False
+        )
         where = f" and http://127.0.0.1:{ports['listen_port']}/" if ports["listen_port"] else ""
         logger.info("bgfetch: store %s, dashboard at http://%s/%s", self.db_path(), ctx.options.bgfetch_host, where)
 
     async def _stop_store(self) -> None:
         self.port = 0
+        if self.api:
+            self.api.close()
+            self.api = None
         if self.lookup:
             self.lookup.close()
             self.lookup = None

@@ -23,8 +23,10 @@ import tornado.netutil
 
 from .app import make_app
 from .service import Store
+from .webhook import Webhook
 
 logger = logging.getLogger("store")
+MAX_HEADER_BYTES = 256 * 1024  # room for a long URL in a query, e.g. /records?url=...
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -39,6 +41,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--upstream-proxy", default=None)
     parser.add_argument("--insecure", action="store_true")
     parser.add_argument("--ca-file", default=None)
+    parser.add_argument("--webhook", default=None, help="URL that receives each final event as a JSON POST")
     return parser.parse_args(argv)
 
 
@@ -59,7 +62,7 @@ def lock(db: str, wait: float):
 
 def listen(app, port: int) -> tuple[tornado.httpserver.HTTPServer, int]:
     sockets = tornado.netutil.bind_sockets(port, "127.0.0.1")
-    server = tornado.httpserver.HTTPServer(app, idle_connection_timeout=300)
+    server = tornado.httpserver.HTTPServer(app, idle_connection_timeout=300, max_header_size=MAX_HEADER_BYTES)
     server.add_sockets(sockets)
     return server, sockets[0].getsockname()[1]
 
@@ -104,6 +107,9 @@ async def serve(args: argparse.Namespace, secrets: dict) -> None:
     secret, token = secrets["secret"], secrets.get("token") or None
     async with http_client(args, secrets.get("upstream_auth")) as client:
         store = Store(args.db, client, concurrency=args.concurrency, retry_cap=args.retry_cap, quota=args.quota)
+        webhook = Webhook(args.webhook, args.retry_cap) if args.webhook else None
+        if webhook:
+            store.events.listeners.append(webhook.listener)
         internal, port = listen(make_app(store, secret=secret, token=token, public_host=args.public_host), 0)
         servers = [internal]
         listen_port = 0
@@ -119,6 +125,8 @@ async def serve(args: argparse.Namespace, secrets: dict) -> None:
         for server in servers:
             server.stop()
         await store.close()
+        if webhook:
+            await webhook.close()
     logger.info("store stopped")
 
 

@@ -9,8 +9,7 @@ import sqlite3
 import time
 from datetime import UTC, datetime
 
-from . import headers as fields
-from . import lifecycle
+from . import headers, lifecycle
 
 
 class Conflict(Exception):
@@ -19,6 +18,10 @@ class Conflict(Exception):
 
 class NotFound(Exception):
     """No registration or record with that id."""
+
+
+class NotPaused(Exception):
+    """Only a paused registration takes new request headers or URLs."""
 
 
 def _now() -> float:
@@ -124,33 +127,6 @@ def set_response(
     return held_bytes(conn, record_id)
 
 
-def update_request(
-    conn: sqlite3.Connection, reg_id: str, index: int, headers: dict[str, str | None] | None, url: str | None
-) -> None:
-    """New request headers (merged by name; None removes) and/or URL for a record of a pending
-    or paused registration; the credential key follows the new headers."""
-    row = conn.execute(
-        "SELECT r.id, r.request_headers, g.state FROM records r"
-        " JOIN registrations g ON g.id = r.registration_id WHERE g.id = ? AND r.idx = ?",
-        [reg_id, index],
-    ).fetchone()
-    if row is None:
-        raise NotFound(f"{reg_id} record {index}")
-    if row["state"] not in ("pending", "paused"):
-        raise lifecycle.LifecycleError(f"cannot change the request of a registration that is {row['state']}")
-    if headers is not None:
-        names = {name.lower() for name in headers}
-        kept = [(k, v) for k, v in fields.parse(row["request_headers"]) if k.lower() not in names]
-        merged = kept + [(k, v) for k, v in headers.items() if v is not None]
-        conn.execute(
-            "UPDATE records SET request_headers = ?, credential = ? WHERE id = ?",
-            [json.dumps(merged), fields.credential_key(merged), row["id"]],
-        )
-    if url is not None:
-        conn.execute("UPDATE records SET url = ? WHERE id = ?", [url, row["id"]])
-    conn.execute("UPDATE registrations SET updated_at = ? WHERE id = ?", [_now(), reg_id])
-
-
 def append_chunk(
     conn: sqlite3.Connection, record_id: int, generation: int, offset: int, pieces: list[bytes]
 ) -> bool:
@@ -198,9 +174,39 @@ def update_ui(conn: sqlite3.Connection, reg_id: str, title: str | None, icons: l
     conn.execute("UPDATE registrations SET updated_at = ? WHERE id = ?", [_now(), reg_id])
 
 
+def change_requests(conn: sqlite3.Connection, reg_id: str, changes: list[dict]) -> None:
+    """Give records of a paused registration new request headers (merged: a None value
+    removes the field) or a new URL, for example when its credentials expired."""
+    row = conn.execute("SELECT state FROM registrations WHERE id = ?", [reg_id]).fetchone()
+    if row is None:
+        raise NotFound(reg_id)
+    if row["state"] != "paused":
+        raise NotPaused(f"background fetch {reg_id!r} is {row['state']}, not paused")
+    for change in changes:
+        record = conn.execute(
+            "SELECT id, url, request_headers FROM records WHERE registration_id = ? AND idx = ?",
+            [reg_id, change["index"]],
+        ).fetchone()
+        if record is None:
+            raise NotFound(f"{reg_id} record {change['index']}")
+        fields = headers.merged(headers.parse(record["request_headers"]), change["headers"])
+        conn.execute(
+            "UPDATE records SET request_headers = ?, credential = ?, url = ? WHERE id = ?",
+            [json.dumps(fields), headers.credential_key(fields), change.get("url", record["url"]), record["id"]],
+        )
+
+
 def delete(conn: sqlite3.Connection, reg_id: str) -> None:
     if not conn.execute("DELETE FROM registrations WHERE id = ?", [reg_id]).rowcount:
         raise NotFound(reg_id)
+
+
+def reclaim_space(conn: sqlite3.Connection, pages: int) -> int:
+    """Give up to `pages` free pages back to the file system; returns how many it gave
+    (none in a database made without auto-vacuum)."""
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    conn.execute(f"PRAGMA incremental_vacuum({int(pages)})").fetchall()
+    return free - conn.execute("PRAGMA freelist_count").fetchone()[0]
 
 
 # -- reads ------------------------------------------------------------------

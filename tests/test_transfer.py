@@ -241,7 +241,7 @@ def test_refused_credentials_on_resume_pause_until_new_headers_come(tmp_path, lo
             assert paused["state"] == "paused" and paused["downloaded"] == 100_000
             assert "(403)" in paused["lastError"] and "bytes are kept" in paused["lastError"]
             old_key = tables.records(store.db, "f")[0]["credential"]
-            await store.update_request("f", 0, headers={"Authorization": "Bearer new"}, url=URL + "?sig=2")
+            await store.update("f", None, None, [{"index": 0, "headers": [("Authorization", "Bearer new")], "url": URL + "?sig=2"}])
             registration = await until(store, "f")
             assert registration["result"] == "success"
             assert stored_body(store) == DATA
@@ -257,31 +257,31 @@ def test_refused_credentials_on_resume_pause_until_new_headers_come(tmp_path, lo
     assert len(origin.requests) == 3  # the new headers were tried at once, not after the backoff
 
 
-def test_update_request_is_only_for_a_pending_or_paused_registration(tmp_path):
+def test_new_request_headers_are_only_for_a_paused_registration(tmp_path):
     origin = FakeOrigin()
 
     async def scenario():
         async with running(tmp_path, origin) as store:
             await start(store)
             await until(store, "f", result="success")
-            with pytest.raises(lifecycle.LifecycleError, match="done"):
-                await store.update_request("f", 0, headers={"Cookie": "a=b"})
+            with pytest.raises(tables.NotPaused, match="done"):
+                await store.update("f", None, None, [{"index": 0, "headers": [("Cookie", "a=b")]}])
             with pytest.raises(tables.NotFound):
-                await store.update_request("f", 1, url=URL)
-            with pytest.raises(tables.NotFound):
-                await store.update_request("nope", 0, url=URL)
+                await store.update("nope", None, None, [{"index": 0, "headers": [], "url": URL}])
 
     asyncio.run(scenario())
 
 
-def test_update_request_merges_headers_by_name(tmp_path):
+def test_new_request_headers_merge_by_name(tmp_path):
     async def scenario():
         async with running(tmp_path, FakeOrigin(), concurrency=1) as store:
             await store.writer.submit(
                 tables.create, {"id": "p", "title": ""},
                 [{"url": URL, "headers": [["Cookie", "old"], ["Accept", "*/*"], ["X-Gone", "1"]]}],
             )
-            await store.update_request("p", 0, headers={"cookie": "new", "X-Gone": None})
+            await store.writer.submit(tables.transition, "p", "start")
+            await store.writer.submit(tables.transition, "p", "pause")
+            await store.update("p", None, None, [{"index": 0, "headers": [("cookie", "new"), ("X-Gone", None)]}])
             record = tables.records(store.db, "p")[0]
             assert json.loads(record["request_headers"]) == [["Accept", "*/*"], ["cookie", "new"]]
 

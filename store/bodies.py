@@ -56,15 +56,14 @@ class BodySink:
 
     async def flush(self) -> None:
         if self._buffer:
-            data = b"".join(self._buffer)
+            pieces, size = self._buffer, self._buffered
             self._buffer, self._buffered = [], 0
             future = self.writer.submit(
-                tables.append_chunk, self.record_id, self.generation, self.offset, data,
-                size=len(data),
+                tables.append_chunk, self.record_id, self.generation, self.offset, pieces, size=size
             )
             future.add_done_callback(lambda _: self.on_commit(self.record_id))
             self._pending.append(future)
-            self.offset += len(data)
+            self.offset += size
         while len(self._pending) > IN_FLIGHT:
             await self._pending.popleft()
 

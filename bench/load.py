@@ -157,7 +157,10 @@ class Load:
         except Exception as e:
             self.series["readers"].fail(run, e)
         if run == self.runs:
-            self.check_readers(timeout)
+            try:
+                self.check_readers(timeout)
+            except Exception as e:
+                self.series["readers"].fail(run, f"checking the bodies: {e}")
 
     def check_readers(self, timeout: float) -> None:
         """Untimed (hashing costs the client CPU the proxy needs): `clients` readers at once, each body's sha256."""

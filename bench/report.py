@@ -48,9 +48,11 @@ def targets_table(result: dict) -> list[str]:
 
 
 def _pair(sc: dict, field: str) -> str:
-    """"mitmdump / store" of a figure: `rss` (peak MB) or `cpu` (%)."""
-    unit = "mb" if field == "rss" else "pct"
-    return f"{_f(sc.get(f'{field}_mitmdump_{unit}'))} / {_f(sc.get(f'{field}_store_{unit}'))}"
+    """"mitmdump / store" of a figure: `rss` (peak MB) or `cpu` (%, with the busiest thread's in brackets)."""
+    if field == "rss":
+        return f"{_f(sc.get('rss_mitmdump_mb'))} / {_f(sc.get('rss_store_mb'))}"
+    return " / ".join(f"{_f(sc.get(f'cpu_{p}_pct'))}" + (f" ({t:.0f})" if (t := sc.get(f"top_thread_{p}_pct")) is not None
+                                                         else "") for p in ("mitmdump", "store"))
 
 
 def sizes_table(result: dict) -> list[str]:
@@ -61,7 +63,8 @@ def sizes_table(result: dict) -> list[str]:
         rows.append([human_size(t["size"]), *(_f(sc[k].get("mbps")) for k in COLUMNS), rss,
                      _pair(sc["bgfetch_fetch"], "cpu"), _pair(sc["bgfetch_serve_proxy"], "cpu")])
     header = ["body", *(f"{name} MB/s" for name in COLUMNS.values()), "peak RSS MB: plain / bgfetch mitmdump / store",
-              "CPU % fetching: mitmdump / store", "CPU % serving via proxy: mitmdump / store"]
+              "CPU % fetching: mitmdump / store (busiest thread)",
+              "CPU % serving via proxy: mitmdump / store (busiest thread)"]
     return _table(header, rows, "l" + "r" * 10)
 
 
@@ -74,7 +77,8 @@ def load_table(result: dict) -> list[str]:
         if sc.get("errors"):
             text += f"; {len(sc['errors'])} failed runs ({sc['errors'][-1][:120]})"
         rows.append([sc["name"], text, _pair(sc, "cpu"), _pair(sc, "rss")])
-    return _table(["scenario", "median of the runs", "CPU %: mitmdump / store", "peak RSS MB: mitmdump / store"],
+    return _table(["scenario", "median of the runs", "CPU %: mitmdump / store (busiest thread)",
+                   "peak RSS MB: mitmdump / store"],
                   rows, "llrr")
 
 

@@ -34,8 +34,8 @@ def _ratio_target(what: str, want: float, a: dict | None, b: dict | None, versus
     ratio = None if why else paired_ratio(a, b, field)
     if ratio is None:
         return _target(what, target, None, "n/a", why or "no run with both figures")
-    unit = "s" if field == "seconds" else "MB/s"
-    measured = f"{ratio:.2f}× ({a[field]:,.{3 if unit == 's' else 0}f} vs {b[field]:,.{3 if unit == 's' else 0}f} {unit})" + also
+    shown = "{:,.3f} s" if field == "seconds" else "{:,.0f} MB/s"
+    measured = f"{ratio:.2f}× ({shown.format(a[field]).split()[0]} vs {shown.format(b[field])})" + also
     return _target(what, target, ratio <= want if at_most else ratio >= want, measured)
 
 

@@ -61,7 +61,10 @@ class Squid:
         self.conf.write_text(SQUID_CONF.format(host=LOOPBACK, port=self.port, dir=self.dir, user=user,
                                                cache_mb=self.cache_mb))
         if os.geteuid() == 0:
-            shutil.chown(self.dir, user)
+            try:
+                shutil.chown(self.dir, user)
+            except (LookupError, OSError) as e:
+                raise BenchError(f"cannot give {self.dir} to Squid's user {user!r}: {e}") from None
             self.dir.chmod(0o755)
         stderr = self.dir / "stderr.log"
         init = subprocess.run([self.binary, "-N", "-z", "-f", str(self.conf)], capture_output=True, text=True, timeout=120)

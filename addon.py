@@ -100,7 +100,7 @@ class BackgroundFetch:
             return
         request = flow.request
         value = request.headers.pop(HEADER, None)
-        if request.pretty_host == ctx.options.bgfetch_host:
+        if request.host == ctx.options.bgfetch_host:
             self._to_store(flow, request.path)
             return
         try:
@@ -110,12 +110,13 @@ class BackgroundFetch:
                 400, json.dumps(exc.problem()), {"Content-Type": "application/problem+json"}
             )
             return
-        matched = self.rules.match(request.method, request.url, flow)
+        url = request.url
+        matched = self.rules.match(request.method, url, flow)
         if given is not None or matched is not None:
-            spec = rules.make_spec(request.method, request.url, matched or {}, given or {})
-            self._to_store(flow, "/_bgfetch/fetch", {fields.SPEC: spec.to_json(), fields.URL: request.url})
+            spec = rules.make_spec(request.method, url, matched or {}, given or {})
+            self._to_store(flow, "/_bgfetch/fetch", {fields.SPEC: spec.to_json(), fields.URL: url})
         elif request.method in ("GET", "HEAD") and self.lookup:
-            record = self.lookup.find(request.url, fields.credential_key(request.headers.items(multi=True)))
+            record = self.lookup.find(url, fields.credential_key(request.headers.items(multi=True)))
             if record is not None:
                 self._to_store(flow, "/_bgfetch/stored", {fields.RECORD: str(record)})
 

@@ -1,5 +1,6 @@
 """The store's local web app: the base handler, problem answers, and streaming a record's body."""
 
+import asyncio
 import hmac
 import json
 import logging
@@ -171,6 +172,7 @@ class StoreHandler(tornado.web.RequestHandler):
                     if sending is not None:
                         await sending
                     sending = self.flush()
+                    await asyncio.sleep(0)  # a fast client must not keep the loop from the others
                 record = tables.record(self.store.db, record_id)
                 if record["generation"] != generation or record["status"] is None:
                     raise StreamClosedError()  # the entity changed: never mix two versions

@@ -2,12 +2,14 @@
 
 import hashlib
 import re
+import urllib.parse
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests import browser
+from tests.proxy import free_port
 
 MiB = 1 << 20
 WAIT_MS = 30_000  # for expect(): generous, the machine may be loaded
@@ -161,7 +163,7 @@ def test_failed_fetch_shows_its_reason_at_a_phone_width(origin, proxy, chromium)
         item = watched.item("gone")
         expect(item.locator(".state")).to_have_text("Failed", timeout=WAIT_MS)
         expect(item.locator(".detail")).to_contain_text("error status")
-        expect(item.locator(".detail")).to_contain_text("404")
+        expect(item.locator(".error")).to_contain_text("404")
         expect(item.get_by_role("button", name=re.compile("^Delete"))).to_be_in_viewport()
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         assert watched.errors == []
@@ -183,6 +185,27 @@ def test_new_fetch_from_the_url_field_and_delete_when_done(origin, proxy, watche
     expect(item).to_have_count(0, timeout=WAIT_MS)
     expect(watched.page.locator("#empty")).to_be_visible()
     assert proxy.api("GET", f"/api/fetches/{reg_id}").status_code == 404
+
+
+def test_icon_shows_and_an_unreachable_one_falls_back_to_the_glyph(origin, proxy, watched):
+    origin.add("/a.bin", size=1000)
+    dot = "data:image/svg+xml," + urllib.parse.quote(
+        "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 8 8'><circle cx='4' cy='4' r='4'/></svg>"
+    )
+    offline = f"http://127.0.0.1:{free_port()}/icon.png"  # nothing listens: the proxy answers 502
+    for reg_id, icons in [
+        ("drawn", [{"src": offline, "sizes": "16x16"}, {"src": dot, "sizes": "64x64", "type": "image/svg+xml"}]),
+        ("broken", [{"src": offline, "sizes": "any"}]),
+    ]:
+        body = {"id": reg_id, "requests": [origin.url("/a.bin")], "title": reg_id, "icons": icons}
+        assert proxy.api("POST", "/api/fetches", json=body).status_code == 201
+    watched.open()
+    drawn, broken = watched.item("drawn").locator(".icon"), watched.item("broken").locator(".icon")
+    expect(drawn.locator("img")).to_have_attribute("src", dot, timeout=WAIT_MS)
+    watched.page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=drawn.locator("img").element_handle())
+    expect(drawn.locator(".glyph")).to_be_hidden()
+    expect(broken.locator(".glyph")).to_be_visible(timeout=WAIT_MS)
+    expect(broken.locator("img")).to_be_hidden()
 
 
 def test_newest_first_and_a_lost_event_stream_reconnects(origin, proxy, watched):

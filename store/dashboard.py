@@ -43,6 +43,10 @@ class Dashboard(StoreHandler):
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Referrer-Policy", "no-referrer")
         self.set_header("Cache-Control", "no-cache")
-        self.finish(PAGE if self.request.method == "GET" else b"")
+        if self.request.method == "HEAD":
+            self.set_header("Content-Length", str(len(PAGE)))
+            self.finish()
+        else:
+            self.finish(PAGE)
 
     head = get

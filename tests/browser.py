@@ -3,6 +3,8 @@
 import contextlib
 from pathlib import Path
 
+from playwright.sync_api import sync_playwright
+
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -21,8 +23,6 @@ def missing() -> str | None:
 @contextlib.contextmanager
 def chromium():
     """A headless chromium for a whole test module; closed at the end."""
-    from playwright.sync_api import sync_playwright
-
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
         try:
@@ -32,9 +32,11 @@ def chromium():
 
 
 @contextlib.contextmanager
-def page_through(browser, proxy, **context_options):
-    """A fresh browser context whose traffic goes through `proxy`, and one page in it."""
-    context = browser.new_context(proxy={"server": proxy.url}, **context_options)
+def new_page(browser, proxy=None, **context_options):
+    """A page in a fresh browser context, its traffic through `proxy` (None: direct)."""
+    if proxy is not None:
+        context_options["proxy"] = {"server": proxy.url}
+    context = browser.new_context(**context_options)
     try:
         yield context.new_page()
     finally:

@@ -70,7 +70,7 @@ def main() -> None:
         proxy = Proxy(Path(tmp)).start()
         try:
             populate(proxy, origin)
-            with browser.chromium() as chromium, browser.page_through(
+            with browser.chromium() as chromium, browser.new_page(
                 chromium, proxy, viewport={"width": 960, "height": 820}, device_scale_factor=2
             ) as page:
                 page.goto(browser.DASHBOARD)

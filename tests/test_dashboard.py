@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from tests import browser
 from tests.proxy import free_port
@@ -52,15 +53,9 @@ class Watched:
         return self
 
 
-def expect(locator):
-    from playwright.sync_api import expect as playwright_expect
-
-    return playwright_expect(locator)
-
-
 @pytest.fixture
 def watched(chromium, proxy):
-    with browser.page_through(chromium, proxy) as page:
+    with browser.new_page(chromium, proxy) as page:
         watched = Watched(page)
         yield watched
     assert watched.dialogs == [] and watched.errors == []
@@ -91,7 +86,8 @@ def test_page_is_served_on_both_ports_without_the_token_with_a_strict_policy(mak
     page = direct.content
     assert not re.search(rb'(src|href)="(https?:)?//|@import|url\(', page)  # nothing from outside
     assert b"innerHTML" not in page and b"insertAdjacentHTML" not in page
-    assert httpx.head(proxy.api_url("/"), timeout=10).headers["content-length"] == "0"
+    head = httpx.head(proxy.api_url("/"), timeout=10)
+    assert head.headers["content-length"] == str(len(page)) and head.content == b""
 
 
 # -- in the browser --------------------------------------------------------------------------
@@ -141,6 +137,18 @@ def test_completed_fetch_links_to_its_body(origin, proxy, watched):
     assert download.value.suggested_filename == "cover.jpg"
 
 
+def test_listen_port_serves_the_same_page_without_the_proxy(origin, proxy, chromium):
+    origin.add("/direct.bin", size=70_000)
+    start(proxy, origin, "/direct.bin", 'id="direct"')
+    proxy.wait_for("direct", result="success")
+    with browser.new_page(chromium) as page:
+        watched = Watched(page).open(proxy.api_url("/"))
+        with page.expect_download(timeout=WAIT_MS) as download:
+            watched.item("direct").get_by_role("link", name="Save direct.bin").click()
+        assert Path(download.value.path()).read_bytes() == origin.data("/direct.bin")
+        assert watched.dialogs == [] and watched.errors == []
+
+
 def test_hostile_title_stays_text(origin, proxy, watched):
     origin.add("/x.bin", size=1000)
     start(proxy, origin, "/x.bin", f'id="hostile", title="{HOSTILE}"')
@@ -158,7 +166,7 @@ def test_failed_fetch_shows_its_reason_at_a_phone_width(origin, proxy, chromium)
     long_title = "A very long title without any space " + "x" * 120
     start(proxy, origin, "/gone.bin", f'id="gone", title="{long_title}"')
     proxy.wait_for("gone", result="failure")
-    with browser.page_through(chromium, proxy, viewport={"width": 360, "height": 740}) as page:
+    with browser.new_page(chromium, proxy, viewport={"width": 360, "height": 740}) as page:
         watched = Watched(page).open()
         item = watched.item("gone")
         expect(item.locator(".state")).to_have_text("Failed", timeout=WAIT_MS)
@@ -229,7 +237,7 @@ def test_token_is_asked_once_and_kept_in_the_tab(origin, make_proxy, chromium):
     proxy = make_proxy("bgfetch_token=s3cret").start()
     origin.add("/private.bin", size=50_000)
     start(proxy, origin, "/private.bin", 'id="private"')
-    with browser.page_through(chromium, proxy) as page:
+    with browser.new_page(chromium, proxy) as page:
         watched = Watched(page)
         page.goto(browser.DASHBOARD)
         token = page.get_by_label("API token")

@@ -23,6 +23,7 @@ from store.process import StoreError, StoreProcess
 logger = logging.getLogger("bgfetch")
 
 HEADER = "Background-Fetch"
+RULES_POLL_SECONDS = 1.0
 STORE_OPTIONS = {
     "bgfetch_db", "bgfetch_host", "bgfetch_listen_port", "bgfetch_concurrency", "bgfetch_quota",
     "bgfetch_webhook", "bgfetch_token", "bgfetch_retry_cap",
@@ -32,6 +33,7 @@ STORE_OPTIONS = {
 class BackgroundFetch:
     def __init__(self) -> None:
         self.rules = rules.RuleSet([])
+        self.rules_stamp: tuple | None = None
         self.secret = secrets.token_urlsafe(32)
         self.process: StoreProcess | None = None
         self.lookup: Lookup | None = None
@@ -53,11 +55,9 @@ class BackgroundFetch:
         opts = ctx.options
         if "bgfetch_rules" in updated:
             try:
-                self.rules = rules.load_file(opts.bgfetch_rules) if opts.bgfetch_rules else rules.RuleSet([])
+                self._load_rules(opts.bgfetch_rules)
             except rules.RulesError as exc:
                 raise exceptions.OptionsError(str(exc)) from exc
-            if opts.bgfetch_rules:
-                logger.info("bgfetch: %d rules from %s", len(self.rules), opts.bgfetch_rules)
         if opts.bgfetch_concurrency < 1:
             raise exceptions.OptionsError("bgfetch_concurrency must be 1 or more")
         if not 0 <= opts.bgfetch_listen_port < 65536:
@@ -75,6 +75,7 @@ class BackgroundFetch:
     async def running(self) -> None:
         ctx.options.update(connection_strategy="lazy")
         await self._start_store()
+        self._spawn(self._watch_rules())
 
     async def done(self) -> None:
         await self._stop_store()
@@ -111,6 +112,28 @@ class BackgroundFetch:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if "bgfetch" in flow.metadata and flow.response:
             flow.response.stream = True
+
+    # -- rules -------------------------------------------------------------------
+
+    def _load_rules(self, path: str) -> None:
+        """Load the rules file (raises RulesError, leaving the rules in force as they were)."""
+        stamp = _stamp(path) if path else None
+        self.rules = rules.load_file(path) if path else rules.RuleSet([])
+        self.rules_stamp = stamp
+        if path:
+            logger.info("bgfetch: %d rules from %s: %s", len(self.rules), path, ", ".join(self.rules.names))
+
+    async def _watch_rules(self) -> None:
+        """Reload the rules file when it changes; a bad edit keeps the previous rules."""
+        while True:
+            await asyncio.sleep(RULES_POLL_SECONDS)
+            path = ctx.options.bgfetch_rules
+            if path and _stamp(path) != self.rules_stamp:
+                try:
+                    self._load_rules(path)
+                except rules.RulesError as exc:
+                    self.rules_stamp = _stamp(path)
+                    logger.error("bgfetch: %s; the previous rules stay in force", exc)
 
     # -- the store process ---------------------------------------------------
 
@@ -188,6 +211,15 @@ class BackgroundFetch:
         task = asyncio.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+
+def _stamp(path: str) -> tuple | None:
+    """What tells a file's edits apart: modification time and size (None if it is gone)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
 
 
 addons = [BackgroundFetch()]

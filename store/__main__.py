@@ -106,6 +106,7 @@ async def serve(args: argparse.Namespace, secrets: dict) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("tornado.access").setLevel(logging.ERROR)
     _lock = lock(args.db)
     secrets = json.loads(sys.stdin.buffer.readline())
     asyncio.run(serve(args, secrets))

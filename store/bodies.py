@@ -36,32 +36,34 @@ class BodySink:
         self.generation = generation
         self.offset = offset
         self.on_commit = on_commit
-        self._buffer = bytearray()
+        self._buffer: list[bytes] = []
+        self._buffered = 0
         self._since = 0.0
         self._pending: deque[asyncio.Future] = deque()
 
     @property
     def position(self) -> int:
         """Where the next byte goes: committed, in flight and buffered bytes counted."""
-        return self.offset + len(self._buffer)
+        return self.offset + self._buffered
 
     async def write(self, data: bytes) -> None:
         if not self._buffer:
             self._since = time.monotonic()
-        self._buffer += data
-        if len(self._buffer) >= CHUNK_BYTES or time.monotonic() - self._since >= FLUSH_SECONDS:
+        self._buffer.append(data)
+        self._buffered += len(data)
+        if self._buffered >= CHUNK_BYTES or time.monotonic() - self._since >= FLUSH_SECONDS:
             await self.flush()
 
     async def flush(self) -> None:
         if self._buffer:
-            data, self._buffer = bytes(self._buffer), bytearray()
+            pieces, size = self._buffer, self._buffered
+            self._buffer, self._buffered = [], 0
             future = self.writer.submit(
-                tables.append_chunk, self.record_id, self.generation, self.offset, data,
-                size=len(data),
+                tables.append_chunk, self.record_id, self.generation, self.offset, pieces, size=size
             )
             future.add_done_callback(lambda _: self.on_commit(self.record_id))
             self._pending.append(future)
-            self.offset += len(data)
+            self.offset += size
         while len(self._pending) > IN_FLIGHT:
             await self._pending.popleft()
 

@@ -11,7 +11,8 @@ METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 class ProxiedFetch(StoreHandler):
     """A request the proxy marked as a background fetch: start or join it, then answer as
-    `respond` asks — the body as it arrives, or `202 Accepted` with the registration."""
+    `respond` asks — the body as it arrives, or `202 Accepted` with the registration.
+    A fetch that has already succeeded is simply served from the store."""
 
     SUPPORTED_METHODS = METHODS
 
@@ -30,7 +31,7 @@ class ProxiedFetch(StoreHandler):
         record_id = await self._join_or_start(spec, record)
         if record_id is None:
             return
-        if spec.get("respond") == "accepted":
+        if spec.get("respond") == "accepted" and not tables.record(self.store.db, record_id)["complete"]:
             registration = self.store.get(spec["id"])
             host = self.settings["public_host"]
             self.set_header("Location", f"http://{host}/api/fetches/{urllib.parse.quote(spec['id'], safe='')}")

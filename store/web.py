@@ -123,14 +123,20 @@ class StoreHandler(tornado.web.RequestHandler):
             await self.store.changed()
 
     async def _stream(self, record, start: int, end: int | None) -> None:
-        """Write bytes as they are committed; a client that leaves costs nothing more."""
+        """Write bytes as they are committed; a client that leaves costs nothing more.
+
+        One chunk is read from SQLite while the one before it is still being sent, so
+        neither the disk nor the socket waits for the other; at most two are buffered."""
         record_id, generation, pos = record["id"], record["generation"], start
+        sending = None
         try:
             while end is None or pos < end:
                 for data in bodies.read(self.store.db, record_id, pos, end if end is not None else 2**62):
                     self.write(data)
                     pos += len(data)
-                    await self.flush()
+                    if sending is not None:
+                        await sending
+                    sending = self.flush()
                 record = tables.record(self.store.db, record_id)
                 if record["generation"] != generation or record["status"] is None:
                     raise StreamClosedError()  # the entity changed: never mix two versions
@@ -140,7 +146,7 @@ class StoreHandler(tornado.web.RequestHandler):
                     raise StreamClosedError()
                 if pos >= record["stored"]:
                     await self.store.changed()
-            self.finish()
+            await self.finish()
         except (StreamClosedError, tables.NotFound):
             self.request.connection.close()
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import schema
+from .checkpoint import Checkpointer
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ class Writer:
     def __init__(self, path: str, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.conn = schema.connect(path)
+        self.conn.execute("PRAGMA wal_autocheckpoint=0")
+        self.checkpointer = Checkpointer(path)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="bgfetch-writer", daemon=True)
         self._thread.start()
@@ -42,6 +45,7 @@ class Writer:
         """Finish the queued work, then stop the thread and close the connection."""
         self._queue.put(None)
         self._thread.join()
+        self.checkpointer.close()
         self.conn.close()
 
     def _run(self) -> None:
@@ -73,6 +77,7 @@ class Writer:
             for fn, args, _, future in batch:
                 outcomes.append((future, *self._apply(fn, args)))
             self.conn.execute("COMMIT")
+            self.checkpointer.committed(self.conn)
         except sqlite3.Error as exc:
             logger.error("store write failed: %s", exc)
             if self.conn.in_transaction:

@@ -334,14 +334,12 @@ class Origin:
 
     def count(self, path: str, method: str | None = None) -> int:
         """How many requests for `path` (of `method`, if given) the origin has seen."""
-        return sum(
-            1 for r in self.requests if r.path == path and method in (None, r.method)
-        )
+        return sum(1 for r in self.requests if r.path == path and method in (None, r.method))
 
     def body_bytes_sent(self, path: str | None = None) -> int:
         """Body bytes written to sockets, cut responses included; for one path or all."""
         with self._lock:
-            return self._sent.get(path, 0) if path else sum(self._sent.values())
+            return sum(self._sent.values()) if path is None else self._sent.get(path, 0)
 
     # -- used by the request handler --------------------------------------------------------
 

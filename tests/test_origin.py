@@ -7,6 +7,7 @@ import http.client
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import threading
@@ -331,7 +332,7 @@ def test_client_disconnecting_mid_body_is_quiet(origin, capfd):
     with socket.create_connection((origin.host, origin.port)) as sock:
         sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
         assert sock.recv(1000).startswith(b"HTTP/1.1 200")
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset
     origin.stop()  # joins the connection threads
     assert origin.body_bytes_sent("/big") < 8 << 20
     assert capfd.readouterr().err == ""
@@ -360,7 +361,7 @@ def test_parse_size(text, size):
     assert parse_size(text) == size
 
 
-def test_command_line(tmp_path):
+def test_command_line():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

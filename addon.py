@@ -11,8 +11,12 @@ import json
 import logging
 import os
 import secrets
+import urllib.parse
+from collections.abc import Sequence
 
-from mitmproxy import ctx, exceptions, http
+import httpx
+from mitmproxy import command, connection, ctx, exceptions, http
+from mitmproxy.utils.human import pretty_size
 
 import rules
 from rules.config import parse_size
@@ -27,7 +31,9 @@ RULES_POLL_SECONDS = 1.0
 STORE_OPTIONS = {
     "bgfetch_db", "bgfetch_host", "bgfetch_listen_port", "bgfetch_concurrency", "bgfetch_quota",
     "bgfetch_webhook", "bgfetch_token", "bgfetch_retry_cap",
+    "mode", "upstream_auth", "ssl_insecure", "ssl_verify_upstream_trusted_ca",
 }
+COMMAND_TIMEOUT = 10.0  # seconds a command waits for the store (on loopback: milliseconds)
 
 
 class BackgroundFetch:
@@ -38,6 +44,7 @@ class BackgroundFetch:
         self.process: StoreProcess | None = None
         self.lookup: Lookup | None = None
         self.port = 0
+        self.api: httpx.Client | None = None  # the commands' client of the store's control API
         self.tasks: set[asyncio.Task] = set()
 
     def load(self, loader) -> None:
@@ -64,6 +71,9 @@ class BackgroundFetch:
             raise exceptions.OptionsError("bgfetch_listen_port must be a port number, or 0 for none")
         if opts.bgfetch_retry_cap < 1:
             raise exceptions.OptionsError("bgfetch_retry_cap must be 1 second or more")
+        webhook = urllib.parse.urlsplit(opts.bgfetch_webhook)
+        if opts.bgfetch_webhook and (webhook.scheme not in ("http", "https") or not webhook.hostname):
+            raise exceptions.OptionsError(f"bgfetch_webhook must be an http or https URL, got {opts.bgfetch_webhook!r}")
         if opts.bgfetch_quota:
             try:
                 parse_size(opts.bgfetch_quota)
@@ -135,6 +145,47 @@ class BackgroundFetch:
                     self.rules_stamp = _stamp(path)
                     logger.error("bgfetch: %s; the previous rules stay in force", exc)
 
+    # -- commands: the control API over loopback ----------------------------
+
+    @command.command("bgfetch.fetch")
+    def fetch_url(self, url: str, fetch_id: str = "") -> str:
+        """Start a background fetch of URL, with the id given or one made from the URL."""
+        spec = rules.make_spec("GET", url)
+        body = {"id": fetch_id or spec.id, "title": spec.title, "requests": [url]}
+        registration = self._call("POST", "/api/fetches", body)
+        logger.info("bgfetch: %s started: %s", registration["id"], url)
+        return registration["id"]
+
+    @command.command("bgfetch.abort")
+    def abort_fetch(self, fetch_id: str) -> None:
+        """Abort an active background fetch; its partial bodies are discarded."""
+        self._call("POST", f"/api/fetches/{_quoted(fetch_id)}/abort", {})
+        logger.info("bgfetch: %s aborted", fetch_id)
+
+    @command.command("bgfetch.delete")
+    def delete_fetch(self, fetch_id: str) -> None:
+        """Delete a background fetch with its stored bodies (aborting it if active)."""
+        self._call("DELETE", f"/api/fetches/{_quoted(fetch_id)}")
+        logger.info("bgfetch: %s deleted", fetch_id)
+
+    @command.command("bgfetch.list")
+    def list_fetches(self) -> Sequence[str]:
+        """List every background fetch: id, state, result, bytes and title."""
+        ids = self._call("GET", "/api/fetches?all=1")["ids"]
+        return [_describe(self._call("GET", f"/api/fetches/{_quoted(i)}")) for i in ids]
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> dict | None:
+        """One call of the store's control API; CommandError with the store's problem."""
+        if not self.api:
+            raise exceptions.CommandError("the bgfetch store is not running; see mitmproxy's log")
+        try:
+            response = self.api.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            raise exceptions.CommandError(f"the bgfetch store did not answer: {exc}") from exc
+        if response.is_error:
+            raise exceptions.CommandError(response.json().get("detail", response.reason_phrase))
+        return response.json() if response.content else None
+
     # -- the store process ---------------------------------------------------
 
     def _to_store(self, flow: http.HTTPFlow, path: str, extra: dict[str, str] | None = None) -> None:
@@ -152,6 +203,10 @@ class BackgroundFetch:
         for name in [n for n in request.headers if n.lower().startswith(fields.INTERNAL_PREFIX)]:
             del request.headers[name]
         request.scheme, request.host, request.port, request.path = "http", "127.0.0.1", self.port, path
+        if flow.server_conn.via:  # upstream mode: the store is on this machine, go to it directly
+            flow.server_conn = connection.Server(address=("127.0.0.1", self.port))
+            if not (request.is_http2 or request.is_http3):
+                request.authority = ""  # origin-form, as in regular mode
         request.headers[fields.SECRET] = self.secret
         for name, value in (extra or {}).items():
             request.headers[name] = value
@@ -165,6 +220,8 @@ class BackgroundFetch:
             "--concurrency", str(opts.bgfetch_concurrency),
             "--retry-cap", str(opts.bgfetch_retry_cap),
         ]
+        if opts.bgfetch_quota:
+            args += ["--quota", str(parse_size(opts.bgfetch_quota))]
         upstream = next((m.split(":", 1)[1] for m in opts.mode if m.startswith("upstream:")), None)
         if upstream:
             args += ["--upstream-proxy", upstream]
@@ -172,6 +229,8 @@ class BackgroundFetch:
             args.append("--insecure")
         if opts.ssl_verify_upstream_trusted_ca:
             args += ["--ca-file", opts.ssl_verify_upstream_trusted_ca]
+        if opts.bgfetch_webhook:
+            args += ["--webhook", opts.bgfetch_webhook]
         return args
 
     def db_path(self) -> str:
@@ -182,7 +241,8 @@ class BackgroundFetch:
         return os.path.join(confdir, "bgfetch.sqlite3")
 
     async def _start_store(self) -> None:
-        self.process = StoreProcess(self._store_args(), {"secret": self.secret, "token": ctx.options.bgfetch_token})
+        secrets = {"secret": self.secret, "token": ctx.options.bgfetch_token, "upstream_auth": ctx.options.upstream_auth}
+        self.process = StoreProcess(self._store_args(), secrets)
         try:
             ports = await self.process.start()
         except StoreError as exc:
@@ -191,11 +251,20 @@ class BackgroundFetch:
             return
         self.port = ports["port"]
         self.lookup = Lookup(self.db_path())
+        sent = {fields.SECRET: self.secret}
+        if ctx.options.bgfetch_token:
+            sent["Authorization"] = f"Bearer {ctx.options.bgfetch_token}"
+        self.api = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.port}", headers=sent, timeout=COMMAND_TIMEOUT, trust_env=False
+        )
         where = f" and http://127.0.0.1:{ports['listen_port']}/" if ports["listen_port"] else ""
         logger.info("bgfetch: store %s, dashboard at http://%s/%s", self.db_path(), ctx.options.bgfetch_host, where)
 
     async def _stop_store(self) -> None:
         self.port = 0
+        if self.api:
+            self.api.close()
+            self.api = None
         if self.lookup:
             self.lookup.close()
             self.lookup = None
@@ -211,6 +280,20 @@ class BackgroundFetch:
         task = asyncio.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+
+def _quoted(fetch_id: str) -> str:
+    return urllib.parse.quote(fetch_id, safe="")
+
+
+def _describe(registration: dict) -> str:
+    """One line of `bgfetch.list`."""
+    outcome = registration["result"] or registration["state"]
+    if registration["failureReason"]:
+        outcome += f" ({registration['failureReason']})"
+    total = registration["downloadTotal"]
+    done = pretty_size(registration["downloaded"]) + (f" of {pretty_size(total)}" if total else "")
+    return f"{registration['id']}  {outcome}  {done}  {registration['title']}"
 
 
 def _stamp(path: str) -> tuple | None:

@@ -1,7 +1,7 @@
 """The store process: `python -m store --db PATH ...`, started by the addon beside mitmproxy.
 
-It reads its secrets from the first line of standard input, as JSON
-({"secret": ..., "token": ...}, kept out of the process list), and keeps reading: when
+It reads its secrets from the first line of standard input, as JSON ({"secret": ...,
+"token": ..., "upstream_auth": ...}, kept out of the process list), and keeps reading: when
 the pipe closes (mitmproxy exited, even by `kill -9`), the store stops. One store owns a
 database at a time (an exclusive lock beside it). When ready it prints one JSON line to
 standard output: {"port": <internal port>, "listen_port": <public port or 0>}.
@@ -13,7 +13,9 @@ import fcntl
 import json
 import logging
 import signal
+import ssl
 import sys
+import time
 
 import httpx
 import tornado.httpserver
@@ -21,8 +23,10 @@ import tornado.netutil
 
 from .app import make_app
 from .service import Store
+from .webhook import Webhook
 
 logger = logging.getLogger("store")
+MAX_HEADER_BYTES = 256 * 1024  # room for a long URL in a query, e.g. /records?url=...
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -32,35 +36,53 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--public-host", default="bgfetch.internal")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--retry-cap", type=float, default=30.0)
+    parser.add_argument("--quota", type=int, default=None, help="most bytes the store may hold")
+    parser.add_argument("--lock-wait", type=float, default=10.0, help="seconds to wait for another store to go")
     parser.add_argument("--upstream-proxy", default=None)
     parser.add_argument("--insecure", action="store_true")
     parser.add_argument("--ca-file", default=None)
+    parser.add_argument("--webhook", default=None, help="URL that receives each final event as a JSON POST")
     return parser.parse_args(argv)
 
 
-def lock(db: str):
-    """Hold an exclusive lock beside the database for the life of the process."""
+def lock(db: str, wait: float):
+    """Hold an exclusive lock beside the database for the life of the process. A store that
+    is still shutting down (its mitmproxy was just killed) gets `wait` seconds to go."""
     handle = open(db + ".lock", "w")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        sys.exit(f"another bgfetch store is running on {db}; stop it first")
-    return handle
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                sys.exit(f"another bgfetch store is running on {db}; stop it first")
+            time.sleep(0.1)
 
 
 def listen(app, port: int) -> tuple[tornado.httpserver.HTTPServer, int]:
     sockets = tornado.netutil.bind_sockets(port, "127.0.0.1")
-    server = tornado.httpserver.HTTPServer(app, idle_connection_timeout=300)
+    server = tornado.httpserver.HTTPServer(app, idle_connection_timeout=300, max_header_size=MAX_HEADER_BYTES)
     server.add_sockets(sockets)
     return server, sockets[0].getsockname()[1]
 
 
-def http_client(args: argparse.Namespace) -> httpx.AsyncClient:
-    verify: bool | str = False if args.insecure else (args.ca_file or True)
+def http_client(args: argparse.Namespace, upstream_auth: str | None = None) -> httpx.AsyncClient:
+    """The transfers' client, with mitmproxy's upstream settings: its upstream proxy (and
+    `upstream_auth`, "user:password"), `ssl_insecure`, `ssl_verify_upstream_trusted_ca`."""
+    verify: bool | ssl.SSLContext = True
+    if args.insecure:
+        verify = False
+    elif args.ca_file:
+        verify = ssl.create_default_context(cafile=args.ca_file)
+    proxy = None
+    if args.upstream_proxy:
+        auth = tuple(upstream_auth.split(":", 1)) if upstream_auth and ":" in upstream_auth else None
+        proxy = httpx.Proxy(args.upstream_proxy, auth=auth)
     return httpx.AsyncClient(
         follow_redirects=True,
         timeout=httpx.Timeout(30.0, connect=10.0),
-        proxy=args.upstream_proxy,
+        proxy=proxy,
         verify=verify,
         trust_env=False,
     )
@@ -83,8 +105,11 @@ async def serve(args: argparse.Namespace, secrets: dict) -> None:
         loop.add_signal_handler(sig, stop.set)
     transport, _ = await loop.connect_read_pipe(lambda: ParentWatch(stop), sys.stdin)
     secret, token = secrets["secret"], secrets.get("token") or None
-    async with http_client(args) as client:
-        store = Store(args.db, client, concurrency=args.concurrency, retry_cap=args.retry_cap)
+    async with http_client(args, secrets.get("upstream_auth")) as client:
+        store = Store(args.db, client, concurrency=args.concurrency, retry_cap=args.retry_cap, quota=args.quota)
+        webhook = Webhook(args.webhook, args.retry_cap) if args.webhook else None
+        if webhook:
+            store.events.listeners.append(webhook.listener)
         internal, port = listen(make_app(store, secret=secret, token=token, public_host=args.public_host), 0)
         servers = [internal]
         listen_port = 0
@@ -100,6 +125,8 @@ async def serve(args: argparse.Namespace, secrets: dict) -> None:
         for server in servers:
             server.stop()
         await store.close()
+        if webhook:
+            await webhook.close()
     logger.info("store stopped")
 
 
@@ -107,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("tornado.access").setLevel(logging.ERROR)
-    _lock = lock(args.db)
+    _lock = lock(args.db, args.lock_wait)
     secrets = json.loads(sys.stdin.buffer.readline())
     asyncio.run(serve(args, secrets))
 

@@ -1,45 +1,258 @@
-"""The control API: the Background Fetch API's calls as JSON over HTTP."""
+"""The control API: the Background Fetch API's calls as JSON over HTTP.
 
-from . import tables
-from .web import StoreHandler
+| route | spec counterpart |
+|---|---|
+| `POST /api/fetches`, `GET /api/fetches[?all=1]` | `fetch()`, `getIds()` |
+| `GET`, `PATCH`, `DELETE /api/fetches/{id}` | `get()`, `updateUI()`, — |
+| `POST /api/fetches/{id}/abort` | `abort()` |
+| `GET /api/fetches/{id}/records[?url=&ignoreSearch=1&ignoreMethod=1&method=]` | `matchAll()` |
+| `GET /api/fetches/{id}/records/{n}/body` | `responseReady` |
+| `GET /api/events` (text/event-stream), `GET /api/openapi.json` | events, — |
+
+State changes take `Content-Type: application/json` (a form post cannot send it) and answer
+`415` otherwise; a bad value is a `400` problem whose `field` names it.
+"""
+
+import asyncio
+import json
+import urllib.parse
+
+from tornado.iostream import StreamClosedError
+
+from . import lifecycle, openapi, records, tables, validate
+from .web import Problem, StoreHandler
+
+KEEPALIVE_SECONDS = 15.0
+LARGEST_INDEX = 2**31
 
 
-class Fetches(StoreHandler):
-    """`GET /api/fetches`: the ids of active registrations (`?all=1`: all)."""
+class ApiHandler(StoreHandler):
+    """Helpers of the API routes: the registration or 404, the JSON body, query flags."""
+
+    def registration(self, reg_id: str) -> dict:
+        try:
+            return self.store.get(reg_id)
+        except tables.NotFound:
+            raise missing(reg_id) from None
+
+    def json_body(self, optional: bool = False) -> object:
+        """The request's JSON body (an empty one is {} when `optional`)."""
+        media_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if media_type != "application/json":
+            raise Problem(415, "unsupported-media-type", "Send the body as Content-Type: application/json.")
+        if optional and not self.request.body.strip():
+            return {}
+        try:
+            body = json.loads(self.request.body)
+            json.dumps(body, ensure_ascii=False).encode()  # no unpaired surrogate (\ud800) inside
+        except ValueError as exc:
+            raise Problem(400, "invalid-json", f"The body is not JSON text in UTF-8: {exc}", field="") from None
+        return body
+
+    def flag(self, name: str) -> bool:
+        value = self.get_argument(name, "0")
+        if value not in ("0", "1"):
+            raise Problem(400, "invalid-request", f"{name} must be 0 or 1.", field=name)
+        return value == "1"
+
+    def location(self, reg_id: str) -> str:
+        return f"/api/fetches/{urllib.parse.quote(reg_id, safe='')}"
+
+
+def missing(reg_id: str) -> Problem:
+    return Problem(404, "not-found", f"No background fetch with id {reg_id!r}.")
+
+
+def invalid(exc: validate.Invalid) -> Problem:
+    return Problem(400, "invalid-request", str(exc), field=exc.field)
+
+
+class Fetches(ApiHandler):
+    """`POST /api/fetches`: `fetch()`; `GET /api/fetches`: `getIds()` (`?all=1`: every one)."""
+
+    SUPPORTED_METHODS = ("GET", "POST")
 
     def get(self) -> None:
-        self.send_json({"ids": self.store.ids(everything=self.get_argument("all", "0") == "1")})
+        self.send_json({"ids": self.store.ids(everything=self.flag("all"))})
+
+    async def post(self) -> None:
+        try:
+            registration, requests = validate.fetch_body(self.json_body())
+        except validate.Invalid as exc:
+            raise invalid(exc) from None
+        try:
+            created = await self.store.fetch(registration, requests)
+        except tables.Conflict:
+            raise Problem(
+                409, "id-in-use", f"Background fetch {registration['id']!r} is still active; abort it or choose another id.",
+                field="id",
+            ) from None
+        self.set_header("Location", self.location(created["id"]))
+        self.send_json(created, 201)
 
 
-class Fetch(StoreHandler):
-    """`GET /api/fetches/{id}`: one registration."""
+class Fetch(ApiHandler):
+    """`GET`: `get()`; `PATCH`: `updateUI()` and, when paused, new request headers or URLs;
+    `DELETE`: the registration, its records and bodies (an active one is aborted first)."""
+
+    SUPPORTED_METHODS = ("GET", "PATCH", "DELETE")
 
     def get(self, reg_id: str) -> None:
+        self.send_json(self.registration(reg_id))
+
+    async def patch(self, reg_id: str) -> None:
+        count = self.registration(reg_id)["records"]
         try:
-            self.send_json(self.store.get(reg_id))
+            title, icons, changes = validate.update_body(self.json_body(), count)
+        except validate.Invalid as exc:
+            raise invalid(exc) from None
+        try:
+            self.send_json(await self.store.update(reg_id, title, icons, changes))
+        except tables.NotPaused as exc:
+            raise Problem(409, "not-paused", f"New headers or URLs need a paused fetch: {exc}.", field="records") from None
         except tables.NotFound:
-            self.problem(404, "not-found", f"No background fetch with id {reg_id!r}.")
+            raise missing(reg_id) from None  # deleted meanwhile
+
+    async def delete(self, reg_id: str) -> None:
+        self.registration(reg_id)
+        try:
+            await self.store.delete(reg_id)
+        except tables.NotFound:
+            pass  # deleted meanwhile: gone all the same
+        self.set_status(204)
+        self.finish()
 
 
-class RecordBody(StoreHandler):
-    """`GET /api/fetches/{id}/records/{n}/body`: a record's response body, Range supported."""
+class Abort(ApiHandler):
+    """`POST /api/fetches/{id}/abort` (body `{}` or none): `abort()`."""
+
+    SUPPORTED_METHODS = ("POST",)
+
+    async def post(self, reg_id: str) -> None:
+        body = self.json_body(optional=True)
+        if body != {}:
+            raise Problem(400, "invalid-request", "abort takes an empty JSON object.", field="")
+        try:
+            self.send_json(await self.store.abort(reg_id))
+        except lifecycle.LifecycleError:
+            done = self.registration(reg_id)
+            raise Problem(
+                409, "not-active", f"Background fetch {reg_id!r} has already ended ({done['result']}).",
+                registration=done,
+            ) from None
+        except tables.NotFound:
+            raise missing(reg_id) from None
+
+
+class Records(ApiHandler):
+    """`GET /api/fetches/{id}/records`: `matchAll()`; with `url`, the records `match()` picks from."""
+
+    def get(self, reg_id: str) -> None:
+        registration = self.registration(reg_id)
+        if not registration["recordsAvailable"]:
+            raise Problem(409, "records-unavailable", f"Background fetch {reg_id!r} failed; its records are gone.")
+        url = self.get_argument("url", None)
+        try:
+            url = validate.url(url, "url") if url is not None else None
+        except validate.Invalid as exc:
+            raise invalid(exc) from None
+        found = records.matching(
+            tables.records(self.store.db, reg_id), url, self.get_argument("method", "GET").upper(),
+            ignore_search=self.flag("ignoreSearch"), ignore_method=self.flag("ignoreMethod"),
+        )
+        self.send_json({"records": [records.view(reg_id, row) for row in found]})
+
+
+class RecordBody(ApiHandler):
+    """`GET /api/fetches/{id}/records/{n}/body`: a record's response body, Range supported;
+    while it downloads, the bytes as they arrive."""
 
     SUPPORTED_METHODS = ("GET", "HEAD")
 
     async def get(self, reg_id: str, index: str) -> None:
-        row = self.store.db.execute(
-            "SELECT id FROM records WHERE registration_id = ? AND idx = ?", [reg_id, int(index)]
-        ).fetchone()
+        registration = self.registration(reg_id)
+        row = None
+        if int(index) < LARGEST_INDEX:
+            row = self.store.db.execute(
+                "SELECT id FROM records WHERE registration_id = ? AND idx = ?", [reg_id, int(index)]
+            ).fetchone()
         if row is None:
-            self.problem(404, "not-found", f"Background fetch {reg_id!r} has no record {index}.")
-            return
-        await self.serve_record(row["id"])
+            raise Problem(404, "not-found", f"Background fetch {reg_id!r} has no record {index}.")
+        if not registration["recordsAvailable"]:
+            raise Problem(409, "records-unavailable", f"Background fetch {reg_id!r} failed; its bodies are gone.")
+        try:
+            await self.serve_record(row["id"])
+        except tables.NotFound:
+            raise missing(reg_id) from None  # deleted meanwhile
 
     head = get
+
+
+class Events(ApiHandler):
+    """`GET /api/events`: a text/event-stream of progress, success, fail and abort, each with
+    the registration as JSON. `Last-Event-ID` (or `?lastEventId=`) replays what was missed."""
+
+    queue: asyncio.Queue | None = None
+
+    async def get(self) -> None:
+        last = self.request.headers.get("Last-Event-ID", self.get_argument("lastEventId", None))
+        if last is not None and not last.strip().isdigit():
+            raise Problem(400, "invalid-request", "Last-Event-ID must be an event id.", field="Last-Event-ID")
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-store")
+        self.queue = self.store.events.subscribe(int(last) if last is not None else None)
+        try:
+            self.write("retry: 2000\n\n")
+            await self.flush()
+            while (event := await self._next()) is not None:
+                self.write(event)
+                await self.flush()
+            self.finish()
+        except StreamClosedError:
+            self.request.connection.close()
+        finally:
+            self.store.events.unsubscribe(self.queue)
+
+    async def _next(self) -> str | None:
+        """The next event as SSE text, a keep-alive comment after a quiet while, None at the end."""
+        try:
+            event = await asyncio.wait_for(self.queue.get(), KEEPALIVE_SECONDS)
+        except TimeoutError:
+            return ": keep-alive\n\n"
+        if event is None:
+            return None
+        event_id, type_, registration = event
+        return f"id: {event_id}\nevent: {type_}\ndata: {json.dumps(registration)}\n\n"
+
+    def on_connection_close(self) -> None:
+        if self.queue is not None:
+            self.store.events.end(self.queue)
+
+
+class OpenApi(ApiHandler):
+    """`GET /api/openapi.json`: the OpenAPI 3.1 description of these routes."""
+
+    def get(self) -> None:
+        self.send_json(openapi.document(self.settings["public_host"]))
+
+
+class NoRoute(ApiHandler):
+    """Any other path: a 404 problem."""
+
+    SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+    def get(self) -> None:
+        raise Problem(404, "not-found", f"No such path: {self.request.path}.")
+
+    head = post = put = patch = delete = options = get
 
 
 ROUTES = [
     (r"/api/fetches", Fetches),
     (r"/api/fetches/([^/]+)", Fetch),
+    (r"/api/fetches/([^/]+)/abort", Abort),
+    (r"/api/fetches/([^/]+)/records", Records),
     (r"/api/fetches/([^/]+)/records/(\d+)/body", RecordBody),
+    (r"/api/events", Events),
+    (r"/api/openapi.json", OpenApi),
 ]

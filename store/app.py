@@ -21,4 +21,6 @@ def make_app(store: Store, *, secret: str | None, token: str | None, public_host
         routes,
         public_host=public_host,
         compress_response=False,
+        default_handler_class=api.NoRoute,
+        default_handler_args=api_options,
     )

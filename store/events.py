@@ -2,26 +2,34 @@
 
 import asyncio
 import itertools
+import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+
+logger = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 0.25
 KEEP = 1000
+FINAL = ("success", "fail", "abort")
+
+Event = tuple[int, str, dict]
 
 
 class EventBus:
     """Numbers every event, keeps the last KEEP for `Last-Event-ID` replay, fans them out.
 
     Progress is throttled per registration to one event a PROGRESS_INTERVAL; the last
-    state always goes out (a trailing event), so a subscriber never stays behind.
+    state always goes out (a trailing event), so a subscriber never stays behind. Event ids
+    start at the store's start time in milliseconds, so they keep growing across restarts
+    and a client's `Last-Event-ID` from before a restart asks for everything since.
     """
 
     def __init__(self, snapshot: Callable[[str], dict | None]) -> None:
         self.snapshot = snapshot
-        self.log: deque[tuple[int, str, dict]] = deque(maxlen=KEEP)
+        self.log: deque[Event] = deque(maxlen=KEEP)
         self.listeners: list[Callable[[int, str, dict], None]] = []
-        self._ids = itertools.count(1)
+        self._ids = itertools.count(int(time.time() * 1000))
         self._queues: set[asyncio.Queue] = set()
         self._last_progress: dict[str, float] = {}
         self._trailing: dict[str, asyncio.TimerHandle] = {}
@@ -35,8 +43,12 @@ class EventBus:
             self._last_progress.pop(reg_id, None)
         event = (next(self._ids), type_, registration)
         self.log.append(event)
-        for queue in self._queues:
-            queue.put_nowait(event)
+        for queue in list(self._queues):
+            try:
+                queue.put_nowait(event)
+            except asyncio.QueueFull:
+                logger.warning("an event subscriber fell %d events behind; it is dropped", KEEP)
+                self.end(queue)
         for listener in self.listeners:
             listener(*event)
 
@@ -58,25 +70,38 @@ class EventBus:
         if handle:
             handle.cancel()
 
-    async def subscribe(self, last_id: int | None = None) -> AsyncIterator[tuple[int, str, dict]]:
-        """Events after `last_id` still in the log, then live ones, until the caller stops."""
-        queue: asyncio.Queue = asyncio.Queue()
+    @property
+    def subscribers(self) -> int:
+        return len(self._queues)
+
+    def subscribe(self, last_id: int | None = None) -> asyncio.Queue:
+        """A queue of the events after `last_id` still in the log, then of live ones.
+
+        `None` in the queue ends the subscription (the store stops, or the subscriber fell
+        KEEP events behind: it may reconnect with its last id). `unsubscribe` when done.
+        """
+        queue: asyncio.Queue = asyncio.Queue(maxsize=KEEP + 1)
+        if last_id is not None:
+            for event in self.log:
+                if event[0] > last_id:
+                    queue.put_nowait(event)
         self._queues.add(queue)
-        seen = last_id if last_id is not None else self.log[-1][0] if self.log else 0
-        try:
-            for event in list(self.log):
-                if event[0] > seen:
-                    seen = event[0]
-                    yield event
-            while True:
-                event = await queue.get()
-                if event[0] > seen:
-                    seen = event[0]
-                    yield event
-        finally:
-            self._queues.discard(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue) -> None:
+        self._queues.discard(queue)
+
+    def end(self, queue: asyncio.Queue) -> None:
+        """End a subscription: its queue holds only None now."""
+        self._queues.discard(queue)
+        while not queue.empty():
+            queue.get_nowait()
+        queue.put_nowait(None)
 
     def close(self) -> None:
+        """Cancel pending progress and end every subscription."""
         for handle in self._trailing.values():
             handle.cancel()
         self._trailing.clear()
+        for queue in list(self._queues):
+            self.end(queue)

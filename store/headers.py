@@ -48,6 +48,14 @@ def first(fields: Iterable[tuple[str, str]], name: str) -> str | None:
     return next((v for k, v in fields if k.lower() == name), None)
 
 
+def merged(fields: list[tuple[str, str]], changes: Iterable[tuple[str, str | None]]) -> list[tuple[str, str]]:
+    """`fields` with each changed name replaced by its new value, or removed for None."""
+    changes = list(changes)
+    names = {name.lower() for name, _ in changes}
+    kept = [(k, v) for k, v in fields if k.lower() not in names]
+    return kept + [(name, value) for name, value in changes if value is not None]
+
+
 def parse(text: str | None) -> list[tuple[str, str]]:
     """Header fields as stored: a JSON list of [name, value] pairs."""
     return [(k, v) for k, v in json.loads(text or "[]")]

@@ -44,21 +44,26 @@ class ProxiedFetch(StoreHandler):
     async def _join_or_start(self, spec: dict, record: dict) -> int | None:
         """The record to answer from: one of a live or successful registration of this id
         with the same URL and credentials, else a new registration's."""
-        existing = self.store.snapshot(spec["id"])
-        if existing and existing["result"] != "failure":
-            for row in tables.records(self.store.db, spec["id"]):
-                if (row["url"], row["credential"]) == (record["url"], record["credential"]):
-                    return row["id"]
-            if existing["state"] != "done":
-                self.problem(
-                    409, "id-in-use",
-                    f"Background fetch {spec['id']!r} is active for another URL; choose another id.",
-                    key="id",
-                )
-                return None
-        registration = {"id": spec["id"], "title": spec["title"], "download_total": spec.get("download_total")}
-        await self.store.fetch(registration, [record])
-        return tables.records(self.store.db, spec["id"])[0]["id"]
+        for _ in range(2):  # a client that starts the same id a moment earlier wins; join it
+            existing = self.store.snapshot(spec["id"])
+            if existing and existing["result"] != "failure":
+                for row in tables.records(self.store.db, spec["id"]):
+                    if (row["url"], row["credential"]) == (record["url"], record["credential"]):
+                        return row["id"]
+                if existing["state"] != "done":
+                    break
+            registration = {"id": spec["id"], "title": spec["title"], "download_total": spec.get("download_total")}
+            try:
+                await self.store.fetch(registration, [record])
+            except tables.Conflict:
+                continue
+            return tables.records(self.store.db, spec["id"])[0]["id"]
+        self.problem(
+            409, "id-in-use",
+            f"Background fetch {spec['id']!r} is active for another URL; choose another id.",
+            key="id",
+        )
+        return None
 
 
 class ProxiedStored(StoreHandler):

@@ -10,7 +10,10 @@ migrations = Migrations("bgfetch")
 
 
 def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
-    """Open the database: WAL, autocommit (transactions are explicit), foreign keys on."""
+    """Open the database: WAL, autocommit (transactions are explicit), foreign keys on.
+
+    A new database gets incremental auto-vacuum, so deleted bodies give their space back
+    (`tables.reclaim_space`); one made before keeps its free pages for new chunks."""
     if readonly:
         conn = sqlite3.connect(
             f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
@@ -18,6 +21,7 @@ def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     else:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect on a new database only
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=5000")

@@ -10,7 +10,7 @@ import logging
 
 import httpx
 
-from . import schema, tables
+from . import lifecycle, schema, tables
 from .events import EventBus
 from .transfer import TransferLoop
 from .writer import Writer
@@ -18,6 +18,7 @@ from .writer import Writer
 logger = logging.getLogger(__name__)
 
 EVENT_OF = {"succeed": "success", "fail": "fail", "abort": "abort"}
+RECLAIM_PAGES = 256  # pages given back per writer turn (16 MiB), so transfers keep writing
 
 
 class Store:
@@ -28,6 +29,7 @@ class Store:
         *,
         concurrency: int = 4,
         retry_cap: float = 30.0,
+        quota: int | None = None,
     ) -> None:
         self.path = path
         conn = schema.connect(path)
@@ -38,8 +40,9 @@ class Store:
         self.writer = Writer(path, asyncio.get_running_loop())
         self.db = schema.connect(path, readonly=True)
         self.events = EventBus(self.snapshot)
-        self.transfers = TransferLoop(self, client, concurrency, retry_cap)
+        self.transfers = TransferLoop(self, client, concurrency, retry_cap, quota)
         self._change = asyncio.Event()
+        self._reclaim: asyncio.Task | None = None
 
     # -- reads -------------------------------------------------------------
 
@@ -70,6 +73,10 @@ class Store:
         ).fetchone()
         return row[0]
 
+    def held(self, record_id: int) -> int:
+        """Bytes that every record but `record_id` holds or expects (what counts for the quota)."""
+        return tables.held_bytes(self.db, record_id)
+
     # -- changes -------------------------------------------------------------
 
     async def fetch(self, registration: dict, records: list[dict]) -> dict:
@@ -83,25 +90,43 @@ class Store:
         await self.writer.submit(tables.transition, reg_id, event, reason, error)
         self.events.publish(EVENT_OF.get(event, "progress"), reg_id)
         self.notify()
+        if event in ("fail", "abort"):
+            self.reclaim()
 
     async def abort(self, reg_id: str) -> dict:
+        """Stop the transfer and end the registration as failure/aborted; its partial bodies
+        go. LifecycleError when it is no longer active, NotFound when there is none."""
         await self.transfers.stop(reg_id)
         await self.transition(reg_id, "abort")
         return self.get(reg_id)
 
     async def delete(self, reg_id: str) -> None:
+        """Remove a registration with its records and bodies; an active one is aborted first."""
+        if self.get(reg_id)["state"] in lifecycle.ACTIVE:
+            try:
+                await self.abort(reg_id)
+            except lifecycle.LifecycleError:
+                pass  # it finished meanwhile
         await self.transfers.stop(reg_id)
         await self.writer.submit(tables.delete, reg_id)
         self.notify()
+        self.reclaim()
 
-    async def update_ui(self, reg_id: str, title: str | None, icons: list | None) -> dict:
-        await self.writer.submit(tables.update_ui, reg_id, title, icons)
+    async def update(self, reg_id: str, title: str | None, icons: list | None, changes: list[dict]) -> dict:
+        """`updateUI(title, icons)`; for a paused registration also new request headers or
+        URLs per record (NotPaused otherwise), after which its transfer retries at once."""
+        await self.writer.submit(_update, reg_id, title, icons, changes)
         self.events.publish("progress", reg_id)
+        if changes:
+            self.transfers.wake(reg_id)
         return self.get(reg_id)
 
-    async def set_response(self, record_id: int, status: int, fields: list, size: int | None) -> None:
-        await self.writer.submit(tables.set_response, record_id, status, fields, size)
+    async def set_response(self, record_id: int, status: int, fields: list, size: int | None) -> int:
+        """Record the response's status, headers and size; returns `held(record_id)` as of
+        that same transaction, so concurrent transfers never both count on the same room."""
+        held = await self.writer.submit(tables.set_response, record_id, status, fields, size)
         self.notify()
+        return held
 
     async def restart_record(self, record_id: int) -> int:
         generation = await self.writer.submit(tables.restart_record, record_id)
@@ -135,11 +160,28 @@ class Store:
         except TimeoutError:
             pass
 
+    def reclaim(self) -> None:
+        """Give the pages of deleted bodies back to the file system, a little at a time."""
+        if self._reclaim is None or self._reclaim.done():
+            self._reclaim = asyncio.create_task(self._reclaim_space(), name="bgfetch reclaim")
+
+    async def _reclaim_space(self) -> None:
+        while await self.writer.submit(tables.reclaim_space, RECLAIM_PAGES) == RECLAIM_PAGES:
+            pass
+
     async def close(self) -> None:
         await self.transfers.close()
+        if self._reclaim:
+            await asyncio.gather(self._reclaim, return_exceptions=True)
         self.events.close()
         await asyncio.to_thread(self.writer.close)
         self.db.close()
+
+
+def _update(conn, reg_id: str, title: str | None, icons: list | None, changes: list[dict]) -> None:
+    if changes:
+        tables.change_requests(conn, reg_id, changes)
+    tables.update_ui(conn, reg_id, title, icons)
 
 
 def _requeue_active(conn) -> list[str]:

@@ -9,7 +9,7 @@ import sqlite3
 import time
 from datetime import UTC, datetime
 
-from . import lifecycle
+from . import headers, lifecycle
 
 
 class Conflict(Exception):
@@ -18,6 +18,10 @@ class Conflict(Exception):
 
 class NotFound(Exception):
     """No registration or record with that id."""
+
+
+class NotPaused(Exception):
+    """Only a paused registration takes new request headers or URLs."""
 
 
 def _now() -> float:
@@ -113,11 +117,14 @@ def set_last_error(conn: sqlite3.Connection, reg_id: str, error: str) -> None:
 
 def set_response(
     conn: sqlite3.Connection, record_id: int, status: int, headers: list, size: int | None
-) -> None:
+) -> int:
+    """Store the response's status, headers and announced size; returns `held_bytes` as of
+    this transaction (the writer runs one at a time, so two transfers never share the room)."""
     conn.execute(
         "UPDATE records SET status = ?, response_headers = ?, size = ? WHERE id = ?",
         [status, json.dumps(headers), size, record_id],
     )
+    return held_bytes(conn, record_id)
 
 
 def append_chunk(
@@ -167,9 +174,39 @@ def update_ui(conn: sqlite3.Connection, reg_id: str, title: str | None, icons: l
     conn.execute("UPDATE registrations SET updated_at = ? WHERE id = ?", [_now(), reg_id])
 
 
+def change_requests(conn: sqlite3.Connection, reg_id: str, changes: list[dict]) -> None:
+    """Give records of a paused registration new request headers (merged: a None value
+    removes the field) or a new URL, for example when its credentials expired."""
+    row = conn.execute("SELECT state FROM registrations WHERE id = ?", [reg_id]).fetchone()
+    if row is None:
+        raise NotFound(reg_id)
+    if row["state"] != "paused":
+        raise NotPaused(f"background fetch {reg_id!r} is {row['state']}, not paused")
+    for change in changes:
+        record = conn.execute(
+            "SELECT id, url, request_headers FROM records WHERE registration_id = ? AND idx = ?",
+            [reg_id, change["index"]],
+        ).fetchone()
+        if record is None:
+            raise NotFound(f"{reg_id} record {change['index']}")
+        fields = headers.merged(headers.parse(record["request_headers"]), change["headers"])
+        conn.execute(
+            "UPDATE records SET request_headers = ?, credential = ?, url = ? WHERE id = ?",
+            [json.dumps(fields), headers.credential_key(fields), change.get("url", record["url"]), record["id"]],
+        )
+
+
 def delete(conn: sqlite3.Connection, reg_id: str) -> None:
     if not conn.execute("DELETE FROM registrations WHERE id = ?", [reg_id]).rowcount:
         raise NotFound(reg_id)
+
+
+def reclaim_space(conn: sqlite3.Connection, pages: int) -> int:
+    """Give up to `pages` free pages back to the file system; returns how many it gave
+    (none in a database made without auto-vacuum)."""
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    conn.execute(f"PRAGMA incremental_vacuum({int(pages)})").fetchall()
+    return free - conn.execute("PRAGMA freelist_count").fetchone()[0]
 
 
 # -- reads ------------------------------------------------------------------
@@ -221,6 +258,18 @@ def record(conn: sqlite3.Connection, record_id: int) -> sqlite3.Row:
     if row is None:
         raise NotFound(record_id)
     return row
+
+
+HELD_SQL = """
+SELECT COALESCE(SUM(MAX(r.stored, COALESCE(r.size, 0))), 0)
+FROM records r JOIN registrations g ON g.id = r.registration_id
+WHERE g.result != 'failure' AND r.id != ?
+"""
+
+
+def held_bytes(conn: sqlite3.Connection, record_id: int) -> int:
+    """Bytes every record but `record_id` holds, or will hold once its announced size has come."""
+    return conn.execute(HELD_SQL, [record_id]).fetchone()[0]
 
 
 def chunks_from(conn: sqlite3.Connection, record_id: int, offset: int) -> list[sqlite3.Row]:

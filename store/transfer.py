@@ -1,9 +1,16 @@
 """The transfer loop: runs registrations on the store's own httpx client, pausing and resuming.
 
 Errors are sorted at this boundary, as httpx maps httpcore's: transport trouble (refused,
-reset, timeout, a body cut short) becomes `Pause` — the registration waits and retries with
-capped exponential backoff, resuming with `Range`/`If-Range`; a bad status, a limit or an
-integrity mismatch becomes `Failure` and ends it.
+reset, timeout, DNS, a body cut short) becomes `Pause` — the registration waits and retries
+with capped exponential backoff, resuming with `Range`/`If-Range`; a bad status, a limit, an
+integrity mismatch or an origin that no retry can fix (an untrusted certificate, a scheme httpx
+cannot fetch) becomes `Failure` and ends it.
+
+Resuming: a `206` whose `Content-Range` starts at the stored length appends; a `200` means the
+origin ignored `Range` or the entity changed, so the record starts again from byte 0 under a new
+generation (readers of the old one are cut off: two versions are never mixed). A record whose
+response had neither a strong ETag nor Last-Modified is never resumed: nothing could tell a
+changed entity from the same one, so it starts again from byte 0.
 """
 
 import asyncio
@@ -12,6 +19,8 @@ import hashlib
 import logging
 import random
 import re
+import ssl
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import httpcore
@@ -59,36 +68,76 @@ def validator(fields: list) -> str | None:
     return headers.first(fields, "last-modified")
 
 
-_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+_CONTENT_RANGE = re.compile(r"^bytes (?:(\d+)-\d+|\*)/(\d+|\*)$")
 
 
-def content_range(value: str | None) -> tuple[int, int | None] | None:
-    """(first byte, complete length or None) of a `Content-Range` response header."""
+def content_range(value: str | None) -> tuple[int | None, int | None] | None:
+    """(first byte, complete length) of a `Content-Range` response header, None for an unknown
+    part; `bytes */N` (a 416's) gives (None, N)."""
     match = _CONTENT_RANGE.match((value or "").strip())
     if not match:
         return None
-    first, _, total = match.groups()
-    return int(first), None if total == "*" else int(total)
+    first, total = match.groups()
+    return None if first is None else int(first), None if total == "*" else int(total)
+
+
+def transport_problem(url: str, exc: httpx.TransportError) -> Exception:
+    """`Pause` for trouble that may pass; `Failure` for what no retry can fix."""
+    if isinstance(exc, httpx.UnsupportedProtocol) or _caused_by(exc, ssl.SSLCertVerificationError):
+        return Failure("fetch-error", f"{url}: {exc}")
+    return Pause(f"{url}: {type(exc).__name__}: {exc or 'connection lost'}")
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException], depth: int = 8) -> bool:
+    while exc is not None and depth:
+        if isinstance(exc, kind):
+            return True
+        exc, depth = exc.__cause__ or exc.__context__, depth - 1
+    return False
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The most bytes a record may hold, and the failure when it would hold more."""
+
+    most: int
+    reason: str
+    setting: str
+
+    def failure(self, url: str) -> Failure:
+        return Failure(self.reason, f"{url} does not fit in {self.setting} ({max(self.most, 0)} bytes left for it)")
 
 
 class TransferLoop:
     """Runs each active registration as a task; `concurrency` of them fetch at once."""
 
-    def __init__(self, store: "Store", client: httpx.AsyncClient, concurrency: int, retry_cap: float):
+    def __init__(
+        self, store: "Store", client: httpx.AsyncClient, concurrency: int, retry_cap: float,
+        quota: int | None = None,
+    ) -> None:
         self.store = store
         self.client = client
         self.retry_cap = retry_cap
+        self.quota = quota
         self.slots = asyncio.Semaphore(concurrency)
         self.tasks: dict[str, asyncio.Task] = {}
         self._wake: dict[str, asyncio.Event] = {}
+        self._woken: set[str] = set()
 
     def start(self, reg_id: str) -> None:
         task = asyncio.create_task(self._run(reg_id), name=f"bgfetch {reg_id}")
         self.tasks[reg_id] = task
-        task.add_done_callback(lambda t: self.tasks.pop(reg_id, None) if self.tasks.get(reg_id) is t else None)
+        task.add_done_callback(lambda done: self._finished(reg_id, done))
+
+    def _finished(self, reg_id: str, task: asyncio.Task) -> None:
+        if self.tasks.get(reg_id) is task:
+            del self.tasks[reg_id]
+            self._woken.discard(reg_id)
 
     def wake(self, reg_id: str) -> None:
-        """Retry a paused registration now instead of at the end of its backoff."""
+        """Retry a paused registration now instead of at the end of its backoff (also when it
+        is about to pause: the next backoff is skipped)."""
+        self._woken.add(reg_id)
         if event := self._wake.get(reg_id):
             event.set()
 
@@ -98,8 +147,13 @@ class TransferLoop:
             await asyncio.gather(task, return_exceptions=True)
 
     async def close(self) -> None:
-        for reg_id in list(self.tasks):
-            await self.stop(reg_id)
+        """Stop every transfer at once: one by one, each freed slot would start a queued
+        registration's request only to cancel it (a wasted request to its origin)."""
+        tasks = list(self.tasks.values())
+        self.tasks.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(self, reg_id: str) -> None:
         attempt = 0
@@ -116,6 +170,10 @@ class TransferLoop:
                     logger.info("%s failed (%s): %s", reg_id, exc.reason, exc)
                     await self.store.transition(reg_id, "fail", reason=exc.reason, error=str(exc))
                     return
+                except Exception as exc:  # a bug must not leave the registration fetching forever
+                    logger.exception("%s failed unexpectedly", reg_id)
+                    await self.store.transition(reg_id, "fail", reason="fetch-error", error=f"internal error: {exc!r}")
+                    return
                 else:
                     await self.store.transition(reg_id, "succeed")
                     return
@@ -125,12 +183,15 @@ class TransferLoop:
 
     async def _sleep(self, reg_id: str, seconds: float) -> None:
         event = self._wake[reg_id] = asyncio.Event()
+        if reg_id in self._woken:
+            event.set()
         try:
             await asyncio.wait_for(event.wait(), seconds)
         except TimeoutError:
             pass
         finally:
             self._wake.pop(reg_id, None)
+            self._woken.discard(reg_id)
 
     async def _fetch_all(self, reg_id: str) -> None:
         for record in tables.records(self.store.db, reg_id):
@@ -138,12 +199,15 @@ class TransferLoop:
                 await self._fetch_record(reg_id, record)
 
     async def _fetch_record(self, reg_id: str, record) -> None:
-        fields = headers.upstream(headers.parse(record["request_headers"]))
         stored, generation = record["stored"], record["generation"]
+        if stored and stored == record["size"]:  # whole when the store stopped, not yet marked
+            await self._complete(record, stored)
+            return
+        fields = headers.upstream(headers.parse(record["request_headers"]))
         if stored:
             if check := validator(headers.parse(record["response_headers"])):
                 fields += [("Range", f"bytes={stored}-"), ("If-Range", check)]
-            else:  # no validator: a resumed body could mix two versions; start again
+            else:  # without a validator a resumed body could mix two versions: start again
                 generation, stored = await self.store.restart_record(record["id"]), 0
         fields.append(("Accept-Encoding", "identity"))
         sink = None
@@ -151,49 +215,75 @@ class TransferLoop:
             async with self.client.stream(
                 record["method"], record["url"], headers=fields, content=record["request_body"]
             ) as response:
-                generation, offset, size = await self._accept(record, response, stored, generation)
+                generation, offset, size, held = await self._accept(record, response, stored, generation)
+                limit = self._limit(reg_id, record["id"], held)
+                if limit and size is not None and size > limit.most:
+                    raise limit.failure(record["url"])
                 sink = BodySink(
                     self.store.writer, record["id"], generation, offset,
                     lambda _rid: self.store.committed(reg_id),
                 )
-                limit = self.store.download_limit(reg_id, record["id"])
-                async for data in response.aiter_raw():
-                    if limit is not None and sink.position + len(data) > limit:
-                        raise Failure("download-total-exceeded", f"{record['url']} is larger than downloadTotal allows")
-                    await sink.write(data)
+                if offset != size:
+                    async for data in response.aiter_raw():
+                        if limit and sink.position + len(data) > limit.most:
+                            raise limit.failure(record["url"])
+                        await sink.write(data)
         except httpx.TransportError as exc:
-            raise Pause(f"{record['url']}: {type(exc).__name__}: {exc or 'connection lost'}") from exc
+            raise transport_problem(record["url"], exc) from exc
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:  # too many redirects, a bad URL
+            raise Failure("fetch-error", f"{record['url']}: {exc}") from exc
         finally:
             if sink is not None:
                 await sink.close()
         if size is not None and sink.offset != size:
             raise Pause(f"{record['url']}: body ended at {sink.offset} of {size} bytes")
-        await self._check_integrity(record, sink.offset)
-        await self.store.complete_record(record["id"])
+        await self._complete(record, sink.offset)
 
     async def _accept(self, record, response: httpx.Response, stored: int, generation: int):
         """Decide what the response means for the stored bytes.
 
-        Returns (generation, offset the body continues at, complete size or None)."""
-        status = response.status_code
-        if status == 206 and stored:
-            found = content_range(response.headers.get("content-range"))
-            if found and found[0] == stored:
-                return generation, stored, found[1]
-            raise Pause(f"{record['url']}: resume answered with Content-Range {response.headers.get('content-range')!r}")
+        Returns (generation, offset the body continues at, complete size or None, bytes
+        that every other record holds or expects)."""
+        status, url = response.status_code, record["url"]
+        if stored and status in (206, 416):
+            found = content_range(response.headers.get("content-range")) or (None, None)
+            first, total = found if status == 206 else (stored, found[1])
+            same_length = None in (record["size"], total) or record["size"] == total
+            if first == stored and same_length:
+                size = total if total is not None else record["size"]
+                return generation, stored, size, self.store.held(record["id"])
+            await self.store.restart_record(record["id"])
+            raise Pause(
+                f"{url}: the resume was answered {status} with Content-Range"
+                f" {response.headers.get('content-range')!r}; starting again from byte 0"
+            )
         if status in (401, 403) and stored:
             raise Pause(
-                f"{record['url']}: the origin refused the stored credentials ({status}) while resuming;"
-                " give new headers or a new URL with PATCH /api/fetches/{id}"
+                f"{url}: the origin refused the stored credentials ({status}) when resuming after"
+                f" {stored} bytes; the bytes are kept: give the record new headers or a new URL"
+                " (PATCH /api/fetches/{id})"
             )
         if not 200 <= status < 300 or status == 206:
             await self.store.set_response(record["id"], status, list(response.headers.multi_items()), None)
-            raise Failure("bad-status", f"{record['url']} answered {status}")
+            raise Failure("bad-status", f"{url} answered {status}")
         if stored:
             generation = await self.store.restart_record(record["id"])
         size = int(response.headers["content-length"]) if "content-length" in response.headers else None
-        await self.store.set_response(record["id"], status, list(response.headers.multi_items()), size)
-        return generation, 0, size
+        held = await self.store.set_response(record["id"], status, list(response.headers.multi_items()), size)
+        return generation, 0, size, held
+
+    def _limit(self, reg_id: str, record_id: int, held: int) -> Limit | None:
+        """The tighter of downloadTotal and the store's quota, for this record."""
+        limits = []
+        if (room := self.store.download_limit(reg_id, record_id)) is not None:
+            limits.append(Limit(room, "download-total-exceeded", "downloadTotal"))
+        if self.quota is not None:
+            limits.append(Limit(self.quota - held, "quota-exceeded", "bgfetch_quota"))
+        return min(limits, key=lambda limit: limit.most, default=None)
+
+    async def _complete(self, record, size: int) -> None:
+        await self._check_integrity(record, size)
+        await self.store.complete_record(record["id"])
 
     async def _check_integrity(self, record, size: int) -> None:
         if not record["integrity"]:

@@ -15,6 +15,20 @@ logger = logging.getLogger(__name__)
 PROBLEM_BASE = "https://bgfetch.dev/problems/"
 
 
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+class Problem(tornado.web.HTTPError):
+    """Raise it in a handler to answer with an RFC 9457 problem (see `StoreHandler.problem`)."""
+
+    def __init__(self, status: int, kind: str, detail: str, headers: dict | None = None, **extra) -> None:
+        super().__init__(status)
+        self.kind = kind
+        self.detail = detail
+        self.headers = headers
+        self.extra = extra
+
+
 class StoreHandler(tornado.web.RequestHandler):
     """Base of every route: the shared secret on the internal port, the API token, problem+json."""
 
@@ -27,11 +41,23 @@ class StoreHandler(tornado.web.RequestHandler):
         if self.secret is not None and not _same(self.request.headers.get(headers.SECRET), self.secret):
             self.problem(403, "forbidden", "This port answers only the bgfetch proxy.")
             return
+        if self.secret is None and self.request.host_name not in (*LOCAL_HOSTS, self.settings["public_host"]):
+            self.problem(  # a page on another site that a DNS trick points at 127.0.0.1
+                421, "misdirected-request",
+                f"This port answers requests for {', '.join(LOCAL_HOSTS)} or {self.settings['public_host']} only.",
+            )
+            return
         if self.token and not _same(self.request.headers.get("Authorization"), f"Bearer {self.token}"):
             self.problem(
                 401, "unauthorized", "Send Authorization: Bearer <bgfetch_token>.",
                 headers={"WWW-Authenticate": 'Bearer realm="bgfetch"'},
             )
+
+    @classmethod
+    def methods(cls) -> list[str]:
+        """The methods this route answers (its `Allow`)."""
+        base = tornado.web.RequestHandler
+        return [m for m in cls.SUPPORTED_METHODS if getattr(cls, m.lower()) is not getattr(base, m.lower())]
 
     def set_default_headers(self) -> None:
         self.clear_header("Server")
@@ -57,7 +83,14 @@ class StoreHandler(tornado.web.RequestHandler):
         self.finish(json.dumps(value))
 
     def write_error(self, status_code: int, **kwargs) -> None:
-        self.problem(status_code, "error", self._reason)
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, Problem):
+            self.problem(status_code, exc.kind, exc.detail, exc.headers, **exc.extra)
+            return
+        allowed = None
+        if status_code == 405:
+            allowed = {"Allow": ", ".join(self.methods())}
+        self.problem(status_code, "error", self._reason, headers=allowed)
 
     async def serve_record(self, record_id: int) -> None:
         """Answer with a stored body — Range, HEAD, and read-while-writer included."""
@@ -97,12 +130,13 @@ class StoreHandler(tornado.web.RequestHandler):
         return self.request.headers.get("Range")
 
     async def _wait_for_response(self, record_id: int):
-        """The record once its response headers are known; None after answering a problem."""
+        """The record once its response headers are known (with `integrity`: once its whole
+        body is verified, so unchecked bytes are never served); None after a problem answer."""
         while True:
             record = tables.record(self.store.db, record_id)
             registration = self.store.get(record["registration_id"])
             if record["status"] is not None and 200 <= record["status"] < 300:
-                if registration["result"] != "failure":
+                if registration["result"] != "failure" and (record["complete"] or not record["integrity"]):
                     return record
             if registration["result"] == "failure":
                 self.problem(
@@ -149,6 +183,8 @@ class StoreHandler(tornado.web.RequestHandler):
             await self.finish()
         except (StreamClosedError, tables.NotFound):
             self.request.connection.close()
+            if sending is not None:  # it fails with the connection: nobody is left to care
+                sending.add_done_callback(lambda future: future.cancelled() or future.exception())
 
 
 def _same(given: str | None, expected: str) -> bool:

@@ -92,15 +92,32 @@ class Proxy:
 
     def wait_for(self, reg_id: str, timeout: float = 30, **expected) -> dict:
         """Poll the registration until every `expected` field has its value."""
+        return self.wait_until(reg_id, lambda found: all(found.get(k) == v for k, v in expected.items()), timeout, expected)
+
+    def wait_until(self, reg_id: str, test, timeout: float = 30, wanted: object = "") -> dict:
+        """Poll the registration until `test(registration)` is true."""
         deadline = time.monotonic() + timeout
         while True:
             response = self.api("GET", f"/api/fetches/{reg_id}")
             found = response.json() if response.status_code == 200 else {}
-            if found and all(found.get(k) == v for k, v in expected.items()):
+            if found and test(found):
                 return found
             if time.monotonic() > deadline:
-                raise AssertionError(f"{reg_id}: wanted {expected}, have {found}\n{self.log.read_text()[-3000:]}")
+                raise AssertionError(f"{reg_id}: wanted {wanted or test}, have {found}\n{self.log.read_text()[-3000:]}")
             time.sleep(0.05)
+
+    def background(self, url: str, fields: str = "", headers: dict | None = None) -> dict:
+        """Start a background fetch of `url` through the proxy (`respond=accepted`): its registration."""
+        value = ", ".join(filter(None, [fields, "respond=accepted"]))
+        with self.client() as client:
+            response = client.get(url, headers={"Background-Fetch": value, **(headers or {})})
+        assert response.status_code == 202, response.text
+        return response.json()
+
+    @property
+    def store_running(self) -> bool:
+        """Whether a store process holds this proxy's database."""
+        return _store_running(self.db)
 
     def client(self, **kwargs) -> httpx.Client:
         return httpx.Client(proxy=self.url, timeout=30, **kwargs)

@@ -1,0 +1,287 @@
+"""The OpenAPI 3.1 description of the control API, served at `/api/openapi.json`.
+
+Written by hand beside `api.py` and `validate.py`; the schemathesis test in
+`tests/test_openapi.py` holds the three together.
+"""
+
+from . import validate
+
+TOKEN_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+FLAG = {"type": "string", "enum": ["0", "1"], "default": "0"}
+STATES = ["pending", "fetching", "paused", "done"]
+FAILURE_REASONS = ["", "aborted", "bad-status", "fetch-error", "quota-exceeded", "download-total-exceeded"]
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict) -> dict:
+    return {"application/json": {"schema": schema}}
+
+
+def _problem(description: str) -> dict:
+    return {"description": description, "content": {"application/problem+json": {"schema": _ref("Problem")}}}
+
+
+def _answers(ok: dict, *problems: int) -> dict:
+    """An operation's responses: `ok` (status -> response), the problems it may answer, and 401."""
+    return {**ok, **{str(status): {"$ref": f"#/components/responses/{PROBLEMS[status]}"} for status in (*problems, 401)}}
+
+
+PROBLEMS = {
+    400: "Invalid", 401: "Unauthorized", 404: "NotFound", 409: "Conflict",
+    415: "NotJson", 416: "RangeNotSatisfiable", 503: "Paused",
+}
+
+ID_PARAMETER = {
+    "name": "id", "in": "path", "required": True, "description": "The registration's id.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": validate.MAX_ID},
+}
+
+REGISTRATION = {
+    "type": "object",
+    "description": "A BackgroundFetchRegistration, with the spec's names, plus bgfetch's transfer view.",
+    "required": [
+        "id", "title", "icons", "downloadTotal", "downloaded", "uploadTotal", "uploaded", "result",
+        "failureReason", "recordsAvailable", "state", "records", "createdAt", "updatedAt", "lastError",
+    ],
+    "properties": {
+        "id": {"type": "string"},
+        "title": {"type": "string"},
+        "icons": {"type": "array", "items": _ref("Icon")},
+        "downloadTotal": {"type": "integer", "minimum": 0, "description": "0: not given"},
+        "downloaded": {"type": "integer", "minimum": 0},
+        "uploadTotal": {"type": "integer", "minimum": 0},
+        "uploaded": {"type": "integer", "minimum": 0},
+        "result": {"type": "string", "enum": ["", "success", "failure"]},
+        "failureReason": {"type": "string", "enum": FAILURE_REASONS},
+        "recordsAvailable": {"type": "boolean"},
+        "state": {"type": "string", "enum": STATES},
+        "records": {"type": "integer", "minimum": 1, "description": "how many requests it holds"},
+        "createdAt": {"type": "string", "format": "date-time"},
+        "updatedAt": {"type": "string", "format": "date-time"},
+        "lastError": {"type": "string"},
+    },
+}
+
+RECORD = {
+    "type": "object",
+    "description": "A BackgroundFetchRecord: the request, and the response once its headers arrived.",
+    "required": ["index", "request", "response", "stored", "complete", "bodyUrl"],
+    "properties": {
+        "index": {"type": "integer", "minimum": 0},
+        "request": {
+            "type": "object", "required": ["url", "method"],
+            "properties": {"url": {"type": "string"}, "method": {"type": "string"}},
+        },
+        "response": {
+            "type": ["object", "null"],
+            "required": ["status", "headers", "size"],
+            "properties": {
+                "status": {"type": "integer"},
+                "headers": {
+                    "type": "array",
+                    "items": {"type": "array", "prefixItems": [{"type": "string"}, {"type": "string"}], "minItems": 2, "maxItems": 2},
+                },
+                "size": {"type": ["integer", "null"], "description": "null while unknown"},
+            },
+        },
+        "stored": {"type": "integer", "minimum": 0, "description": "bytes of the body stored so far"},
+        "complete": {"type": "boolean"},
+        "bodyUrl": {"type": "string", "description": "path of the body on this host"},
+    },
+}
+
+HEADERS = {
+    "type": "object", "maxProperties": 100, "propertyNames": {"pattern": TOKEN_PATTERN},
+    "additionalProperties": {"type": "string", "pattern": r"^[\t\x20-\x7e]*$", "maxLength": validate.MAX_TEXT},
+}
+
+URL = {"type": "string", "pattern": r"^[hH][tT][tT][pP][sS]?://[^/?#\s]", "maxLength": validate.MAX_TEXT,
+       "description": "an absolute http or https URL"}
+
+REQUEST = {
+    "oneOf": [
+        URL,
+        {
+            "type": "object", "required": ["url"], "additionalProperties": False,
+            "properties": {
+                "url": URL,
+                "method": {"type": "string", "pattern": TOKEN_PATTERN, "maxLength": 32, "default": "GET"},
+                "headers": HEADERS,
+                "body": {"type": "string", "description": "the request body (not for GET)"},
+                "integrity": {"type": "string", "pattern": r"^sha256-[A-Za-z0-9+/]{43}=$"},
+            },
+        },
+    ],
+}
+
+FETCH_BODY = {
+    "type": "object", "required": ["id", "requests"], "additionalProperties": False,
+    "properties": {
+        "id": {"type": "string", "minLength": 1, "maxLength": validate.MAX_ID, "description": "printable characters"},
+        "requests": {"type": "array", "minItems": 1, "maxItems": validate.MAX_REQUESTS, "items": _ref("Request")},
+        "title": {"type": "string", "maxLength": validate.MAX_TITLE},
+        "icons": {"type": "array", "maxItems": validate.MAX_ICONS, "items": _ref("Icon")},
+        "downloadTotal": {"type": "integer", "minimum": 0, "maximum": validate.MAX_BYTES, "description": "0: no limit"},
+    },
+}
+
+UPDATE_BODY = {
+    "type": "object", "additionalProperties": False,
+    "description": "updateUI(title, icons); `records` only for a paused registration (new credentials or URL).",
+    "properties": {
+        "title": FETCH_BODY["properties"]["title"],
+        "icons": FETCH_BODY["properties"]["icons"],
+        "records": {
+            "type": "array",
+            "items": {
+                "type": "object", "required": ["index"], "additionalProperties": False,
+                "properties": {
+                    "index": {"type": "integer", "minimum": 0},
+                    "headers": {**HEADERS, "additionalProperties": {"type": ["string", "null"], "pattern": r"^[\t\x20-\x7e]*$"},
+                                "description": "merged into the record's headers; null removes one"},
+                    "url": URL,
+                },
+            },
+        },
+    },
+}
+
+ICON = {
+    "type": "object", "required": ["src"], "additionalProperties": False,
+    "properties": {name: {"type": "string", "maxLength": validate.MAX_TEXT} for name in sorted(validate.ICON_FIELDS)},
+}
+
+PROBLEM = {
+    "type": "object", "required": ["type", "title", "status", "detail"],
+    "description": "RFC 9457; `field` names the offending value of a request, e.g. requests[1].url.",
+    "properties": {
+        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+        "detail": {"type": "string"}, "field": {"type": "string"}, "registration": _ref("Registration"),
+    },
+}
+
+REGISTRATION_ANSWER = {"description": "The registration.", "content": _json(_ref("Registration"))}
+BODY_ANSWER = {"description": "The body, with the origin's headers.", "content": {"*/*": {"schema": {}}}}
+
+
+def _body(schema: dict) -> dict:
+    return {"required": True, "content": _json(schema)}
+
+
+PATHS = {
+    "/api/fetches": {
+        "get": {
+            "operationId": "getIds", "summary": "getIds(): the ids of active registrations",
+            "parameters": [{"name": "all", "in": "query", "schema": FLAG, "description": "1: every registration"}],
+            "responses": _answers({"200": {"description": "The ids.", "content": _json({
+                "type": "object", "required": ["ids"], "properties": {"ids": {"type": "array", "items": {"type": "string"}}}})}}, 400),
+        },
+        "post": {
+            "operationId": "fetch", "summary": "fetch(id, requests, options): start a background fetch",
+            "requestBody": _body(_ref("FetchBody")),
+            "responses": _answers({"201": {
+                **REGISTRATION_ANSWER,
+                "headers": {"Location": {"required": True, "schema": {"type": "string"}, "description": "the registration's path"}},
+                "links": {operation: {"operationId": operation, "parameters": {"id": "$response.body#/id", **index}}
+                          for operation, index in [("get", {}), ("updateUI", {}), ("abort", {}), ("matchAll", {}),
+                                                   ("responseReady", {"index": 0}), ("responseReadyHead", {"index": 0}),
+                                                   ("delete", {})]},
+            }}, 400, 409, 415),
+        },
+    },
+    "/api/fetches/{id}": {
+        "parameters": [ID_PARAMETER],
+        "get": {"operationId": "get", "summary": "get(id)", "responses": _answers({"200": REGISTRATION_ANSWER}, 404)},
+        "patch": {
+            "operationId": "updateUI", "summary": "updateUI(title, icons); new request headers or URLs while paused",
+            "requestBody": _body(_ref("UpdateBody")),
+            "responses": _answers({"200": REGISTRATION_ANSWER}, 400, 404, 409, 415),
+        },
+        "delete": {
+            "operationId": "delete", "summary": "Delete the registration, its records and bodies (aborting it if active)",
+            "responses": _answers({"204": {"description": "Deleted."}}, 404),
+        },
+    },
+    "/api/fetches/{id}/abort": {
+        "parameters": [ID_PARAMETER],
+        "post": {
+            "operationId": "abort", "summary": "abort(): failure / aborted; partial bodies are discarded",
+            "requestBody": _body({"type": "object", "maxProperties": 0}),
+            "responses": _answers({"200": REGISTRATION_ANSWER}, 400, 404, 409, 415),
+        },
+    },
+    "/api/fetches/{id}/records": {
+        "parameters": [ID_PARAMETER],
+        "get": {
+            "operationId": "matchAll", "summary": "matchAll(request, options); the first is match()'s answer",
+            "parameters": [
+                {"name": "url", "in": "query", "schema": URL, "description": "the request's URL; none: every record"},
+                {"name": "method", "in": "query", "schema": {"type": "string", "default": "GET"}},
+                {"name": "ignoreSearch", "in": "query", "schema": FLAG},
+                {"name": "ignoreMethod", "in": "query", "schema": FLAG},
+            ],
+            "responses": _answers({"200": {"description": "The records that match.", "content": _json({
+                "type": "object", "required": ["records"], "properties": {"records": {"type": "array", "items": _ref("Record")}}})}},
+                400, 404, 409),
+        },
+    },
+    "/api/fetches/{id}/records/{index}/body": {
+        "parameters": [ID_PARAMETER, {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}],
+        **{method: {
+            "operationId": f"responseReady{suffix}", "summary": "The record's response body; Range supported",
+            "parameters": [{"name": "Range", "in": "header", "schema": {"type": "string"}}],
+            "responses": _answers(
+                {"200": BODY_ANSWER, "206": BODY_ANSWER, "default": _problem("The fetch failed: the origin's status or 502.")},
+                404, 409, 416, 503,
+            ),
+        } for method, suffix in (("get", ""), ("head", "Head"))},
+    },
+    "/api/events": {
+        "get": {
+            "operationId": "events",
+            "summary": "Server-sent events progress, success, fail, abort; data: the registration",
+            "parameters": [{"name": "Last-Event-ID", "in": "header", "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                            "description": "replay the events after this id"}],
+            "responses": _answers({"200": {"description": "The event stream.", "content": {"text/event-stream": {"schema": {"type": "string"}}}}}, 400),
+        },
+    },
+    "/api/openapi.json": {
+        "get": {"operationId": "openapi", "summary": "This document",
+                "responses": _answers({"200": {"description": "OpenAPI 3.1", "content": _json({"type": "object"})}})},
+    },
+}
+
+
+def document(public_host: str) -> dict:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "bgfetch control API",
+            "version": "1",
+            "description": "The Background Fetch API (WICG) over HTTP: BackgroundFetchManager and "
+                           "BackgroundFetchRegistration as JSON. State changes need Content-Type: application/json.",
+        },
+        "servers": [{"url": f"http://{public_host}"}],
+        "security": [{"bearer": []}],
+        "paths": PATHS,
+        "components": {
+            "securitySchemes": {"bearer": {
+                "type": "http", "scheme": "bearer", "description": "Needed when the proxy runs with bgfetch_token."}},
+            "schemas": {
+                "Registration": REGISTRATION, "Record": RECORD, "Request": REQUEST, "FetchBody": FETCH_BODY,
+                "UpdateBody": UPDATE_BODY, "Icon": ICON, "Problem": PROBLEM,
+            },
+            "responses": {
+                "Invalid": _problem("A value is invalid; `field` names it."),
+                "Unauthorized": _problem("No or a wrong Authorization: Bearer token."),
+                "NotFound": _problem("No such registration or record."),
+                "Conflict": _problem("The registration's state does not allow this."),
+                "NotJson": _problem("The body must be Content-Type: application/json."),
+                "RangeNotSatisfiable": _problem("The Range lies past the body's end."),
+                "Paused": _problem("The fetch is paused: the origin cannot be reached now."),
+            },
+        },
+    }

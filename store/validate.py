@@ -1,0 +1,204 @@
+"""Checking the control API's JSON bodies: a bad value raises `Invalid` naming its field.
+
+Field names are paths into the body as a JavaScript user would write them:
+`requests[1].url`, `records[0].headers.Authorization`. The checks return plain values in
+the shape `tables` stores them.
+"""
+
+import base64
+import re
+import urllib.parse
+
+import httpx
+
+from . import headers
+
+MAX_ID = 256
+MAX_TITLE = 1024
+MAX_REQUESTS = 1000
+MAX_ICONS = 32
+MAX_TEXT = 8192
+MAX_BYTES = 2**53  # the largest integer every JSON reader keeps exact
+TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+FIELD_VALUE = re.compile(r"^[\t\x20-\x7e]*$")
+FORBIDDEN_METHODS = {"CONNECT", "TRACE", "TRACK", "HEAD"}  # Fetch's forbidden ones; HEAD has no body
+NORMALISED_METHODS = {"DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH"}
+ICON_FIELDS = {"src", "sizes", "type", "label"}
+FETCH_FIELDS = {"id", "requests", "title", "icons", "downloadTotal"}
+REQUEST_FIELDS = {"url", "method", "headers", "body", "integrity"}
+UPDATE_FIELDS = {"title", "icons", "records"}
+RECORD_CHANGE_FIELDS = {"index", "headers", "url"}
+
+
+class Invalid(ValueError):
+    """A value of the request the API refuses; `field` says which ("" for the whole body)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field} {reason}" if field else reason)
+        self.field = field
+
+
+def fetch_body(body: object) -> tuple[dict, list[dict]]:
+    """The registration and its records from a `POST /api/fetches` body."""
+    fields = _object(body, "", FETCH_FIELDS, required=("id", "requests"))
+    reg_id = identifier(fields["id"], "id")
+    requests = fields["requests"]
+    if not isinstance(requests, list) or not 0 < len(requests) <= MAX_REQUESTS:
+        raise Invalid("requests", f"must be a list of 1 to {MAX_REQUESTS} URLs or request objects")
+    records, seen = [], set()
+    for n, request in enumerate(requests):
+        record = _request(request, f"requests[{n}]")
+        if (record["method"], record["url"]) in seen:
+            raise Invalid(f"requests[{n}]", f"repeats {record['method']} {record['url']}; each request may appear once")
+        seen.add((record["method"], record["url"]))
+        records.append(record)
+    registration = {
+        "id": reg_id,
+        "title": _text(fields.get("title", ""), "title", MAX_TITLE),
+        "icons": _icons(fields.get("icons", []), "icons"),
+        "download_total": _byte_count(fields.get("downloadTotal", 0), "downloadTotal") or None,
+    }
+    return registration, records
+
+
+def update_body(body: object, record_count: int) -> tuple[str | None, list | None, list[dict]]:
+    """(title, icons, record changes) from a `PATCH /api/fetches/{id}` body."""
+    fields = _object(body, "", UPDATE_FIELDS)
+    title = _text(fields["title"], "title", MAX_TITLE) if "title" in fields else None
+    icons = _icons(fields["icons"], "icons") if "icons" in fields else None
+    changes = fields.get("records", [])
+    if not isinstance(changes, list) or len(changes) > record_count:
+        raise Invalid("records", f"must be a list of at most {record_count} record changes")
+    return title, icons, [_record_change(change, f"records[{n}]", record_count) for n, change in enumerate(changes)]
+
+
+def identifier(value: object, field: str) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID or not value.isprintable():
+        raise Invalid(field, f"must be a string of 1 to {MAX_ID} printable characters")
+    return value
+
+
+def url(value: object, field: str) -> str:
+    """An absolute http(s) URL as the proxy sees it: scheme and host lower case, no
+    default port, no fragment, IDNA and percent-encoding as on the wire."""
+    if not isinstance(value, str) or not value.isprintable() or " " in value or len(value) > MAX_TEXT:
+        raise Invalid(field, "must be an absolute http or https URL")
+    try:
+        parts = urllib.parse.urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise Invalid(field, f"is not a valid URL ({exc})") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise Invalid(field, "must be an absolute http or https URL")
+    if parts.username is not None:
+        raise Invalid(field, "may not hold credentials (user:password@); send an Authorization header")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    if port is not None and port != {"http": 80, "https": 443}[scheme]:
+        host += f":{port}"
+    try:  # as sent on the wire: an IDNA host in punycode, the rest percent-encoded
+        return str(httpx.URL(urllib.parse.urlunsplit((scheme, host, parts.path or "/", parts.query, ""))))
+    except httpx.InvalidURL as exc:
+        raise Invalid(field, f"is not a valid URL ({exc})") from None
+
+
+def _request(value: object, field: str) -> dict:
+    if isinstance(value, str):
+        value = {"url": value}
+    fields = _object(value, field, REQUEST_FIELDS, required=("url",))
+    method = _method(fields.get("method", "GET"), f"{field}.method")
+    body = fields.get("body")
+    if "body" in fields and (not isinstance(body, str) or method == "GET"):
+        raise Invalid(f"{field}.body", "must be a string, and only for methods other than GET")
+    given = _header_changes(fields.get("headers", {}), f"{field}.headers", removable=False)
+    return {
+        "url": url(fields["url"], f"{field}.url"),
+        "method": method,
+        "headers": given,
+        "body": body.encode() if body is not None else None,
+        "integrity": _integrity(fields["integrity"], f"{field}.integrity") if "integrity" in fields else None,
+        "credential": headers.credential_key(given),
+    }
+
+
+def _record_change(value: object, field: str, record_count: int) -> dict:
+    fields = _object(value, field, RECORD_CHANGE_FIELDS, required=("index",))
+    index = fields["index"]
+    if type(index) is not int or not 0 <= index < record_count:
+        raise Invalid(f"{field}.index", f"must be the index of a record, 0 to {record_count - 1}")
+    change: dict = {"index": index, "headers": _header_changes(fields.get("headers", {}), f"{field}.headers", removable=True)}
+    if "url" in fields:
+        change["url"] = url(fields["url"], f"{field}.url")
+    return change
+
+
+def _object(value: object, field: str, known: set[str], required: tuple[str, ...] = ()) -> dict:
+    if not isinstance(value, dict):
+        raise Invalid(field, "must be a JSON object")
+    where = f"{field}." if field else ""
+    for name in value:
+        if name not in known:
+            raise Invalid(where + name, f"is not a field here; the fields are {', '.join(sorted(known))}")
+    for name in required:
+        if name not in value:
+            raise Invalid(where + name, "is required")
+    return value
+
+
+def _text(value: object, field: str, longest: int) -> str:
+    if not isinstance(value, str) or len(value) > longest:
+        raise Invalid(field, f"must be a string of at most {longest} characters")
+    return value
+
+
+def _byte_count(value: object, field: str) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_BYTES:
+        raise Invalid(field, "must be a whole number of bytes, 0 or more (0: no limit)")
+    return value
+
+
+def _method(value: object, field: str) -> str:
+    if not isinstance(value, str) or not TOKEN.fullmatch(value) or len(value) > 32:
+        raise Invalid(field, "must be an HTTP method such as GET or POST")
+    if value.upper() in FORBIDDEN_METHODS:
+        raise Invalid(field, f"may not be {value}; a background fetch needs a response body")
+    return value.upper() if value.upper() in NORMALISED_METHODS else value
+
+
+def _header_changes(value: object, field: str, removable: bool) -> list[tuple[str, str | None]]:
+    """Header fields from a JSON object of name -> value (null: remove it, when `removable`)."""
+    if not isinstance(value, dict) or len(value) > 100:
+        raise Invalid(field, "must be a JSON object of header names to values")
+    found = []
+    for name, text in value.items():
+        if not TOKEN.fullmatch(name):
+            raise Invalid(f"{field}.{name}", "is not a valid header name")
+        if text is None and removable:
+            found.append((name, None))
+        elif not isinstance(text, str) or len(text) > MAX_TEXT or not FIELD_VALUE.fullmatch(text):
+            raise Invalid(f"{field}.{name}", "must be a string of printable ASCII" + (" or null" if removable else ""))
+        else:
+            found.append((name, text))
+    return found
+
+
+def _integrity(value: object, field: str) -> str:
+    digest = b""
+    if isinstance(value, str) and value.startswith("sha256-"):
+        try:
+            digest = base64.b64decode(value[len("sha256-"):], validate=True)
+        except ValueError:
+            pass
+    if len(digest) != 32:
+        raise Invalid(field, 'must be "sha256-" and the base64 of a SHA-256 digest')
+    return value
+
+
+def _icons(value: object, field: str) -> list[dict]:
+    if not isinstance(value, list) or len(value) > MAX_ICONS:
+        raise Invalid(field, f"must be a list of at most {MAX_ICONS} icons {{src, sizes, type, label}}")
+    for n, icon in enumerate(value):
+        _object(icon, f"{field}[{n}]", ICON_FIELDS, required=("src",))
+        for name, text in icon.items():
+            _text(text, f"{field}[{n}].{name}", MAX_TEXT)
+    return value

@@ -1,0 +1,66 @@
+"""The mitmproxy commands bgfetch.fetch/abort/list/delete, run through mitmproxy's command manager
+against a real store process."""
+
+import asyncio
+
+import pytest
+from mitmproxy import exceptions
+from mitmproxy.addons import proxyserver, tlsconfig, upstream_auth
+from mitmproxy.test import taddons
+
+from addon import BackgroundFetch
+
+MiB = 1 << 20
+
+
+async def until(check, timeout: float = 20):
+    """Await until `check()` is true; its value."""
+    for _ in range(int(timeout / 0.05)):
+        if value := check():
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_commands_fetch_list_abort_and_delete(origin, tmp_path):
+    origin.add("/cmd.bin", size=300_000)
+    origin.add("/slow.iso", size=8 * MiB)
+    origin.behave("/slow.iso", throttle=MiB)
+
+    async def scenario():
+        addon = BackgroundFetch()
+        with taddons.context(addon, proxyserver.Proxyserver(), tlsconfig.TlsConfig(), upstream_auth.UpstreamAuth()) as tctx:  # their options
+            tctx.configure(addon, confdir=str(tmp_path), bgfetch_db=str(tmp_path / "cmd.sqlite3"), bgfetch_token="tok")
+            run = tctx.master.commands.execute
+            with pytest.raises(exceptions.CommandError, match="not running"):
+                run("bgfetch.list")
+            await addon.running()
+            try:
+                derived = run(f"bgfetch.fetch {origin.url('/cmd.bin')}")
+                assert derived.startswith("bgf-")
+                assert run(f"bgfetch.fetch {origin.url('/slow.iso')} iso") == "iso"
+                await until(lambda: f"{derived}  success  293k  cmd.bin" in run("bgfetch.list"))
+                await until(lambda: addon.lookup.find(origin.url("/slow.iso"), "") is not None)
+                run("bgfetch.abort iso")
+                assert "iso  failure (aborted)  0b  slow.iso" in run("bgfetch.list")
+                with pytest.raises(exceptions.CommandError, match="already ended"):
+                    run("bgfetch.abort iso")
+                with pytest.raises(exceptions.CommandError, match="must be an absolute http or https URL"):
+                    run("bgfetch.fetch notaurl x")
+                run(f"bgfetch.delete {derived}")
+                run("bgfetch.delete iso")
+                assert run("bgfetch.list") == []
+                with pytest.raises(exceptions.CommandError, match="No background fetch with id 'iso'"):
+                    run("bgfetch.delete iso")
+            finally:
+                await addon.done()
+
+    asyncio.run(scenario())
+
+
+def test_webhook_option_must_be_an_http_url():
+    addon = BackgroundFetch()
+    with taddons.context(addon) as tctx:
+        with pytest.raises(exceptions.OptionsError, match="bgfetch_webhook"):
+            tctx.configure(addon, bgfetch_webhook="ftp://127.0.0.1/hook")
+        tctx.configure(addon, bgfetch_webhook="http://127.0.0.1:9/hook")

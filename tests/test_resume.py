@@ -1,0 +1,216 @@
+"""End to end against a misbehaving origin: cuts, changed files, no Range, no validators, offline, kill -9.
+
+Every test checks the SHA-256 of what a client gets; a resume also has to cost the origin at
+most 1.05 times the body's size in all.
+"""
+
+import fcntl
+import hashlib
+import json
+import sqlite3
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from tests.proxy import ROOT
+
+MiB = 1 << 20
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def served(proxy, url: str, **headers: str) -> httpx.Response:
+    with proxy.client() as client:
+        return client.get(url, headers=headers)
+
+
+def ranges(origin, path: str) -> list[str | None]:
+    return [r.headers.get("Range") for r in origin.requests if r.path == path]
+
+
+def stored_bytes(proxy, reg_id: str) -> int:
+    with sqlite3.connect(f"file:{proxy.db}?mode=ro", uri=True) as conn:
+        return conn.execute("SELECT SUM(stored) FROM records WHERE registration_id = ?", [reg_id]).fetchone()[0]
+
+
+def test_cut_twice_mid_body_a_streaming_client_still_gets_every_byte(origin, proxy):
+    origin.add("/ep.mp3", size=4 * MiB)
+    origin.behave("/ep.mp3", cut_after=MiB, cuts=2)
+    response = served(proxy, origin.url("/ep.mp3"), **{"Background-Fetch": 'id="ep"'})
+    assert response.status_code == 200
+    assert sha256(response.content) == origin.sha256("/ep.mp3")
+    proxy.wait_for("ep", result="success", downloaded=4 * MiB)
+    assert ranges(origin, "/ep.mp3") == [None, f"bytes={MiB}-", f"bytes={2 * MiB}-"]
+    assert [r.headers.get("If-Range") for r in origin.requests] == [None, origin.etag("/ep.mp3")] + [origin.etag("/ep.mp3")]
+    assert origin.body_bytes_sent("/ep.mp3") <= 1.05 * 4 * MiB
+
+
+def test_a_file_changed_between_cut_and_resume_starts_again_and_never_mixes(origin, proxy):
+    origin.add("/v.bin", size=3 * MiB)
+    origin.behave("/v.bin", throttle=2 * MiB)
+    old = origin.data("/v.bin")
+    proxy.background(origin.url("/v.bin"), 'id="v"')
+    proxy.wait_until("v", lambda r: r["downloaded"] >= MiB // 2)
+    with proxy.client() as client, client.stream("GET", origin.url("/v.bin")) as reader:
+        assert reader.status_code == 200
+        got = bytearray()
+        pieces = reader.iter_raw()
+        while len(got) < 256 * 1024:
+            got += next(pieces)
+        origin.stop()
+        proxy.wait_for("v", state="paused")
+        origin.change("/v.bin")
+        origin.reset_behaviour("/v.bin")
+        origin.start()
+        try:
+            for piece in pieces:
+                got += piece
+        except httpx.TransportError:
+            pass  # the store cut this reader off: its version is gone
+    assert len(got) < len(old) and old.startswith(got)
+    proxy.wait_for("v", result="success")
+    assert sha256(served(proxy, origin.url("/v.bin")).content) == origin.sha256("/v.bin")
+    resume = [r for r in origin.requests if r.path == "/v.bin"][-1]
+    assert resume.headers.get("If-Range") != origin.etag("/v.bin") and resume.headers.get("Range")
+    assert origin.count("/v.bin") == 2
+
+
+def test_an_origin_that_ignores_range_is_read_again_from_byte_zero(origin, proxy):
+    origin.add("/nr.bin", size=2 * MiB)
+    origin.behave("/nr.bin", cut_after=MiB, cuts=1, ignore_range=True)
+    proxy.background(origin.url("/nr.bin"), 'id="nr"')
+    proxy.wait_for("nr", result="success", downloaded=2 * MiB)
+    assert sha256(served(proxy, origin.url("/nr.bin")).content) == origin.sha256("/nr.bin")
+    assert ranges(origin, "/nr.bin") == [None, f"bytes={MiB}-"]
+    assert origin.body_bytes_sent("/nr.bin") == 3 * MiB  # the 200 was taken whole; nothing mixed
+
+
+def test_without_validators_the_resume_starts_from_byte_zero(origin, proxy):
+    origin.add("/nv.bin", size=2 * MiB)
+    origin.behave("/nv.bin", cut_after=MiB, cuts=1, no_validators=True)
+    proxy.background(origin.url("/nv.bin"), 'id="nv"')
+    proxy.wait_for("nv", result="success")
+    assert sha256(served(proxy, origin.url("/nv.bin")).content) == origin.sha256("/nv.bin")
+    assert ranges(origin, "/nv.bin") == [None, None]
+
+
+def test_offline_at_the_start_waits_paused_and_completes_when_the_origin_is_back(origin, proxy):
+    origin.add("/off.bin", size=MiB)
+    url = origin.url("/off.bin")
+    origin.stop()
+    response = served(proxy, url, **{"Background-Fetch": 'id="off"'})
+    assert response.status_code == 503 and response.headers["Retry-After"]
+    problem = response.json()
+    assert problem["registration"]["state"] == "paused" and problem["registration"]["result"] == ""
+    registration = proxy.wait_for("off", state="paused")
+    assert registration["result"] == "" and "ConnectError" in registration["lastError"]
+    origin.start()
+    proxy.wait_for("off", result="success")
+    origin.stop()
+    assert sha256(served(proxy, url).content) == origin.sha256("/off.bin")
+
+
+def test_kill_9_mid_transfer_then_restart_resumes_with_range(origin, proxy):
+    origin.add("/k.iso", size=6 * MiB)
+    origin.behave("/k.iso", throttle=3 * MiB)
+    proxy.background(origin.url("/k.iso"), 'id="k"')
+    proxy.wait_until("k", lambda r: r["downloaded"] >= 1536 * 1024)
+    proxy.kill()
+    assert not proxy.store_running  # the store saw mitmproxy die and went by itself
+    kept = stored_bytes(proxy, "k")
+    assert kept >= 1536 * 1024
+    origin.reset_behaviour("/k.iso")
+    proxy.start()
+    proxy.wait_for("k", result="success", downloaded=6 * MiB)
+    resumed_at = int(ranges(origin, "/k.iso")[-1].removeprefix("bytes=").rstrip("-"))
+    assert kept <= resumed_at < 6 * MiB
+    assert origin.count("/k.iso") == 2
+    assert sha256(served(proxy, origin.url("/k.iso")).content) == origin.sha256("/k.iso")
+    assert origin.body_bytes_sent("/k.iso") <= 1.05 * 6 * MiB
+
+
+def run_store(db, *args: str) -> subprocess.Popen:
+    """`python -m store` by hand, its secrets already on its standard input (kept open)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "store", "--db", str(db), *args],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+    )
+    proc.stdin.write(b'{"secret": "s"}\n')
+    proc.stdin.flush()
+    return proc
+
+
+def test_a_second_store_on_the_same_database_refuses_to_run(proxy):
+    second = run_store(proxy.db, "--lock-wait", "0.3")
+    second.stdin.close()
+    err = second.stderr.read()
+    second.wait(30)
+    second.stdout.close()
+    second.stderr.close()
+    assert second.returncode != 0 and b"another bgfetch store is running" in err
+
+
+def test_a_store_waits_for_the_previous_one_to_go_and_goes_with_its_parent(tmp_path):
+    db = tmp_path / "bgfetch.sqlite3"
+    with open(f"{db}.lock", "w") as previous:
+        fcntl.flock(previous, fcntl.LOCK_EX)
+        store = run_store(db)
+        try:
+            store.wait(0.5)
+        except subprocess.TimeoutExpired:
+            pass
+        assert store.returncode is None  # still waiting for the lock
+    try:
+        assert json.loads(store.stdout.readline())["port"] > 0
+        store.stdin.close()  # the parent is gone: the store stops by itself
+        assert store.wait(15) == 0
+    finally:
+        if store.poll() is None:
+            store.kill()
+        store.wait()
+        store.stdout.close()
+        store.stderr.close()
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_a_client_coming_back_with_range_is_served_from_the_stored_bytes(origin, proxy, restart):
+    origin.add("/back.bin", size=4 * MiB)
+    origin.behave("/back.bin", throttle=2 * MiB)
+    data = origin.data("/back.bin")
+    proxy.background(origin.url("/back.bin"), 'id="back"')
+    proxy.wait_until("back", lambda r: r["downloaded"] >= MiB)
+    if restart:
+        proxy.stop()
+        proxy.start()
+    response = served(proxy, origin.url("/back.bin"), Range=f"bytes={MiB // 2}-")
+    assert response.status_code == 206
+    assert response.headers["content-range"] == f"bytes {MiB // 2}-{4 * MiB - 1}/{4 * MiB}"
+    assert response.content == data[MiB // 2 :]
+    first, *resumed = ranges(origin, "/back.bin")
+    assert first is None and len(resumed) == (1 if restart else 0)
+    assert all(r.startswith("bytes=") and r != "bytes=0-" for r in resumed)  # after a restart: Range
+    assert origin.body_bytes_sent("/back.bin") <= 1.05 * 4 * MiB
+
+
+def test_expired_credentials_on_resume_pause_and_keep_the_bytes(origin, proxy):
+    origin.add("/signed.bin", size=3 * MiB)
+    origin.behave("/signed.bin", throttle=2 * MiB)
+    proxy.background(origin.url("/signed.bin"), 'id="s"', {"Authorization": "Bearer t1"})
+    proxy.wait_until("s", lambda r: r["downloaded"] >= MiB // 2)
+    origin.stop()
+    proxy.wait_for("s", state="paused")
+    origin.behave("/signed.bin", status=401, throttle=None)
+    origin.start()
+    paused = proxy.wait_until("s", lambda r: "credentials" in r["lastError"])
+    assert paused["state"] == "paused" and paused["result"] == ""
+    assert "(401)" in paused["lastError"] and paused["downloaded"] >= MiB // 2
+    origin.reset_behaviour("/signed.bin")  # the origin takes the credentials again
+    proxy.wait_for("s", result="success")
+    with proxy.client() as client:
+        body = client.get(origin.url("/signed.bin"), headers={"Authorization": "Bearer t1"}).content
+    assert sha256(body) == origin.sha256("/signed.bin")
+    assert origin.body_bytes_sent("/signed.bin") <= 1.05 * 3 * MiB

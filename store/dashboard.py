@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .web import StoreHandler
 
-PAGE = (Path(__file__).with_name("dashboard.html")).read_bytes()
+PAGE = Path(__file__).with_name("dashboard.html").read_bytes()
 
 
 def _hash(tag: str) -> str:

@@ -1,4 +1,4 @@
-"""Measuring tools: curl timings, background-fetch polling, peak RSS and CPU from /proc, medians, body files."""
+"""Measuring tools: body files, curl timings, background-fetch polling, peak RSS and CPU from /proc, the machine."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import os
 import platform
 import re
 import sqlite3
-import statistics
 import subprocess
 import sys
 import time
@@ -118,18 +117,26 @@ def curl_sha256(url: str, proxy: str | None = None, timeout: float = 600) -> tup
 # --------------------------------------------------------------------------- background fetch
 
 
-def get_json(port: int, path: str, timeout: float = 5.0) -> tuple[int, dict | None]:
-    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
+class Api:
+    """A keep-alive connection to the store's listen port that times each GET."""
+
+    def __init__(self, port: int):
+        self.conn = http.client.HTTPConnection(LOOPBACK, port, timeout=30)
+
+    def get(self, path: str) -> tuple[float, int, dict | None]:
+        """(seconds, status, JSON body or None) of one GET."""
+        t0 = time.perf_counter()
+        self.conn.request("GET", path)
+        resp = self.conn.getresponse()
         body = resp.read()
+        seconds = time.perf_counter() - t0
         try:
-            return resp.status, json.loads(body)
+            return seconds, resp.status, json.loads(body)
         except ValueError:
-            return resp.status, None
-    finally:
-        conn.close()
+            return seconds, resp.status, None
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def background_fetch(proxy: str, api_port: int, url: str, fetch_id: str, size: int, timeout: float) -> tuple[float, dict]:
@@ -142,24 +149,22 @@ def background_fetch(proxy: str, api_port: int, url: str, fetch_id: str, size: i
     deadline = t0 + timeout
     path = f"/api/fetches/{fetch_id}"
     reg: dict | None = None
-    conn = http.client.HTTPConnection(LOOPBACK, api_port, timeout=10)  # keep-alive polling
+    api = Api(api_port)
     try:
         while True:
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            body = resp.read()
+            _, status, body = api.get(path)
             now = time.perf_counter()
-            if resp.status == 200:
-                reg = json.loads(body)
+            if status == 200:
+                reg = body
                 if reg.get("result"):
                     break
-            elif resp.status != 404:  # 404 only in the instant before the store registers it
-                raise RuntimeError(f"GET {path} answered {resp.status}: {body[:300]!r}")
+            elif status != 404:  # 404 only in the instant before the store registers it
+                raise RuntimeError(f"GET {path} answered {status}: {str(body)[:300]}")
             if now > deadline:
                 raise RuntimeError(f"{fetch_id}: no result after {timeout:.0f} s (last: {reg})")
             time.sleep(0.02)
     finally:
-        conn.close()
+        api.close()
     if reg["result"] != "success":
         raise RuntimeError(f"{fetch_id} ended with result={reg['result']!r} failureReason={reg.get('failureReason')!r} "
                            f"lastError={reg.get('lastError')!r}")
@@ -197,16 +202,25 @@ def peak_rss_mb(pid: int | None) -> float | None:
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int | None) -> float | None:
-    """utime + stime of a process so far."""
+def cpu_seconds(pid: int | None, tid: int | None = None) -> float | None:
+    """utime + stime of a process (or of its thread `tid`) so far."""
     if not pid:
         return None
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(f"/proc/{pid}" + (f"/task/{tid}" if tid else "") + "/stat").read_text()
     except OSError:
         return None
     fields = stat[stat.rfind(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds so far of each thread of `pid`."""
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return {}
+    return {t: c for t in tids if (c := cpu_seconds(pid, t)) is not None}
 
 
 class ProcWatch:
@@ -216,6 +230,7 @@ class ProcWatch:
         self.pids = {k: v for k, v in pids.items() if v}
         self.reset_ok = {k: reset_peak(p) for k, p in self.pids.items()}
         self.cpu0 = {k: cpu_seconds(p) for k, p in self.pids.items()}
+        self.threads0 = {k: thread_cpu(p) for k, p in self.pids.items()}
         self.t0 = time.perf_counter()
 
     def finish(self) -> dict[str, dict]:
@@ -223,20 +238,20 @@ class ProcWatch:
         out = {}
         for k, p in self.pids.items():
             c1, c0 = cpu_seconds(p), self.cpu0[k]
+            used = None if c1 is None or c0 is None else c1 - c0
+            # the busiest threads: one near 100 % is the ceiling, whatever the process's total
+            busiest = sorted((c - self.threads0[k].get(t, 0.0) for t, c in thread_cpu(p).items()), reverse=True)[:3]
             out[k] = {
+                "threads_pct": [100 * b / wall for b in busiest] if wall > 0 else [],
                 "peak_rss_mb": peak_rss_mb(p),
                 "peak_is_lifetime": not self.reset_ok[k],
-                "cpu_pct": None if c1 is None or c0 is None or wall <= 0 else 100 * (c1 - c0) / wall,
+                "cpu_seconds": used,
+                "cpu_pct": None if used is None or wall <= 0 else 100 * used / wall,
             }
         return out
 
 
-# --------------------------------------------------------------------------- stats, machine
-
-
-def median(values: list[float]) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
+# --------------------------------------------------------------------------- the machine
 
 
 def _first_line(cmd: list[str], stderr: bool = False) -> str:
@@ -248,7 +263,7 @@ def _first_line(cmd: list[str], stderr: bool = False) -> str:
     return text.strip().splitlines()[0] if text.strip() else "unknown"
 
 
-def machine(nginx: str | None) -> dict:
+def machine(nginx: str, squid: str | None) -> dict:
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -275,7 +290,8 @@ def machine(nginx: str | None) -> dict:
         "python": platform.python_version(),
         "mitmproxy": mitm_version,
         "sqlite": sqlite3.sqlite_version,
-        "nginx": _first_line([nginx, "-v"], stderr=True).replace("nginx version: nginx/", "") if nginx else "not found",
+        "nginx": _first_line([nginx, "-v"], stderr=True).replace("nginx version: nginx/", ""),
+        "squid": _first_line([squid, "-v"]).replace("Squid Cache: Version ", "Squid ") if squid else "no Squid",
         "curl": _first_line(["curl", "--version"]).split(" (")[0],
         "executable": sys.executable,
     }

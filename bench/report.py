@@ -1,4 +1,4 @@
-"""Turning a run's results into the printed table, a Markdown table and a JSON file."""
+"""Turning a run's results into Markdown (the targets, throughput by body size, load) and the JSON beside it."""
 
 from __future__ import annotations
 
@@ -6,115 +6,94 @@ import json
 from pathlib import Path
 
 from .measure import human_size
+from .sweep import worst_rss
 
-RSS_LIMIT_MB = 150.0
-
-# Targets of issue 3, item 10 (the first benchmark); each is a ratio to plain mitmdump in the same run.
-RATIO_TARGETS = {
-    "bgfetch_fetch": 0.7,  # background fetch, time to success
-    "bgfetch_serve_proxy": 0.9,  # stored body served through the proxy
-}
+VERDICT = {True: "PASS", False: "MISS", None: "n/a"}
+COLUMNS = {"direct": "direct curl", "plain": "plain mitmdump", "squid_miss": "Squid miss", "squid_hit": "Squid hit",
+           "bgfetch_fetch": "bgfetch fetch", "bgfetch_serve_proxy": "bgfetch via proxy",
+           "bgfetch_serve_direct": "bgfetch listen port"}
 
 
-def _f(v, fmt: str = "{:.0f}", none: str = "–") -> str:
-    return none if v is None else fmt.format(v)
+def _f(v, fmt: str = "{:.0f}") -> str:
+    return "–" if v is None else fmt.format(v)
 
 
-def evaluate(sc: dict) -> list[dict]:
-    """The targets that apply to one scenario row, each with its measured value and ok flag."""
-    out = []
-    if sc.get("skipped") or sc.get("mbps") is None:
-        return out
-    want = RATIO_TARGETS.get(sc["key"])
-    if want is not None and sc.get("ratio") is not None:
-        out.append({"target": f"≥ {want:.2f}× plain", "value": round(sc["ratio"], 3), "ok": sc["ratio"] >= want})
-    if sc["key"].startswith("bgfetch"):
-        for proc in ("mitmdump", "store"):
-            rss = sc.get(f"rss_{proc}_mb")
-            if rss is not None:
-                out.append({"target": f"{proc} RSS < {RSS_LIMIT_MB:.0f} MB", "value": round(rss, 1), "ok": rss < RSS_LIMIT_MB})
-            else:
-                out.append({"target": f"{proc} RSS < {RSS_LIMIT_MB:.0f} MB", "value": None, "ok": False,
-                            "note": "process not found"})
-    if sc.get("sha256_ok") is not None:
-        out.append({"target": "byte-identical", "value": sc["sha256_ok"], "ok": sc["sha256_ok"]})
-    if sc.get("origin_requests") is not None and sc["key"] in ("bgfetch_serve_proxy", "bgfetch_serve_direct"):
-        n = sc["origin_requests"]
-        out.append({"target": "origin untouched", "value": n, "ok": n == 0})
-    return out
-
-
-def _target_cell(sc: dict) -> str:
-    if sc.get("skipped"):
-        return "skipped"
-    return "; ".join(f"{t['target']} {'PASS' if t['ok'] else 'MISS'}" for t in sc.get("targets", [])) or "–"
-
-
-COLUMNS = ["scenario", "MB/s (median)", "× plain mitmdump", "peak RSS mitmdump MB", "peak RSS store MB",
-           "CPU mitmdump %", "CPU store %", "targets"]
-
-
-def rows(result: dict) -> list[list[str]]:
-    out = []
-    for sc in result["scenarios"]:
-        if sc.get("skipped"):
-            out.append([sc["name"], "skipped", "", "", "", "", "", sc["skipped"]])
-            continue
-        out.append([
-            sc["name"],
-            _f(sc.get("mbps")),
-            _f(sc.get("ratio"), "{:.2f}×"),
-            _f(sc.get("rss_mitmdump_mb"), "{:.1f}"),
-            _f(sc.get("rss_store_mb"), "{:.1f}"),
-            _f(sc.get("cpu_mitmdump_pct")),
-            _f(sc.get("cpu_store_pct")),
-            _target_cell(sc),
-        ])
-    return out
+def _table(header: list[str], rows: list[list[str]], align: str) -> list[str]:
+    """A Markdown table; `align` has one letter per column, l or r."""
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
+    return out + ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
 
 
 def machine_line(m: dict) -> str:
     return (f"{m['nproc']} CPUs ({m['cpu']}), {m['memory']} RAM, Linux {m['kernel']}; Python {m['python']}, "
-            f"mitmproxy {m['mitmproxy']}, SQLite {m['sqlite']}, nginx {m['nginx']}, {m['curl']}")
+            f"mitmproxy {m['mitmproxy']}, SQLite {m['sqlite']}, nginx {m['nginx']}, {m['squid']}, {m['curl']}")
 
 
 def header_line(result: dict) -> str:
-    return (f"body {human_size(result['size'])} ({result['size']:,} bytes), median of {result['runs']} runs, "
-            f"MB = 10^6 bytes, {result['started']}")
-
-
-def text_table(result: dict) -> str:
-    table = [COLUMNS] + rows(result)
-    widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
-    right = {1, 2, 3, 4, 5, 6}
-    lines = []
-    for n, r in enumerate(table):
-        cells = [c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(r)]
-        lines.append("  ".join(cells).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def markdown(result: dict) -> str:
-    out = [f"Machine: {machine_line(result['machine'])}.", "", f"{header_line(result)[0].upper()}{header_line(result)[1:]}.", "",
-           "| " + " | ".join(COLUMNS) + " |", "|" + "|".join(["---"] + ["---:"] * 6 + ["---"]) + "|"]
-    for r in rows(result):
-        out.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
-    verdicts = verdict_lines(result)
-    if verdicts:
-        out += ["", "Targets (issue 3):", ""] + [f"- {v}" for v in verdicts]
-    return "\n".join(out) + "\n"
+    sizes = ", ".join(human_size(s) for s in result["sizes"])
+    return (f"{result['started']}, {result['profile']} run: bodies of {sizes}; targets at "
+            f"{human_size(result['target_size'])}; every figure the median of {result['runs']} runs, every ratio "
+            f"the median of the per-run ratios; MB = 10^6 bytes")
 
 
 def verdict_lines(result: dict) -> list[str]:
-    lines = []
-    for sc in result["scenarios"]:
-        for t in sc.get("targets", []):
-            val = "n/a" if t["value"] is None else t["value"]
-            note = f" ({t['note']})" if t.get("note") else ""
-            lines.append(f"{'PASS' if t['ok'] else 'MISS'}  {sc['name']}: {t['target']} — measured {val}{note}")
-    return lines
+    return [f"{VERDICT[t['ok']]:<4}  {t['what']}: {t['target']} — {t['measured']}" + (f" ({t['why']})" if t["why"] else "")
+            for t in result["targets"]]
+
+
+def targets_table(result: dict) -> list[str]:
+    rows = [[t["what"], t["target"], t["measured"] + (f" ({t['why']})" if t["why"] else ""), VERDICT[t["ok"]]]
+            for t in result["targets"]]
+    return _table(["what", "target", "measured", "verdict"], rows, "lllr")
+
+
+def _pair(sc: dict, field: str) -> str:
+    """"mitmdump / store" of a figure: `rss` (peak MB) or `cpu` (%, with the busiest thread's in brackets)."""
+    if field == "rss":
+        return f"{_f(sc.get('rss_mitmdump_mb'))} / {_f(sc.get('rss_store_mb'))}"
+    return " / ".join(f"{_f(sc.get(f'cpu_{p}_pct'))}" + (f" ({t:.0f})" if (t := sc.get(f"top_thread_{p}_pct")) is not None
+                                                         else "") for p in ("mitmdump", "store"))
+
+
+def sizes_table(result: dict) -> list[str]:
+    rows = []
+    for t in result["throughput"]:
+        sc = t["scenarios"]
+        rss = f"{_f(sc['plain'].get('rss_mitmdump_mb'))} / {_f(worst_rss(sc, 'mitmdump'))} / {_f(worst_rss(sc, 'store'))}"
+        rows.append([human_size(t["size"]), *(_f(sc[k].get("mbps")) for k in COLUMNS), rss,
+                     _pair(sc["bgfetch_fetch"], "cpu"), _pair(sc["bgfetch_serve_proxy"], "cpu")])
+    header = ["body", *(f"{name} MB/s" for name in COLUMNS.values()), "peak RSS MB: plain / bgfetch mitmdump / store",
+              "CPU % fetching: mitmdump / store (busiest thread)",
+              "CPU % serving via proxy: mitmdump / store (busiest thread)"]
+    return _table(header, rows, "l" + "r" * 10)
+
+
+def load_table(result: dict) -> list[str]:
+    rows = []
+    for sc in result["load"].values():
+        text = sc.get("text") or f"skipped: {sc.get('skipped')}"
+        if sc.get("identical") is not None:
+            text += f"; {sc['identical']} bodies byte-identical"
+        if sc.get("errors"):
+            text += f"; {len(sc['errors'])} failed runs ({sc['errors'][-1][:120]})"
+        rows.append([sc["name"], text, _pair(sc, "cpu"), _pair(sc, "rss")])
+    return _table(["scenario", "median of the runs", "CPU %: mitmdump / store (busiest thread)",
+                   "peak RSS MB: mitmdump / store"],
+                  rows, "llrr")
+
+
+def markdown(result: dict) -> str:
+    out = [f"Machine: {machine_line(result['machine'])}.", "", header_line(result) + ".", "",
+           "Targets (issue 8):", "", *targets_table(result), ""]
+    if result["throughput"]:
+        out += ["Throughput and memory by body size:", "", *sizes_table(result), ""]
+    if result["load"]:
+        out += ["Load on one store:", "", *load_table(result), ""]
+    errors = [f"- {sc['name']}: {e}" for t in result["throughput"] for sc in t["scenarios"].values()
+              for e in sc.get("errors", [])]
+    if errors:
+        out += ["Failed runs:", "", *errors, ""]
+    return "\n".join(out)
 
 
 def write(result: dict, directory: Path) -> list[Path]:

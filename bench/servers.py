@@ -59,6 +59,18 @@ def tail(path: Path, lines: int = 25) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(empty)"
 
 
+def wait_listening(name: str, proc: subprocess.Popen, port: int, logs: list[Path], timeout: float = 30.0) -> None:
+    """Return once `proc` listens on `port`; BenchError with the tails of its `logs` if it exits or takes too long."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"{name} exited with code {proc.returncode}:\n" + "\n".join(tail(p) for p in logs))
+        if port_open(port):
+            return
+        time.sleep(0.05)
+    raise BenchError(f"{name} did not listen on {LOOPBACK}:{port} within {timeout:.0f} s:\n{tail(logs[-1])}")
+
+
 def stop_process(proc: subprocess.Popen, name: str, timeout: float = 10.0) -> None:
     """SIGTERM, then SIGKILL after `timeout` seconds; never raises."""
     if proc.poll() is not None:
@@ -116,49 +128,56 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-# --------------------------------------------------------------------------- nginx
+# --------------------------------------------------------------------------- Debian packages
 
 
-def find_nginx() -> str | None:
-    for cand in (shutil.which("nginx"), "/usr/sbin/nginx", "/usr/local/sbin/nginx"):
-        if cand and os.access(cand, os.X_OK):
-            return cand
-    return None
+def ensure_binary(name: str) -> str:
+    """The binary `name` (nginx, squid); installs Debian's package of that name with apt-get when it is missing."""
+    return find_binary(name) or apt_install(name)
 
 
-def ensure_nginx() -> str:
-    """The nginx binary; installs Debian's nginx with apt-get when it is missing (as root)."""
-    path = find_nginx()
-    if path:
-        return path
+def apt_install(package: str) -> str:
+    """Install Debian's `package` with apt-get (as root) and return the path of its binary of the same name.
+
+    The package would start a system service; policy-rc.d (as in Docker images) stops that.
+    It is only made, and removed again, when the machine has none."""
     if not shutil.which("apt-get"):
-        raise BenchError("nginx is not installed and there is no apt-get to install it")
+        raise BenchError(f"{package} is not installed and there is no apt-get to install it")
     if os.geteuid() != 0:
-        raise BenchError("nginx is not installed; run as root (or `sudo apt-get install -y nginx`)")
+        raise BenchError(f"{package} is not installed; run as root (or `sudo apt-get install -y {package}`)")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    # The package would start a system nginx on port 80; policy-rc.d (as in Docker images) stops
-    # that. Only made, and removed again, when the machine has none.
     policy = Path("/usr/sbin/policy-rc.d")
     made_policy = False
     if not policy.exists():
-        policy.write_text("#!/bin/sh\n# made by bgfetch bench during apt-get install nginx\nexit 101\n")
+        policy.write_text(f"#!/bin/sh\n# made by bgfetch bench during apt-get install {package}\nexit 101\n")
         policy.chmod(0o755)
         made_policy = True
-        print(f"nginx: wrote {policy} (exit 101) so the package does not start a system nginx")
+        print(f"{package}: wrote {policy} (exit 101) so the package does not start a system service")
     try:
-        for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "nginx"]):
-            print("nginx is missing: $ " + " ".join(cmd), flush=True)
+        for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", package]):
+            print(f"{package} is missing: $ " + " ".join(cmd), flush=True)
             rc = subprocess.call(cmd, env=env, timeout=900)
             if rc != 0:
                 raise BenchError(f"`{' '.join(cmd)}` failed with exit code {rc}")
     finally:
         if made_policy:
             policy.unlink(missing_ok=True)
-            print(f"nginx: removed {policy} again")
-    path = find_nginx()
+            print(f"{package}: removed {policy} again")
+    path = find_binary(package)
     if not path:
-        raise BenchError("apt-get installed nginx but no nginx binary was found")
+        raise BenchError(f"apt-get installed {package} but its binary was not found")
     return path
+
+
+def find_binary(name: str) -> str | None:
+    """`name` on PATH or in the sbin directories (not always on root's PATH in containers)."""
+    for cand in (shutil.which(name), f"/usr/sbin/{name}", f"/usr/local/sbin/{name}"):
+        if cand and os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+# --------------------------------------------------------------------------- nginx
 
 
 NGINX_CONF = """\
@@ -220,16 +239,8 @@ class Nginx:
         cmd = [self.binary, "-p", str(self.dir), "-c", str(conf), "-e", str(self.dir / "error.log")]
         with open(self.stderr, "wb") as err:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(
-                    f"nginx exited with code {self.proc.returncode}:\n{tail(self.stderr)}\n{tail(self.dir / 'error.log')}"
-                )
-            if port_open(self.port):
-                return self
-            time.sleep(0.05)
-        raise BenchError(f"nginx did not listen on {LOOPBACK}:{self.port} within 15 s:\n{tail(self.dir / 'error.log')}")
+        wait_listening("nginx", self.proc, self.port, [self.stderr, self.dir / "error.log"])
+        return self
 
     def stop(self) -> None:
         if self.proc is not None:

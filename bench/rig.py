@@ -1,0 +1,133 @@
+"""The servers of one bench run: nginx, plain mitmdump, the bgfetch mitmdump (restarted on a fresh store) and Squid."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from .servers import BenchError, Mitmdump, Nginx, ensure_binary, free_port
+from .squid import Squid
+
+# Rules like a user's (a glob, a scheme glob, a filter expression) that no request of the bench
+# matches: every request the bgfetch mitmdump passes through pays for trying them.
+RULES = """\
+rules:
+  - name: iso-images
+    url: "*://*.iso"
+    respond: accepted
+  - name: videos
+    url: "https://*.mp4"
+    download-total: 8GiB
+  - name: debian-pool
+    filter: '~d deb.debian.org & ~u "/pool/.*\\.deb$"'
+"""
+
+
+class Rig:
+    """Start with `start()`, stop everything with `stop()` (call it in a finally)."""
+
+    def __init__(self, tmp: Path, repo: Path, *, bgfetch: bool, squid_cache_mb: int | None):
+        self.tmp, self.repo = tmp, repo
+        self.want_bgfetch, self.squid_cache_mb = bgfetch, squid_cache_mb
+        self.www = tmp / "www"
+        self.nginx: Nginx | None = None
+        self.plain: Mitmdump | None = None
+        self.bg: Mitmdump | None = None
+        self.bg_db: Path | None = None
+        self.squid: Squid | None = None
+        self.bg_skip: str | None = None  # why there are no bgfetch figures
+        self.squid_skip: str | None = None  # why there are no Squid figures
+        self.bg_starts = 0
+
+    def start(self) -> None:
+        self.nginx_bin = ensure_binary("nginx")
+        self.tmp.chmod(0o755)  # nginx's and Squid's workers run as other users
+        self.www.mkdir(parents=True)
+        self.www.chmod(0o755)
+        self.nginx = Nginx(self.nginx_bin, self.tmp / "nginx", self.www).start()
+        print(f"nginx: {self.nginx.binary} on port {self.nginx.port} (pid {self.nginx.proc.pid})", flush=True)
+        self.plain = Mitmdump("plain mitmdump", self.tmp / "mitm-plain", [])
+        self.plain.start()
+        print(f"plain mitmdump: port {self.plain.port} (pid {self.plain.proc.pid})\n  $ {shlex.join(self.plain.cmd)}",
+              flush=True)
+        self._start_squid()
+        if not self.want_bgfetch:
+            self.bg_skip = "--no-bgfetch"
+        elif not (self.repo / "addon.py").exists():
+            self.bg_skip = f"{self.repo / 'addon.py'} does not exist"
+        else:
+            self.fresh_bgfetch()
+        if self.bg_skip:
+            print(f"bgfetch scenarios SKIPPED: {self.bg_skip}", flush=True)
+
+    def _start_squid(self) -> None:
+        if self.squid_cache_mb is None:
+            self.squid_skip = "--no-squid"
+        else:
+            try:
+                self.squid = Squid(ensure_binary("squid"), self.tmp / "squid", self.squid_cache_mb).start()
+                print(f"squid: {self.squid.binary} on port {self.squid.port} (pid {self.squid.proc.pid}), "
+                      f"{self.squid_cache_mb} MB disk cache", flush=True)
+                return
+            except BenchError as e:
+                self.squid_skip = str(e).splitlines()[0]
+                if self.squid is not None:
+                    self.squid.stop()
+                self.squid = None
+        print(f"Squid scenarios SKIPPED: {self.squid_skip}", flush=True)
+
+    def fresh_bgfetch(self) -> bool:
+        """(Re)start the bgfetch mitmdump on an empty store: its peak RSS starts from nothing and its
+        database holds only what comes next, so warming it reads one body. False when it cannot start."""
+        if self.bg_skip:
+            return False
+        if self.bg is not None:
+            self.bg.stop()
+            self.bg = None
+        self.bg_starts += 1
+        work = self.tmp / f"mitm-bgfetch-{self.bg_starts}"
+        db = work / "bgfetch.sqlite3"
+        for old in self.tmp.glob("mitm-bgfetch-*/bgfetch.sqlite3*"):
+            old.unlink()  # the last store's bodies: only the disk space matters now
+        work.mkdir(parents=True)
+        api_port = free_port()
+        rules = self.tmp / "rules.yaml"
+        rules.write_text(RULES)
+        bg = Mitmdump("bgfetch mitmdump", work,
+                      ["-s", str(self.repo / "addon.py"), "--set", f"bgfetch_db={db}",
+                       "--set", f"bgfetch_listen_port={api_port}", "--set", f"bgfetch_rules={rules}"],
+                      api_port=api_port)
+        if self.bg_starts == 1:
+            print(f"bgfetch mitmdump:\n  $ {shlex.join(bg.cmd)}", flush=True)
+        try:
+            bg.start(timeout=60)
+        except BenchError as e:
+            print(f"the bgfetch mitmdump did not start:\n{e}", flush=True)
+            bg.stop()
+            self.bg_skip = "addon did not start: " + str(e).splitlines()[0].removeprefix("bgfetch mitmdump: ")
+            return False
+        self.bg, self.bg_db = bg, db
+        if self.bg_starts == 1:
+            pids = bg.pids()
+            print(f"  proxy port {bg.port}, API port {api_port}, mitmdump pid {pids['mitmdump']}, "
+                  f"store pid {pids['store'] or 'NOT FOUND'} (restarted on an empty store before each bgfetch run)",
+                  flush=True)
+        return True
+
+    def stored_files(self) -> list[Path]:
+        """The bgfetch store's database files, to warm before serving from them."""
+        if self.bg is None:
+            return []
+        return [p for p in (self.bg_db, Path(f"{self.bg_db}-wal")) if p.exists()]
+
+    def bg_alive(self) -> bool:
+        return self.bg is not None and self.bg.proc.poll() is None
+
+    def stop(self) -> None:
+        for server in (self.bg, self.squid, self.plain, self.nginx):
+            if server is not None:
+                try:
+                    server.stop()
+                except Exception as e:  # keep stopping the others
+                    print(f"stopping {server}: {e}", file=sys.stderr)

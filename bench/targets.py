@@ -1,0 +1,128 @@
+"""Issue 8's targets, judged from one run's results: each a ratio taken in the same run, PASS, MISS or n/a."""
+
+from __future__ import annotations
+
+from .measure import human_size
+from .series import paired_ratio
+from .sweep import worst_rss
+
+RSS_LIMIT_MB = 150.0
+FLAT_MB = 10.0  # "flat": the peak at the largest body is at most this much (or 10 %) above the one at the smallest
+LATENCY_LIMIT_MS = 50.0
+LAG_LIMIT_MS = 50.0
+
+
+def _target(what: str, target: str, ok: bool | None, measured: str, why: str = "") -> dict:
+    return {"what": what, "target": target, "ok": ok, "measured": measured, "why": why}
+
+
+def _missing(*summaries: dict | None) -> str:
+    """Why a target cannot be judged: the first scenario it needs that has no figures."""
+    for sc in summaries:
+        if sc is None:
+            return "not measured in this run"
+        if sc.get("skipped"):
+            return f"{sc['name']}: {sc['skipped']}"
+    return ""
+
+
+def _ratio_target(what: str, want: float, a: dict | None, b: dict | None, versus: str, field: str = "mbps",
+                  at_most: bool = False, also: str = "") -> dict:
+    """a/b (median of the per-run ratios) against `want`: at least, or with `at_most` at most."""
+    target = f"{'≤' if at_most else '≥'} {want:g}× {versus}"
+    why = _missing(a, b)
+    ratio = None if why else paired_ratio(a, b, field)
+    if ratio is None:
+        return _target(what, target, None, "n/a", why or "no run with both figures")
+    shown = "{:,.3f} s" if field == "seconds" else "{:,.0f} MB/s"
+    measured = f"{ratio:.2f}× ({shown.format(a[field]).split()[0]} vs {shown.format(b[field])})" + also
+    return _target(what, target, ratio <= want if at_most else ratio >= want, measured)
+
+
+def _cpu_per_request(a: dict | None, b: dict | None) -> str:
+    """The same comparison in CPU time per request, which a busy machine's contention distorts less."""
+    ratio = None if _missing(a, b) else paired_ratio(a, b, "cpu_us_per_request")
+    if ratio is None:
+        return ""
+    return f"; CPU per request {ratio:.2f}× ({a['cpu_us_per_request']:.0f} vs {b['cpu_us_per_request']:.0f} µs)"
+
+
+def _rss_targets(throughput: list[dict]) -> list[dict]:
+    """Peak RSS of mitmdump and of the store, fetching and serving, at the largest body vs the smallest."""
+    out = []
+    for proc in ("mitmdump", "store"):
+        what = f"peak RSS of {'mitmproxy' if proc == 'mitmdump' else 'the store'}, fetching and serving"
+        target = f"< {RSS_LIMIT_MB:.0f} MB, flat in the body's size"
+        peaks = {t["size"]: mb for t in throughput if (mb := worst_rss(t["scenarios"], proc))}
+        if not peaks:
+            out.append(_target(what, target, None, "n/a", "no bgfetch run succeeded"))
+            continue
+        small, large = min(peaks), max(peaks)
+        flat = peaks[large] <= peaks[small] + max(FLAT_MB, 0.1 * peaks[small])
+        measured = ", ".join(f"{peaks[s]:.0f} MB at {human_size(s)}" for s in sorted(peaks))
+        out.append(_target(what, target, max(peaks.values()) < RSS_LIMIT_MB and flat, measured,
+                           "" if flat else f"grows by more than {FLAT_MB:.0f} MB or 10 %"))
+    return out
+
+
+def evaluate(result: dict) -> list[dict]:
+    """Every row of issue 8's table that this run measured, or n/a with the reason."""
+    size = result["target_size"]
+    at = next((t["scenarios"] for t in result["throughput"] if t["size"] == size), {})
+    load, counts = result["load"], result["counts"]
+    body = human_size(size)
+    out = [
+        _ratio_target(f"background fetch of {body}, time to success", 0.8, at.get("bgfetch_fetch"), at.get("plain"),
+                      "plain mitmdump"),
+        _ratio_target(f"background fetch of {body}, time to success", 2, at.get("bgfetch_fetch"), at.get("squid_miss"),
+                      "Squid on a miss"),
+        _ratio_target(f"a stored {body} body served through the proxy", 1.1, at.get("bgfetch_serve_proxy"),
+                      at.get("plain"), "plain mitmdump"),
+        _ratio_target("the same body read from the listen port (records body)", 2, at.get("bgfetch_serve_direct"),
+                      at.get("squid_hit"), "Squid on a hit"),
+        _ratio_target(f"{counts['small_requests']:,} small requests that no rule matches, keep-alive, time", 1.05,
+                      load.get("small_bgfetch"), load.get("small_plain"), "plain mitmdump's", "seconds", at_most=True,
+                      also=_cpu_per_request(load.get("small_bgfetch"), load.get("small_plain"))),
+        *_rss_targets(result["throughput"]),
+    ]
+    readers = load.get("readers")
+    what = f"{counts['clients']} clients reading one stored {human_size(counts['readers_size'])} body at once"
+    why = _missing(readers) or ("" if readers.get("sha256_ok") is not None else "not checked")
+    out += [
+        _target(what + ": byte-identical", "all sha256 equal", None if why else readers["sha256_ok"],
+                f"{readers['identical']} of {counts['clients']}" if not why else "n/a", why),
+        _ratio_target(what + ": aggregate", 1.0, readers, load.get("one_stream"), "one plain mitmdump stream"),
+        *_queue_targets(load.get("queue"), counts["registrations"]),
+        _lag_target(load.get("lag")),
+    ]
+    return out
+
+
+def _queue_targets(sc: dict | None, asked: int) -> list[dict]:
+    what = f"{asked:,} registrations queued at once (concurrency 4)"
+    why = _missing(sc)
+    if why:
+        return [_target(what + ": all succeed", "all success", None, "n/a", why),
+                _target(what + ": GET /api/fetches meanwhile", f"median < {LATENCY_LIMIT_MS:g} ms", None, "n/a", why)]
+    runs = sc["runs"]
+    all_ok = all(r["succeeded"] == asked for r in runs) and not sc["errors"]
+    worst = min(r["succeeded"] for r in runs)
+    return [
+        _target(what + ": all succeed", "all success", all_ok,
+                f"{worst:,} of {asked:,} in the worst of {len(runs)} runs" + (f"; {len(sc['errors'])} runs failed" if sc["errors"] else "")),
+        _target(what + ": GET /api/fetches meanwhile", f"median < {LATENCY_LIMIT_MS:g} ms", sc["median_ms"] < LATENCY_LIMIT_MS,
+                f"median {sc['median_ms']:.1f} ms, p99 {sc['p99_ms']:.1f} ms, max {sc['max_ms']:.1f} ms"),
+    ]
+
+
+def _lag_target(sc: dict | None) -> dict:
+    what = "event-loop lag of the store while serving and 4 transfers write"
+    target = f"never > {LAG_LIMIT_MS:g} ms"
+    why = _missing(sc)
+    if why:
+        return _target(what, target, None, "n/a", why)
+    worst = max(r["max_ms"] for r in sc["runs"])
+    return _target(what, target, sc["max_ms"] <= LAG_LIMIT_MS,
+                   f"max {sc['max_ms']:.1f} ms (worst run {worst:.1f}), p99 {sc['p99_ms']:.1f} ms, median "
+                   f"{sc['median_ms']:.1f} ms; idle median {sc['idle_median_ms']:.1f} ms",
+                   "measured from outside: the latency of GET /api/fetches/<id> every 10 ms")

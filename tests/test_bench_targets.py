@@ -1,0 +1,101 @@
+"""Unit tests of the bench's arithmetic and verdicts on made-up runs: medians, paired ratios, PASS/MISS/n/a.
+
+`pytest bench/` runs them (they need no server)."""
+
+from pathlib import Path
+
+from bench import report, targets
+from bench.series import Series, paired_ratio, percentile
+from bench.squid import Squid
+from bench.sweep import SCENARIOS
+
+GIB = 1 << 30
+
+
+def series(key: str, figures: list[dict], procs: list[dict] | None = None) -> dict:
+    s = Series(key, key)
+    for run, fig in enumerate(figures, 1):
+        s.runs.append({"run": run, "seconds": 1.0, "mbps": 1.0, **fig, "procs": (procs or [{}] * len(figures))[run - 1]})
+    return s.summary()
+
+
+def rss(mitmdump: float, store: float) -> dict:
+    return {p: {"peak_rss_mb": mb, "cpu_pct": 50.0, "threads_pct": [40.0, 10.0], "peak_is_lifetime": False}
+            for p, mb in (("mitmdump", mitmdump), ("store", store))}
+
+
+def result(fetch_mbps: float, serve_mbps: float, store_rss_4g: float) -> dict:
+    """Throughput at 1 GiB and 4 GiB: plain 500 MB/s, Squid 200 (miss) and 800 (hit); no load part."""
+    def at(size: int, store_rss: float) -> dict:
+        sc = {k: {"key": k, "name": k, "skipped": "not measured", "runs": [], "errors": []} for k in SCENARIOS}
+        sc["plain"] = series("plain", [{"mbps": 500}, {"mbps": 500}, {"mbps": 500}])
+        sc["squid_miss"] = series("squid_miss", [{"mbps": 200}] * 3)
+        sc["squid_hit"] = series("squid_hit", [{"mbps": 800}] * 3)
+        for key, mbps in (("bgfetch_fetch", fetch_mbps), ("bgfetch_serve_proxy", serve_mbps),
+                          ("bgfetch_serve_direct", 2000)):
+            sc[key] = series(key, [{"mbps": mbps}] * 3, [rss(100, store_rss)] * 3)
+        return {"size": size, "scenarios": sc}
+
+    return {"target_size": GIB, "throughput": [at(GIB, 80), at(4 * GIB, store_rss_4g)], "load": {},
+            "counts": {"small_requests": 2000, "clients": 100, "readers_size": 100 << 20, "registrations": 1000}}
+
+
+def verdicts(res: dict) -> dict[str, bool | None]:
+    return {f"{t['what']} {t['target']}": t["ok"] for t in targets.evaluate(res)}
+
+
+def test_percentile_and_paired_ratio():
+    assert percentile([5, 1, 4, 2, 3], 50) == 3
+    assert percentile(list(range(1, 101)), 99) == 99
+    assert percentile([], 99) is None
+    # each run's ratio is taken before the median: 2.0, 1.0, 3.0 -> 2.0 (the ratio of medians would be 1.5)
+    a = series("a", [{"mbps": 200}, {"mbps": 300}, {"mbps": 900}])
+    b = series("b", [{"mbps": 100}, {"mbps": 300}, {"mbps": 300}])
+    assert paired_ratio(a, b) == 2.0
+
+
+def test_summary_takes_medians_and_the_worst_rss():
+    s = series("k", [{"seconds": 3.0}, {"seconds": 1.0}, {"seconds": 2.0}],
+               [rss(90, 70), rss(120, 60), rss(100, 65)])
+    assert s["seconds"] == 2.0
+    assert s["rss_mitmdump_mb"] == 120 and s["rss_store_mb"] == 70
+
+
+def test_targets_pass_miss_and_na():
+    got = verdicts(result(fetch_mbps=450, serve_mbps=600, store_rss_4g=82))
+    assert got["background fetch of 1 GiB, time to success ≥ 0.8× plain mitmdump"] is True
+    assert got["background fetch of 1 GiB, time to success ≥ 2× Squid on a miss"] is True
+    assert got["a stored 1 GiB body served through the proxy ≥ 1.1× plain mitmdump"] is True
+    assert got["the same body read from the listen port (records body) ≥ 2× Squid on a hit"] is True
+    assert got["peak RSS of the store, fetching and serving < 150 MB, flat in the body's size"] is True
+    # the load part did not run: its targets are n/a, not PASS
+    assert got["2,000 small requests that no rule matches, keep-alive, time ≤ 1.05× plain mitmdump's"] is None
+
+    got = verdicts(result(fetch_mbps=350, serve_mbps=500, store_rss_4g=140))
+    assert got["background fetch of 1 GiB, time to success ≥ 0.8× plain mitmdump"] is False
+    assert got["a stored 1 GiB body served through the proxy ≥ 1.1× plain mitmdump"] is False
+    # 140 MB is under the limit but not flat: 80 MB at 1 GiB
+    assert got["peak RSS of the store, fetching and serving < 150 MB, flat in the body's size"] is False
+
+
+def test_markdown_names_every_target_and_its_verdict():
+    res = result(fetch_mbps=350, serve_mbps=600, store_rss_4g=82)
+    res.update(started="2026-01-01T00:00:00+00:00", profile="full", runs=3, sizes=[GIB, 4 * GIB],
+               machine={k: "x" for k in ("nproc", "cpu", "memory", "kernel", "python", "mitmproxy", "sqlite",
+                                         "nginx", "squid", "curl")})
+    res["targets"] = targets.evaluate(res)
+    text = report.markdown(res)
+    assert "| background fetch of 1 GiB, time to success | ≥ 0.8× plain mitmdump | 0.70× (350 vs 500 MB/s) | MISS |" in text
+    assert "| 4 GiB | – | 500 | 200 | 800 | 350 | 600 | 2000 | – / 100 / 82 |" in text
+
+
+def test_squid_status_of_the_last_request_for_a_url(tmp_path: Path):
+    squid = Squid("squid", tmp_path, 100)
+    url = "http://127.0.0.1:1/body.bin?squid=1"
+    squid.access_log.write_text(
+        f"1.0 10 127.0.0.1 TCP_MISS/200 100 GET {url} - HIER_DIRECT/127.0.0.1 application/octet-stream\n"
+        f"2.0 10 127.0.0.1 TCP_MISS/200 100 GET {url}0 - HIER_DIRECT/127.0.0.1 application/octet-stream\n"
+        f"3.0 10 127.0.0.1 TCP_HIT/200 100 GET {url} - HIER_NONE/- application/octet-stream\n")
+    assert squid.last_status(url) == "TCP_HIT"
+    assert squid.last_status(url + "0") == "TCP_MISS"
+    assert squid.last_status("http://127.0.0.1:1/other") is None

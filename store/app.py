@@ -2,7 +2,7 @@
 
 import tornado.web
 
-from . import api, proxied
+from . import api, dashboard, proxied
 from .service import Store
 
 
@@ -10,6 +10,7 @@ def make_app(store: Store, *, secret: str | None, token: str | None, public_host
     """`secret` set: the internal app, which answers only the proxy and also takes its flows."""
     api_options = {"store": store, "secret": secret, "token": token}
     routes = [(path, handler, api_options) for path, handler in api.ROUTES]
+    routes.append((r"/", dashboard.Dashboard, {**api_options, "token": None}))  # the page asks for it
     if secret is not None:  # flows of any client: the origin's credentials, not the API token
         flow_options = {"store": store, "secret": secret, "token": None}
         routes += [

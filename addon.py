@@ -34,6 +34,7 @@ STORE_OPTIONS = {
     "mode", "upstream_auth", "ssl_insecure", "ssl_verify_upstream_trusted_ca",
 }
 COMMAND_TIMEOUT = 10.0  # seconds a command waits for the store (on loopback: milliseconds)
+STORE_RESTART_SECONDS = 1.0  # pause before starting again a store that died
 
 
 class BackgroundFetch:
@@ -258,6 +259,7 @@ class BackgroundFetch:
         self.api = httpx.Client(
             base_url=f"http://127.0.0.1:{self.port}", headers=sent, timeout=COMMAND_TIMEOUT, trust_env=False
         )
+        self._spawn(self._watch_store(self.process))
         where = f" and http://127.0.0.1:{ports['listen_port']}/" if ports["listen_port"] else ""
         logger.info("bgfetch: store %s, dashboard at http://%s/%s", self.db_path(), ctx.options.bgfetch_host, where)
 
@@ -270,8 +272,17 @@ class BackgroundFetch:
             self.lookup.close()
             self.lookup = None
         if self.process:
-            await self.process.stop()
-            self.process = None
+            process, self.process = self.process, None  # a stop on purpose: no restart
+            await process.stop()
+
+    async def _watch_store(self, process: StoreProcess) -> None:
+        """Start the store again if it dies while the proxy runs (a crash, an OOM kill)."""
+        code = await process.exited()
+        if self.process is process:
+            logger.error("bgfetch: the store process exited (code %s); starting it again", code)
+            await asyncio.sleep(STORE_RESTART_SECONDS)
+            if self.process is process:
+                await self._restart_store()
 
     async def _restart_store(self) -> None:
         await self._stop_store()

@@ -28,6 +28,7 @@ class StoreProcess:
         self.proc: asyncio.subprocess.Process | None = None
         self.ports: dict = {}
         self._relay: asyncio.Task | None = None
+        self._exit: asyncio.Future | None = None
 
     async def start(self) -> dict:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")])))
@@ -39,13 +40,19 @@ class StoreProcess:
         self.proc.stdin.write(json.dumps(self.secrets).encode() + b"\n")
         await self.proc.stdin.drain()
         self._relay = asyncio.create_task(self._relay_log(self.proc.stderr))
+        self._exit = asyncio.ensure_future(self.proc.wait())
         try:
             line = await asyncio.wait_for(self.proc.stdout.readline(), READY_TIMEOUT)
             self.ports = json.loads(line)
         except (TimeoutError, json.JSONDecodeError) as exc:
+            proc = self.proc
             await self.stop()
-            raise StoreError(f"the bgfetch store did not start (exit code {self.proc.returncode}); see the log above") from exc
+            raise StoreError(f"the bgfetch store did not start (exit code {proc.returncode}); see the log above") from exc
         return self.ports
+
+    async def exited(self) -> int:
+        """Wait until the process ends, however it ends; its exit code."""
+        return await asyncio.shield(self._exit)
 
     async def stop(self) -> None:
         """Close the lifeline, then wait; terminate and kill only if it does not go."""

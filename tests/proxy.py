@@ -81,6 +81,21 @@ class Proxy:
         while time.monotonic() < deadline and _store_running(self.db):
             time.sleep(0.05)
 
+    def store_pid(self) -> int:
+        """The pid of the store process this mitmdump started (its child running `-m store`)."""
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            if parent == self.proc.pid and b"store" in cmdline and b"-m" in cmdline:
+                return int(entry.name)
+        raise AssertionError("no store process under this mitmdump")
+
     def api_url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.listen_port}{path}"
 

@@ -7,9 +7,12 @@ most 1.05 times the body's size in all.
 import fcntl
 import hashlib
 import json
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -214,3 +217,26 @@ def test_expired_credentials_on_resume_pause_and_keep_the_bytes(origin, proxy):
         body = client.get(origin.url("/signed.bin"), headers={"Authorization": "Bearer t1"}).content
     assert sha256(body) == origin.sha256("/signed.bin")
     assert origin.body_bytes_sent("/signed.bin") <= 1.05 * 3 * MiB
+
+
+def test_a_store_that_dies_is_started_again_and_serves_what_it_had(origin, proxy):
+    origin.add("/kept.bin", size=MiB)
+    with proxy.client() as client:
+        client.get(origin.url("/kept.bin"), headers={"Background-Fetch": 'id="kept"'})
+    proxy.wait_for("kept", result="success")
+    first = proxy.store_pid()
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if proxy.store_pid() != first and proxy.api("GET", "/api/fetches/kept").status_code == 200:
+                break
+        except (AssertionError, httpx.TransportError):
+            pass
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the store was not started again:\n" + proxy.log.read_text()[-2000:])
+    assert "store process exited" in proxy.log.read_text()
+    origin.stop()
+    with proxy.client() as client:
+        assert client.get(origin.url("/kept.bin")).content == origin.data("/kept.bin")

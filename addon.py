@@ -32,6 +32,7 @@ STORE_OPTIONS = {
     "bgfetch_db", "bgfetch_host", "bgfetch_listen_port", "bgfetch_concurrency", "bgfetch_quota",
     "bgfetch_webhook", "bgfetch_token", "bgfetch_retry_cap",
     "mode", "upstream_auth", "ssl_insecure", "ssl_verify_upstream_trusted_ca",
+    "ssl_verify_upstream_trusted_confdir",
 }
 COMMAND_TIMEOUT = 10.0  # seconds a command waits for the store (on loopback: milliseconds)
 STORE_RESTART_SECONDS = 1.0  # pause before starting again a store that died
@@ -193,11 +194,15 @@ class BackgroundFetch:
     def _to_store(self, flow: http.HTTPFlow, path: str, extra: dict[str, str] | None = None) -> None:
         """Point the flow at the store's internal port, with the secret and the fetch details."""
         if not self.port:
+            problem = {
+                "type": "https://bgfetch.dev/problems/store-unavailable",
+                "title": "Store unavailable",
+                "status": 503,
+                "detail": "The bgfetch store process is not running (it is started again when it dies);"
+                " see mitmproxy's log.",
+            }
             flow.response = http.Response.make(
-                503,
-                json.dumps({"title": "bgfetch store not running", "status": 503,
-                            "detail": "The bgfetch store process is not running; see mitmproxy's log."}),
-                {"Content-Type": "application/problem+json"},
+                503, json.dumps(problem), {"Content-Type": "application/problem+json", "Retry-After": "2"}
             )
             return
         request = flow.request
@@ -231,6 +236,8 @@ class BackgroundFetch:
             args.append("--insecure")
         if opts.ssl_verify_upstream_trusted_ca:
             args += ["--ca-file", opts.ssl_verify_upstream_trusted_ca]
+        if opts.ssl_verify_upstream_trusted_confdir:
+            args += ["--ca-dir", opts.ssl_verify_upstream_trusted_confdir]
         if opts.bgfetch_webhook:
             args += ["--webhook", opts.bgfetch_webhook]
         return args

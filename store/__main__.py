@@ -41,6 +41,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--upstream-proxy", default=None)
     parser.add_argument("--insecure", action="store_true")
     parser.add_argument("--ca-file", default=None)
+    parser.add_argument("--ca-dir", default=None)
     parser.add_argument("--webhook", default=None, help="URL that receives each final event as a JSON POST")
     return parser.parse_args(argv)
 
@@ -69,12 +70,13 @@ def listen(app, port: int) -> tuple[tornado.httpserver.HTTPServer, int]:
 
 def http_client(args: argparse.Namespace, upstream_auth: str | None = None) -> httpx.AsyncClient:
     """The transfers' client, with mitmproxy's upstream settings: its upstream proxy (and
-    `upstream_auth`, "user:password"), `ssl_insecure`, `ssl_verify_upstream_trusted_ca`."""
+    `upstream_auth`, "user:password"), `ssl_insecure`, `ssl_verify_upstream_trusted_ca` and
+    `ssl_verify_upstream_trusted_confdir`."""
     verify: bool | ssl.SSLContext = True
     if args.insecure:
         verify = False
-    elif args.ca_file:
-        verify = ssl.create_default_context(cafile=args.ca_file)
+    elif args.ca_file or args.ca_dir:
+        verify = ssl.create_default_context(cafile=args.ca_file, capath=args.ca_dir)
     proxy = None
     if args.upstream_proxy:
         auth = tuple(upstream_auth.split(":", 1)) if upstream_auth and ":" in upstream_auth else None

@@ -4,11 +4,13 @@ import base64
 import contextlib
 import hashlib
 import json
+import shutil
 import socket
 import sqlite3
 import ssl
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -110,9 +112,25 @@ def mitmproxy_client(proxy) -> httpx.Client:
     return proxy.client(verify=context)
 
 
-@pytest.mark.parametrize("option", ["ssl_verify_upstream_trusted_ca", "ssl_insecure"])
-def test_an_https_origin_with_its_own_certificate(tls_origin, make_proxy, option):
-    value = tls_origin.cert_path if option == "ssl_verify_upstream_trusted_ca" else "true"
+def trusted_confdir(cert: Path, directory: Path) -> Path:
+    """A directory of trusted certificates as OpenSSL looks them up: `<subject hash>.0`."""
+    subject_hash = subprocess.run(
+        ["openssl", "x509", "-subject_hash", "-noout", "-in", str(cert)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    directory.mkdir()
+    shutil.copy(cert, directory / f"{subject_hash}.0")
+    return directory
+
+
+@pytest.mark.parametrize(
+    "option", ["ssl_verify_upstream_trusted_ca", "ssl_verify_upstream_trusted_confdir", "ssl_insecure"]
+)
+def test_an_https_origin_with_its_own_certificate(tls_origin, make_proxy, tmp_path, option):
+    value = {
+        "ssl_verify_upstream_trusted_ca": lambda: tls_origin.cert_path,
+        "ssl_verify_upstream_trusted_confdir": lambda: trusted_confdir(tls_origin.cert_path, tmp_path / "trusted"),
+        "ssl_insecure": lambda: "true",
+    }[option]()
     proxy = make_proxy(f"{option}={value}").start()
     url = tls_origin.url("/secure.bin")
     with mitmproxy_client(proxy) as client:

@@ -116,6 +116,8 @@ class BackgroundFetch:
         matched = self.rules.match(request.method, url, flow)
         if given is not None or matched is not None:
             spec = rules.make_spec(request.method, url, matched or {}, given or {})
+            if self.lookup:  # known at once: a second client for this URL must find it
+                self.lookup.add(url)
             self._to_store(flow, "/_bgfetch/fetch", {fields.SPEC: spec.to_json(), fields.URL: url})
         elif request.method in ("GET", "HEAD") and self.lookup:
             record = self.lookup.find(url, fields.credential_key(request.headers.items(multi=True)))
@@ -260,6 +262,7 @@ class BackgroundFetch:
             return
         self.port = ports["port"]
         self.lookup = Lookup(self.db_path())
+        self.process.follow_urls(self.lookup.add)
         sent = {fields.SECRET: self.secret}
         if ctx.options.bgfetch_token:
             sent["Authorization"] = f"Bearer {ctx.options.bgfetch_token}"

@@ -4,7 +4,8 @@ It reads its secrets from the first line of standard input, as JSON ({"secret": 
 "token": ..., "upstream_auth": ...}, kept out of the process list), and keeps reading: when
 the pipe closes (mitmproxy exited, even by `kill -9`), the store stops. One store owns a
 database at a time (an exclusive lock beside it). When ready it prints one JSON line to
-standard output: {"port": <internal port>, "listen_port": <public port or 0>}.
+standard output: {"port": <internal port>, "listen_port": <public port or 0>}; after it, one
+line {"url": ...} for each URL a record takes, so the proxy knows which URLs to look up.
 """
 
 import argparse
@@ -121,6 +122,7 @@ async def serve(args: argparse.Namespace, secrets: dict) -> None:
             )
             servers.append(public)
         print(json.dumps({"port": port, "listen_port": listen_port}), flush=True)
+        store.url_listeners.append(lambda url: print(json.dumps({"url": url}), flush=True))
         await store.resume_all()
         await stop.wait()
         transport.close()

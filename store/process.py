@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 logger = logging.getLogger("bgfetch.store")
@@ -29,6 +30,7 @@ class StoreProcess:
         self.ports: dict = {}
         self._relay: asyncio.Task | None = None
         self._exit: asyncio.Future | None = None
+        self._urls: asyncio.Task | None = None
 
     async def start(self) -> dict:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")])))
@@ -50,6 +52,15 @@ class StoreProcess:
             raise StoreError(f"the bgfetch store did not start (exit code {proc.returncode}); see the log above") from exc
         return self.ports
 
+    def follow_urls(self, on_url: Callable[[str], None]) -> None:
+        """Call `on_url` with each URL the store announces a record for, from now on."""
+        self._urls = asyncio.create_task(self._read_urls(self.proc.stdout, on_url))
+
+    @staticmethod
+    async def _read_urls(stream: asyncio.StreamReader, on_url: Callable[[str], None]) -> None:
+        while line := await stream.readline():
+            on_url(json.loads(line)["url"])
+
     async def exited(self) -> int:
         """Wait until the process ends, however it ends; its exit code."""
         return await asyncio.shield(self._exit)
@@ -66,8 +77,7 @@ class StoreProcess:
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
-        if self._relay:
-            await asyncio.gather(self._relay, return_exceptions=True)
+        await asyncio.gather(*filter(None, [self._relay, self._urls]), return_exceptions=True)
 
     @staticmethod
     async def _relay_log(stream: asyncio.StreamReader) -> None:

@@ -7,6 +7,7 @@ this process's read connection on the event loop.
 
 import asyncio
 import logging
+from collections.abc import Callable, Iterable
 
 import httpx
 
@@ -43,6 +44,7 @@ class Store:
         self.transfers = TransferLoop(self, client, concurrency, retry_cap, quota)
         self._change = asyncio.Event()
         self._reclaim: asyncio.Task | None = None
+        self.url_listeners: list[Callable[[str], None]] = []  # told each URL a record takes
 
     # -- reads -------------------------------------------------------------
 
@@ -82,6 +84,7 @@ class Store:
     async def fetch(self, registration: dict, records: list[dict]) -> dict:
         """Create a registration (an inactive one of the same id is replaced) and start it."""
         await self.writer.submit(tables.create, registration, records)
+        self._announce(record["url"] for record in records)
         self.transfers.start(registration["id"])
         self.events.publish("progress", registration["id"])
         return self.get(registration["id"])
@@ -116,10 +119,16 @@ class Store:
         """`updateUI(title, icons)`; for a paused registration also new request headers or
         URLs per record (NotPaused otherwise), after which its transfer retries at once."""
         await self.writer.submit(_update, reg_id, title, icons, changes)
+        self._announce(change["url"] for change in changes if "url" in change)
         self.events.publish("progress", reg_id)
         if changes:
             self.transfers.wake(reg_id)
         return self.get(reg_id)
+
+    def _announce(self, urls: Iterable[str]) -> None:
+        for url in urls:
+            for listener in self.url_listeners:
+                listener(url)
 
     async def set_response(self, record_id: int, status: int, fields: list, size: int | None) -> int:
         """Record the response's status, headers and size; returns `held(record_id)` as of

@@ -175,3 +175,15 @@ def test_store_port_refuses_requests_without_the_secret(proxy):
     port = json.loads  # the internal port is not published; the public one has no flow routes
     response = proxy.api("GET", "/_bgfetch/stored", headers={"X-Bgfetch-Record": "1"})
     assert response.status_code == 404
+
+
+def test_a_fetch_made_through_the_api_is_served_through_the_proxy(origin, proxy):
+    """The addon never saw this URL in a flow: it learns it from the store's announcement."""
+    origin.add("/api-made.bin", size=300_000)
+    created = proxy.api("POST", "/api/fetches", json={"id": "api-made", "requests": [origin.url("/api-made.bin")]})
+    assert created.status_code == 201
+    proxy.wait_for("api-made", result="success")
+    origin.stop()
+    with proxy.client() as client:
+        served = client.get(origin.url("/api-made.bin"))
+    assert served.status_code == 200 and served.content == origin.data("/api-made.bin")

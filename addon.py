@@ -101,7 +101,9 @@ class BackgroundFetch:
         if flow.response or flow.error or not flow.live:
             return
         request = flow.request
-        value = request.headers.pop(HEADER, None)
+        value = request.headers.get(HEADER)
+        if value is not None:
+            del request.headers[HEADER]
         if request.host == ctx.options.bgfetch_host:
             self._to_store(flow, request.path)
             return
@@ -120,7 +122,7 @@ class BackgroundFetch:
                 self.lookup.add(url)
             self._to_store(flow, "/_bgfetch/fetch", {fields.SPEC: spec.to_json(), fields.URL: url})
         elif request.method in ("GET", "HEAD") and self.lookup:
-            record = self.lookup.find(url, fields.credential_key(request.headers.items(multi=True)))
+            record = self.lookup.find(url, request.headers.items(multi=True))
             if record is not None:
                 self._to_store(flow, "/_bgfetch/stored", {fields.RECORD: str(record)})
 

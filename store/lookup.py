@@ -1,8 +1,9 @@
 """The question the proxy asks of every request: does the store hold this URL? (read-only)"""
 
 import sqlite3
+from collections.abc import Iterable
 
-from . import schema
+from . import headers, schema
 
 # A record with a 2xx response, or one whose request is on its way to the origin right now
 # (status not yet known, registration fetching): the store answers once the headers come, so
@@ -32,11 +33,12 @@ class Lookup:
     def add(self, url: str) -> None:
         self.urls.add(url)
 
-    def find(self, url: str, credential: str) -> int | None:
-        """The record to serve for a GET of `url` with these credentials, if any."""
+    def find(self, url: str, fields: Iterable[tuple[str, str]]) -> int | None:
+        """The record to serve for a GET of `url` with these request header fields (their
+        credentials must match), if any."""
         if url not in self.urls:
             return None
-        row = self.conn.execute(SERVABLE_SQL, [url, credential]).fetchone()
+        row = self.conn.execute(SERVABLE_SQL, [url, headers.credential_key(fields)]).fetchone()
         return row[0] if row else None
 
     def close(self) -> None:

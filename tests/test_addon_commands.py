@@ -40,7 +40,7 @@ def test_commands_fetch_list_abort_and_delete(origin, tmp_path):
                 assert derived.startswith("bgf-")
                 assert run(f"bgfetch.fetch {origin.url('/slow.iso')} iso") == "iso"
                 await until(lambda: f"{derived}  success  293k  cmd.bin" in run("bgfetch.list"))
-                await until(lambda: addon.lookup.find(origin.url("/slow.iso"), "") is not None)
+                await until(lambda: addon.lookup.find(origin.url("/slow.iso"), []) is not None)
                 run("bgfetch.abort iso")
                 assert "iso  failure (aborted)  0b  slow.iso" in run("bgfetch.list")
                 with pytest.raises(exceptions.CommandError, match="already ended"):

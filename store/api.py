@@ -15,7 +15,6 @@ State changes take `Content-Type: application/json` (a form post cannot send it)
 
 import asyncio
 import json
-import urllib.parse
 
 from tornado.iostream import StreamClosedError
 
@@ -55,9 +54,6 @@ class ApiHandler(StoreHandler):
             raise Problem(400, "invalid-request", f"{name} must be 0 or 1.", field=name)
         return value == "1"
 
-    def location(self, reg_id: str) -> str:
-        return f"/api/fetches/{urllib.parse.quote(reg_id, safe='')}"
-
 
 def missing(reg_id: str) -> Problem:
     return Problem(404, "not-found", f"No background fetch with id {reg_id!r}.")
@@ -87,7 +83,7 @@ class Fetches(ApiHandler):
                 409, "id-in-use", f"Background fetch {registration['id']!r} is still active; abort it or choose another id.",
                 field="id",
             ) from None
-        self.set_header("Location", self.location(created["id"]))
+        self.set_header("Location", records.registration_path(created["id"]))
         self.send_json(created, 201)
 
 

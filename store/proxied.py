@@ -1,9 +1,8 @@
 """Routes the proxy redirects flows to: a new (or joined) background fetch, or a stored body."""
 
 import json
-import urllib.parse
 
-from . import headers, tables
+from . import headers, records, tables
 from .web import StoreHandler
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -34,7 +33,7 @@ class ProxiedFetch(StoreHandler):
         if spec.get("respond") == "accepted" and not tables.record(self.store.db, record_id)["complete"]:
             registration = self.store.get(spec["id"])
             host = self.settings["public_host"]
-            self.set_header("Location", f"http://{host}/api/fetches/{urllib.parse.quote(spec['id'], safe='')}")
+            self.set_header("Location", f"http://{host}{records.registration_path(spec['id'])}")
             self.send_json(registration, 202)
         else:
             await self.serve_record(record_id)

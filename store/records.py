@@ -6,6 +6,11 @@ import urllib.parse
 from . import headers
 
 
+def registration_path(reg_id: str) -> str:
+    """Where the API shows a registration: `/api/fetches/<id>`, the id percent-encoded."""
+    return f"/api/fetches/{urllib.parse.quote(reg_id, safe='')}"
+
+
 def view(reg_id: str, row: sqlite3.Row) -> dict:
     """A record: its request, its response once known, how much is stored, where the body is."""
     response = None
@@ -21,7 +26,7 @@ def view(reg_id: str, row: sqlite3.Row) -> dict:
         "response": response,
         "stored": row["stored"],
         "complete": bool(row["complete"]),
-        "bodyUrl": f"/api/fetches/{urllib.parse.quote(reg_id, safe='')}/records/{row['idx']}/body",
+        "bodyUrl": f"{registration_path(reg_id)}/records/{row['idx']}/body",
     }
 
 

@@ -22,6 +22,7 @@ import httpx
 import tornado.httpserver
 import tornado.netutil
 
+from . import wire
 from .app import make_app
 from .service import Store
 from .webhook import Webhook
@@ -139,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("tornado.access").setLevel(logging.ERROR)
     _lock = lock(args.db, args.lock_wait)
+    wire.install()
     secrets = json.loads(sys.stdin.buffer.readline())
     asyncio.run(serve(args, secrets))
 

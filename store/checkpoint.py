@@ -13,7 +13,8 @@ thread copies the WAL over when the writer rests:
 - past WAL_LIMIT / 2 of WAL (a long transfer), a PASSIVE checkpoint beside the writer;
 - past WAL_LIMIT (the disk is slower than the transfers), the writer itself runs a RESTART
   between two transactions, so the WAL stays bounded; the PASSIVE ones before it have left
-  it little to copy.
+  it little to copy. One checkpoint runs at a time (`_one_at_a_time`): SQLite would answer a
+  second one "busy" at once, without waiting, and the WAL would grow past the limit.
 """
 
 import logging
@@ -36,6 +37,7 @@ class Checkpointer:
         self.conn = schema.connect(path)
         self._last_commit = time.monotonic()
         self._poke = threading.Event()
+        self._one_at_a_time = threading.Lock()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="bgfetch-checkpoint", daemon=True)
         self._thread.start()
@@ -67,12 +69,14 @@ class Checkpointer:
                 self._checkpoint(self.conn, "PASSIVE")
                 self._checkpoint(self.conn, "TRUNCATE")
 
-    @staticmethod
-    def _checkpoint(conn: sqlite3.Connection, mode: str) -> None:
-        try:
-            conn.execute(f"PRAGMA wal_checkpoint({mode})")
-        except sqlite3.OperationalError as exc:  # busy: a later commit or idle second retries
-            logger.debug("checkpoint %s: %s", mode, exc)
+    def _checkpoint(self, conn: sqlite3.Connection, mode: str) -> None:
+        with self._one_at_a_time:
+            try:
+                busy, _, _ = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+            except sqlite3.OperationalError as exc:
+                busy = exc
+        if busy:  # a reader kept it from finishing: a later commit or idle second retries
+            logger.debug("checkpoint %s did not finish: %s", mode, busy)
 
     def _wal_size(self) -> int:
         try:

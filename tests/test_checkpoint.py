@@ -76,3 +76,13 @@ def test_the_wal_stays_bounded_while_the_writer_never_rests(tmp_path, monkeypatc
     # by the commits that come while the checkpoint thread's own PASSIVE keeps RESTART busy
     assert largest <= 4 * limit, largest
     assert time.monotonic() - started < 30
+
+
+def test_the_wal_limit_leaves_three_quarters_of_the_free_disk(tmp_path, monkeypatch):
+    def free(gib: float):
+        monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda _path: (0, 0, int(gib * 1024**3)))
+        return checkpoint.wal_limit(str(tmp_path / "store.sqlite3"))
+
+    assert free(1000) == checkpoint.WAL_LIMIT
+    assert free(8) == 2 * 1024**3
+    assert free(0.01) == checkpoint.SMALLEST_WAL_LIMIT  # a nearly full disk still gets a working WAL

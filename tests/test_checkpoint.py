@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+from types import SimpleNamespace
 import time
 
 from store import checkpoint, schema
@@ -80,7 +81,7 @@ def test_the_wal_stays_bounded_while_the_writer_never_rests(tmp_path, monkeypatc
 
 def test_the_wal_limit_leaves_three_quarters_of_the_free_disk(tmp_path, monkeypatch):
     def free(gib: float):
-        monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda _path: (0, 0, int(gib * 1024**3)))
+        monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda _path: SimpleNamespace(free=int(gib * 1024**3)))
         return checkpoint.wal_limit(str(tmp_path / "store.sqlite3"))
 
     assert free(1000) == checkpoint.WAL_LIMIT

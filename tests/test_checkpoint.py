@@ -2,8 +2,8 @@
 
 import asyncio
 import os
-from types import SimpleNamespace
 import time
+from types import SimpleNamespace
 
 from store import checkpoint, schema
 from store.writer import Writer

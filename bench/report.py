@@ -60,12 +60,14 @@ def sizes_table(result: dict) -> list[str]:
     for t in result["throughput"]:
         sc = t["scenarios"]
         rss = f"{_f(sc['plain'].get('rss_mitmdump_mb'))} / {_f(worst_rss(sc, 'mitmdump'))} / {_f(worst_rss(sc, 'store'))}"
-        rows.append([human_size(t["size"]), *(_f(sc[k].get("mbps")) for k in COLUMNS), rss,
+        rows.append([human_size(t["size"]), *(_f(sc[k].get("mbps")) for k in COLUMNS),
+                     _f(sc["bgfetch_fetch"].get("wal_copied_seconds"), "{:.1f}"), rss,
                      _pair(sc["bgfetch_fetch"], "cpu"), _pair(sc["bgfetch_serve_proxy"], "cpu")])
-    header = ["body", *(f"{name} MB/s" for name in COLUMNS.values()), "peak RSS MB: plain / bgfetch mitmdump / store",
+    header = ["body", *(f"{name} MB/s" for name in COLUMNS.values()),
+              "bgfetch: s from success until the WAL is copied", "peak RSS MB: plain / bgfetch mitmdump / store",
               "CPU % fetching: mitmdump / store (busiest thread)",
               "CPU % serving via proxy: mitmdump / store (busiest thread)"]
-    return _table(header, rows, "l" + "r" * 10)
+    return _table(header, rows, "l" + "r" * 11)
 
 
 def load_table(result: dict) -> list[str]:

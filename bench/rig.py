@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+import time
 from pathlib import Path
 
 from .servers import BenchError, Mitmdump, Nginx, ensure_binary, free_port
@@ -22,6 +23,15 @@ rules:
   - name: debian-pool
     filter: '~d deb.debian.org & ~u "/pool/.*\\.deb$"'
 """
+# The floor under any addon: mitmproxy calls every hook through each loaded script's layers, also
+# for a script with nothing in it. The small requests run through this one too, to show that floor.
+EMPTY_SCRIPT = """\
+class Empty:
+    \"\"\"An addon without hooks.\"\"\"
+
+
+addons = [Empty()]
+"""
 
 
 class Rig:
@@ -33,6 +43,7 @@ class Rig:
         self.www = tmp / "www"
         self.nginx: Nginx | None = None
         self.plain: Mitmdump | None = None
+        self.empty: Mitmdump | None = None  # mitmdump with EMPTY_SCRIPT
         self.bg: Mitmdump | None = None
         self.bg_db: Path | None = None
         self.squid: Squid | None = None
@@ -51,6 +62,11 @@ class Rig:
         self.plain.start()
         print(f"plain mitmdump: port {self.plain.port} (pid {self.plain.proc.pid})\n  $ {shlex.join(self.plain.cmd)}",
               flush=True)
+        script = self.tmp / "empty_addon.py"
+        script.write_text(EMPTY_SCRIPT)
+        self.empty = Mitmdump("mitmdump with an empty script", self.tmp / "mitm-empty", ["-s", str(script)])
+        self.empty.start()
+        print(f"mitmdump with an empty script: port {self.empty.port} (pid {self.empty.proc.pid})", flush=True)
         self._start_squid()
         if not self.want_bgfetch:
             self.bg_skip = "--no-bgfetch"
@@ -121,11 +137,24 @@ class Rig:
             return []
         return [p for p in (self.bg_db, Path(f"{self.bg_db}-wal")) if p.exists()]
 
+    def settle(self, timeout: float = 120.0) -> float | None:
+        """Wait until the store has copied its WAL into the database (it does so once its writer
+        rests): a timed scenario then starts on a quiet store, not beside the last one's copy.
+        Returns the seconds waited, None if the WAL was still there after `timeout`."""
+        if self.bg is None:
+            return 0.0
+        wal, t0 = Path(f"{self.bg_db}-wal"), time.perf_counter()
+        while time.perf_counter() - t0 < timeout:
+            if not wal.exists() or wal.stat().st_size == 0:
+                return time.perf_counter() - t0
+            time.sleep(0.05)
+        return None
+
     def bg_alive(self) -> bool:
         return self.bg is not None and self.bg.proc.poll() is None
 
     def stop(self) -> None:
-        for server in (self.bg, self.squid, self.plain, self.nginx):
+        for server in (self.bg, self.squid, self.empty, self.plain, self.nginx):
             if server is not None:
                 try:
                     server.stop()

@@ -23,8 +23,9 @@ def percentile(values: list[float], p: float) -> float | None:
 
 
 def throughput(fig: dict) -> str:
-    """How a transfer's run is printed: MB/s and seconds."""
-    return f"{fig['mbps']:8.0f} MB/s  {fig['seconds']:7.3f} s"
+    """How a transfer's run is printed: MB/s and seconds (and when the store's WAL was copied, after a fetch)."""
+    copied = fig.get("wal_copied_seconds")
+    return f"{fig['mbps']:8.0f} MB/s  {fig['seconds']:7.3f} s" + (f"  WAL copied {copied:.1f} s later" if copied else "")
 
 
 class Series:

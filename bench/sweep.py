@@ -98,7 +98,9 @@ class SizeRuns:
         try:
             watch = ProcWatch(rig.bg.pids())
             secs, _ = background_fetch(rig.bg.proxy, rig.bg.api_port, run_url, fetch_id, self.size, self.timeout)
-            s["bgfetch_fetch"].record(run, watch.finish(), seconds=secs, bytes=self.size)
+            procs = watch.finish()
+            copied = rig.settle()  # the WAL's copy into the database, deferred until the writer rests
+            s["bgfetch_fetch"].record(run, procs, seconds=secs, bytes=self.size, wal_copied_seconds=copied)
         except Exception as e:
             s["bgfetch_fetch"].fail(run, e)
             for key in BGFETCH[1:]:

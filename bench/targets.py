@@ -39,12 +39,16 @@ def _ratio_target(what: str, want: float, a: dict | None, b: dict | None, versus
     return _target(what, target, ratio <= want if at_most else ratio >= want, measured)
 
 
-def _cpu_per_request(a: dict | None, b: dict | None) -> str:
-    """The same comparison in CPU time per request, which a busy machine's contention distorts less."""
+def _cpu_per_request(a: dict | None, b: dict | None, empty: dict | None) -> str:
+    """The same comparison in CPU time per request, which a busy machine's contention distorts less,
+    and the floor: what an empty script costs mitmdump."""
     ratio = None if _missing(a, b) else paired_ratio(a, b, "cpu_us_per_request")
     if ratio is None:
         return ""
-    return f"; CPU per request {ratio:.2f}× ({a['cpu_us_per_request']:.0f} vs {b['cpu_us_per_request']:.0f} µs)"
+    text = f"; CPU per request {ratio:.2f}× ({a['cpu_us_per_request']:.0f} vs {b['cpu_us_per_request']:.0f} µs)"
+    if not _missing(empty, b) and (floor := paired_ratio(empty, b, "seconds")) is not None:
+        text += f"; an empty script: {floor:.2f}×"
+    return text
 
 
 def _rss_targets(throughput: list[dict]) -> list[dict]:
@@ -82,7 +86,7 @@ def evaluate(result: dict) -> list[dict]:
                       at.get("squid_hit"), "Squid on a hit"),
         _ratio_target(f"{counts['small_requests']:,} small requests that no rule matches, keep-alive, time", 1.05,
                       load.get("small_bgfetch"), load.get("small_plain"), "plain mitmdump's", "seconds", at_most=True,
-                      also=_cpu_per_request(load.get("small_bgfetch"), load.get("small_plain"))),
+                      also=_cpu_per_request(load.get("small_bgfetch"), load.get("small_plain"), load.get("small_empty"))),
         *_rss_targets(result["throughput"]),
     ]
     readers = load.get("readers")

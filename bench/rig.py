@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import time
@@ -146,7 +147,9 @@ class Rig:
         wal, t0 = Path(f"{self.bg_db}-wal"), time.perf_counter()
         while time.perf_counter() - t0 < timeout:
             if not wal.exists() or wal.stat().st_size == 0:
-                return time.perf_counter() - t0
+                waited = time.perf_counter() - t0
+                os.sync()  # and nothing of it left to write back
+                return waited
             time.sleep(0.05)
         return None
 

@@ -87,3 +87,21 @@ def test_the_wal_limit_leaves_three_quarters_of_the_free_disk(tmp_path, monkeypa
     assert free(1000) == checkpoint.WAL_LIMIT
     assert free(8) == 2 * 1024**3
     assert free(0.01) == checkpoint.SMALLEST_WAL_LIMIT  # a nearly full disk still gets a working WAL
+
+
+def test_closing_while_a_checkpoint_copies_loses_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint, "WAL_LIMIT", 96 * 1024 * 1024)  # a PASSIVE starts past 48 MiB
+    path = str(tmp_path / "store.sqlite3")
+
+    async def main() -> None:
+        writer = Writer(path, asyncio.get_running_loop())
+        await writer.submit(_table)
+        for _ in range(64):
+            await writer.submit(_insert)
+        writer.close()  # while the checkpoint thread copies the WAL
+
+    asyncio.run(main())
+    conn = schema.connect(path, readonly=True)
+    assert conn.execute("SELECT count(*), sum(length(data)) FROM pieces").fetchone()[:] == (64, 64 * len(PIECE))
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()

@@ -13,6 +13,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from store.process import MALLOC_TUNABLES
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -266,7 +268,8 @@ def mitmdump_binary() -> str:
 
 
 class Mitmdump:
-    """A mitmdump process on a free 127.0.0.1 port with its own confdir and logs."""
+    """A mitmdump process on a free 127.0.0.1 port with its own confdir and logs, and the malloc
+    settings that `make run` gives it (each mitmdump of a run the same, plain ones included)."""
 
     def __init__(self, name: str, workdir: Path, extra_args: list[str], api_port: int | None = None):
         self.name, self.dir, self.extra = name, workdir, extra_args
@@ -298,7 +301,8 @@ class Mitmdump:
     def start(self, timeout: float = 30.0) -> "Mitmdump":
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.stdout_log, "wb") as out, open(self.stderr_log, "wb") as err:
-            self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=clean_env())
+            self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                         env={"GLIBC_TUNABLES": MALLOC_TUNABLES, **clean_env()})
         deadline = time.monotonic() + timeout
         api = f"http://{LOOPBACK}:{self.api_port}/api/fetches" if self.api_port else None
         listening, listening_since = False, 0.0

@@ -4,7 +4,7 @@
 
 from pathlib import Path
 
-from bench import report, targets
+from bench import report, servers, targets
 from bench.series import Series, paired_ratio, percentile
 from bench.squid import Squid
 from bench.sweep import SCENARIOS
@@ -114,3 +114,27 @@ def test_small_requests_against_plain_with_the_empty_script_floor():
     assert row["ok"] is True
     assert row["measured"] == ("1.03× (2.060 vs 2.000 s); CPU per request 1.03× (1030 vs 1000 µs); "
                                "an empty script: 1.02×")
+
+
+def test_free_ports_are_never_handed_out_twice(monkeypatch):
+    given = iter([40001, 40002, 40001, 40003])  # the kernel may offer a port again before it is bound
+
+    class FakeSocket:
+        def __init__(self, *args):
+            self.port = next(given)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def bind(self, address):
+            pass
+
+        def getsockname(self):
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(servers.socket, "socket", FakeSocket)
+    monkeypatch.setattr(servers, "_HANDED_OUT", set())
+    assert [servers.free_port() for _ in range(3)] == [40001, 40002, 40003]

@@ -46,6 +46,8 @@ class Load:
             "small_empty": Series("small_empty", f"{n} small requests, mitmdump + empty script", self._rate),
             "one_stream": Series("one_stream", f"one plain mitmdump stream of {human_size(readers_size)} (median of {ONE_STREAMS_PER_RUN})"),
             "readers": Series("readers", f"{clients} clients reading one stored {human_size(readers_size)}"),
+            "readers_plain": Series("readers_plain",
+                                    f"{clients} clients reading {human_size(readers_size)}, plain mitmdump"),
             "queue": Series("queue", f"{registrations:,} registrations queued at once",
                             lambda f: f"{f['succeeded']:.0f} succeeded in {f['seconds']:.1f} s; GET /api/fetches "
                                       + _ms(f, "median_ms", "p99_ms", "max_ms")),
@@ -151,29 +153,37 @@ class Load:
                                              bytes=size)
         except Exception as e:
             self.series["one_stream"].fail(run, e)
+        timeout = transfer_timeout(size * n)
+        # the same crowd through plain mitmdump from nginx: what mitmproxy itself does with 100
+        # streams (and a history like the bgfetch mitmdump's for the small requests that follow)
+        warm(self.readers_body)
+        self._crowd("readers_plain", run, self.rig.plain.proxy, {"mitmdump": self.rig.plain.proc.pid}, timeout)
         if not self._bg_ready("readers", run):
             return
         warm(*self.rig.stored_files())
-        timeout = transfer_timeout(size * n)
-        try:
-            watch = ProcWatch(self.rig.bg.pids())
-            t0 = time.perf_counter()
-            with concurrent.futures.ThreadPoolExecutor(n) as pool:
-                results = list(pool.map(lambda _: curl(self.stored_url, proxy=self.rig.bg.proxy, timeout=timeout),
-                                        range(n)))
-            seconds = time.perf_counter() - t0
-            bad = [r for r in results if (r.status, r.size) != (200, size)]
-            if bad:
-                raise RuntimeError(f"{len(bad)} of {n} clients got a wrong answer, e.g. HTTP {bad[0].status}, "
-                                   f"{bad[0].size} bytes")
-            self.series["readers"].record(run, watch.finish(), seconds=seconds, bytes=size * n)
-        except Exception as e:
-            self.series["readers"].fail(run, e)
+        self._crowd("readers", run, self.rig.bg.proxy, self.rig.bg.pids(), timeout)
         if run == self.runs:
             try:
                 self.check_readers(timeout)
             except Exception as e:
                 self.series["readers"].fail(run, f"checking the bodies: {e}")
+
+    def _crowd(self, key: str, run: int, proxy: str, pids: dict, timeout: float) -> None:
+        """`clients` curls at once, each reading the whole body through `proxy`."""
+        size, n = self.readers_size, self.clients
+        try:
+            watch = ProcWatch(pids)
+            t0 = time.perf_counter()
+            with concurrent.futures.ThreadPoolExecutor(n) as pool:
+                results = list(pool.map(lambda _: curl(self.stored_url, proxy=proxy, timeout=timeout), range(n)))
+            seconds = time.perf_counter() - t0
+            bad = [r for r in results if (r.status, r.size) != (200, size)]
+            if bad:
+                raise RuntimeError(f"{len(bad)} of {n} clients got a wrong answer, e.g. HTTP {bad[0].status}, "
+                                   f"{bad[0].size} bytes")
+            self.series[key].record(run, watch.finish(), seconds=seconds, bytes=size * n)
+        except Exception as e:
+            self.series[key].fail(run, e)
 
     def check_readers(self, timeout: float) -> None:
         """Untimed (hashing costs the client CPU the proxy needs): `clients` readers at once, each body's sha256."""

@@ -51,6 +51,12 @@ def _cpu_per_request(a: dict | None, b: dict | None, empty: dict | None) -> str:
     return text
 
 
+def _crowd_through_plain(readers: dict | None, plain: dict | None) -> str:
+    """The same crowd of readers through plain mitmdump from the origin, for scale."""
+    ratio = None if _missing(readers, plain) else paired_ratio(readers, plain)
+    return "" if ratio is None else f"; the same clients through plain mitmdump: {plain['mbps']:,.0f} MB/s ({ratio:.2f}×)"
+
+
 def _rss_targets(throughput: list[dict]) -> list[dict]:
     """Peak RSS of mitmdump and of the store, fetching and serving, at the largest body vs the smallest."""
     out = []
@@ -95,7 +101,8 @@ def evaluate(result: dict) -> list[dict]:
     out += [
         _target(what + ": byte-identical", "all sha256 equal", None if why else readers["sha256_ok"],
                 f"{readers['identical']} of {counts['clients']}" if not why else "n/a", why),
-        _ratio_target(what + ": aggregate", 1.0, readers, load.get("one_stream"), "one plain mitmdump stream"),
+        _ratio_target(what + ": aggregate", 1.0, readers, load.get("one_stream"), "one plain mitmdump stream",
+                      also=_crowd_through_plain(readers, load.get("readers_plain"))),
         *_queue_targets(load.get("queue"), counts["registrations"]),
         _lag_target(load.get("lag")),
     ]

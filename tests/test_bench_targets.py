@@ -138,3 +138,15 @@ def test_free_ports_are_never_handed_out_twice(monkeypatch):
     monkeypatch.setattr(servers.socket, "socket", FakeSocket)
     monkeypatch.setattr(servers, "_HANDED_OUT", set())
     assert [servers.free_port() for _ in range(3)] == [40001, 40002, 40003]
+
+
+def test_readers_against_one_plain_stream_with_the_same_crowd_through_plain_for_scale():
+    res = result(fetch_mbps=450, serve_mbps=600, store_rss_4g=82)
+    res["load"] = {
+        "one_stream": series("one_stream", [{"mbps": 800}] * 3),
+        "readers": {**series("readers", [{"mbps": 840}] * 3), "sha256_ok": True, "identical": 100},
+        "readers_plain": series("readers_plain", [{"mbps": 700}] * 3),
+    }
+    row = next(t for t in targets.evaluate(res) if t["what"].endswith("at once: aggregate"))
+    assert row["ok"] is True
+    assert row["measured"] == "1.05× (840 vs 800 MB/s); the same clients through plain mitmdump: 700 MB/s (1.20×)"

@@ -7,7 +7,11 @@ from .series import paired_ratio
 from .sweep import worst_rss
 
 RSS_LIMIT_MB = 150.0
-FLAT_MB = 10.0  # "flat": the peak at the largest body is at most this much (or 10 %) above the one at the smallest
+# "flat": the peak at the largest body is at most this much (or 10 %) above the one at the next
+# largest (1 GiB against 4 GiB in a full run). Both transfers last long enough to fill every
+# bounded buffer (the store's: chunks waiting for the writer, about 8 MiB); a 64 MiB one ends in
+# a tenth of a second, before they fill, so it would count that window as growth.
+FLAT_MB = 10.0
 LATENCY_LIMIT_MS = 50.0
 LAG_LIMIT_MS = 50.0
 
@@ -58,7 +62,7 @@ def _crowd_through_plain(readers: dict | None, plain: dict | None) -> str:
 
 
 def _rss_targets(throughput: list[dict]) -> list[dict]:
-    """Peak RSS of mitmdump and of the store, fetching and serving, at the largest body vs the smallest."""
+    """Peak RSS of mitmdump and of the store, fetching and serving, at the largest body vs the next largest."""
     out = []
     for proc in ("mitmdump", "store"):
         what = f"peak RSS of {'mitmproxy' if proc == 'mitmdump' else 'the store'}, fetching and serving"
@@ -67,11 +71,12 @@ def _rss_targets(throughput: list[dict]) -> list[dict]:
         if not peaks:
             out.append(_target(what, target, None, "n/a", "no bgfetch run succeeded"))
             continue
-        small, large = min(peaks), max(peaks)
+        sizes = sorted(peaks)
+        small, large = sizes[-2] if len(sizes) > 1 else sizes[0], sizes[-1]
         flat = peaks[large] <= peaks[small] + max(FLAT_MB, 0.1 * peaks[small])
         measured = ", ".join(f"{peaks[s]:.0f} MB at {human_size(s)}" for s in sorted(peaks))
         out.append(_target(what, target, max(peaks.values()) < RSS_LIMIT_MB and flat, measured,
-                           "" if flat else f"grows by more than {FLAT_MB:.0f} MB or 10 %"))
+                           "" if flat else f"grows by more than {FLAT_MB:.0f} MB or 10 % from {human_size(small)} to {human_size(large)}"))
     return out
 
 

@@ -78,6 +78,15 @@ def test_targets_pass_miss_and_na():
     # 140 MB is under the limit but not flat: 80 MB at 1 GiB
     assert got["peak RSS of the store, fetching and serving < 150 MB, flat in the body's size"] is False
 
+    # a 64 MiB fetch ends before the store's bounded buffers fill: flatness is judged from 1 to 4 GiB
+    res = result(fetch_mbps=450, serve_mbps=600, store_rss_4g=88)
+    res["throughput"].insert(0, {**res["throughput"][0], "size": 64 << 20})
+    res["throughput"][0]["scenarios"] = {k: {**v, "rss_store_mb": 70} if k.startswith("bgfetch") else v
+                                         for k, v in res["throughput"][0]["scenarios"].items()}
+    rows = {t["what"]: t for t in targets.evaluate(res)}
+    store = rows["peak RSS of the store, fetching and serving"]
+    assert store["ok"] is True and store["measured"] == "70 MB at 64 MiB, 80 MB at 1 GiB, 88 MB at 4 GiB"
+
 
 def test_markdown_names_every_target_and_its_verdict():
     res = result(fetch_mbps=350, serve_mbps=600, store_rss_4g=82)

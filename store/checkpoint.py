@@ -40,7 +40,7 @@ IDLE_SECONDS = 1.0
 def wal_limit(path: str) -> int:
     """WAL_LIMIT, or a quarter of the free space beside the database if that is less."""
     free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
-    return max(min(WAL_LIMIT, free // 4), min(WAL_LIMIT, SMALLEST_WAL_LIMIT))
+    return min(WAL_LIMIT, max(free // 4, SMALLEST_WAL_LIMIT))
 
 
 class Checkpointer:

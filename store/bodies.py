@@ -71,10 +71,16 @@ class BodySink:
             await self._pending.popleft()
 
     async def close(self) -> None:
-        """Commit what is buffered and wait until every chunk is on disk."""
-        await self.flush()
-        while self._pending:
-            await self._pending.popleft()
+        """Commit what is buffered and wait until every chunk is on disk; the first chunk
+        that failed (a full disk, a lock) raises once all of them have settled."""
+        try:
+            await self.flush()
+        finally:
+            outcomes = await asyncio.gather(*self._pending, return_exceptions=True)
+            self._pending.clear()
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
 
 def read(conn: sqlite3.Connection, record_id: int, start: int, end: int) -> Iterator[bytes]:

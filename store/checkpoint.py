@@ -9,8 +9,9 @@ in the WAL as in the database, so the writer turns the automatic checkpoint off 
 thread copies the WAL over when the writer rests. A burst of up to half the WAL's limit (a
 4 GiB body, with the default) is then written once while it arrives, and copied after:
 a 1 GiB fetch that a checkpoint beside it held to 410-590 MB/s ran at 890-1,080 MB/s
-without one. The limit is at most a quarter of the disk's free space, so the WAL cannot
-fill the disk:
+without one. The limit is at most a quarter of the disk's free space, measured at every
+commit, so the WAL cannot fill the disk, and on a nearly full disk it is copied back after
+each commit; no floor keeps it larger than the disk has room for:
 
 - once no commit has come for IDLE_SECONDS, a PASSIVE checkpoint (it never blocks the writer
   or readers), then a TRUNCATE, which gives the WAL's space back and finds nothing left to copy;
@@ -18,7 +19,12 @@ fill the disk:
 - past the limit (the disk is slower than the transfers), the writer itself runs a RESTART
   between two transactions, so the WAL stays bounded; the PASSIVE ones before it have left
   it little to copy. One checkpoint runs at a time (`_one_at_a_time`): SQLite would answer a
-  second one "busy" at once, without waiting, and the WAL would grow past the limit.
+  second one "busy" at once, without waiting, and the WAL would grow past the limit;
+- when chunks no longer fit above the disk's reserve (`room.Room`), the writer runs a
+  TRUNCATE before it refuses them: the WAL's space goes back to the file system.
+
+A checkpoint that fails (the disk is full, another process holds a lock) loses nothing: the
+WAL keeps every commit, and a later one copies it.
 """
 
 import logging
@@ -33,20 +39,22 @@ from . import schema
 logger = logging.getLogger(__name__)
 
 WAL_LIMIT = 8 * 1024**3
-SMALLEST_WAL_LIMIT = 64 * 1024**2
 IDLE_SECONDS = 1.0
 
 
 def wal_limit(path: str) -> int:
     """WAL_LIMIT, or a quarter of the free space beside the database if that is less."""
-    free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
-    return min(WAL_LIMIT, max(free // 4, SMALLEST_WAL_LIMIT))
+    try:
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    except OSError:
+        free = 0
+    return min(WAL_LIMIT, free // 4)
 
 
 class Checkpointer:
     def __init__(self, path: str) -> None:
+        self.path = path
         self.wal = path + "-wal"
-        self.limit = wal_limit(path)
         self.conn = schema.connect(path)
         self._last_commit = time.monotonic()
         self._poke = threading.Event()
@@ -59,10 +67,20 @@ class Checkpointer:
         """Called by the writer after each commit, on its thread."""
         self._last_commit = time.monotonic()
         size = self._wal_size()
-        if size > self.limit:
+        if not size:
+            return
+        limit = wal_limit(self.path)
+        if size > limit:
             self._checkpoint(writer, "RESTART")
-        elif size > self.limit // 2:
+        elif size > limit // 2:
             self._poke.set()
+
+    def truncate(self, writer: sqlite3.Connection) -> bool:
+        """Copy the WAL into the database and give its space back, on the writer's thread
+        between two transactions; whether there was a WAL and it went."""
+        if not self._wal_size():
+            return False
+        return self._checkpoint(writer, "TRUNCATE") and not self._wal_size()
 
     def close(self) -> None:
         self._stopping = True
@@ -82,14 +100,17 @@ class Checkpointer:
                 self._checkpoint(self.conn, "PASSIVE")
                 self._checkpoint(self.conn, "TRUNCATE")
 
-    def _checkpoint(self, conn: sqlite3.Connection, mode: str) -> None:
+    def _checkpoint(self, conn: sqlite3.Connection, mode: str) -> bool:
+        """Whether the checkpoint finished; a reader, a full disk or another process's lock
+        can keep it from finishing, and a later commit or idle second tries again."""
         with self._one_at_a_time:
             try:
                 busy, _, _ = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
-            except sqlite3.OperationalError as exc:
+            except sqlite3.Error as exc:
                 busy = exc
-        if busy:  # a reader kept it from finishing: a later commit or idle second retries
+        if busy:
             logger.debug("checkpoint %s did not finish: %s", mode, busy)
+        return not busy
 
     def _wal_size(self) -> int:
         try:

@@ -1,4 +1,11 @@
-"""The one thread that writes SQLite: the event loop hands it work and awaits the commit."""
+"""The one thread that writes SQLite: the event loop hands it work and awaits the commit.
+
+It survives every SQLite error. A full disk or another process's lock is translated once,
+here, into a `faults.StorageFault` (SQLite may already have rolled the whole transaction
+back by then, savepoints and all); chunks that would leave less than the disk's reserve are
+refused before they are written (`room.Room`), so state changes, aborts, DELETE and
+checkpoints still find space.
+"""
 
 import asyncio
 import logging
@@ -8,8 +15,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from . import schema
+from . import faults, schema
 from .checkpoint import Checkpointer
+from .room import Budget, Room
 
 logger = logging.getLogger(__name__)
 
@@ -23,20 +31,25 @@ class Writer:
     """Runs `fn(conn, *args)` calls on a single thread, many to a transaction.
 
     Each call gets its own savepoint, so one that raises rolls back alone; the caller's
-    future resolves (or raises) only once the transaction holding it has committed.
+    future resolves (or raises) only once the transaction holding it has committed. When
+    the transaction itself is lost (a full disk at COMMIT), each call of it is tried again
+    alone, so a chunk that did not fit never takes a state change down with it.
     """
 
     def __init__(self, path: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.path = path
         self.loop = loop
         self.conn = schema.connect(path)
         self.conn.execute("PRAGMA wal_autocheckpoint=0")
         self.checkpointer = Checkpointer(path)
+        self.room = Room(path)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="bgfetch-writer", daemon=True)
         self._thread.start()
 
     def submit(self, fn: Work, *args: Any, size: int = 0) -> asyncio.Future:
-        """Queue `fn(conn, *args)`; `size` counts its bytes towards the batch limit."""
+        """Queue `fn(conn, *args)`; `size` counts its bytes towards the batch limit, and a
+        call with a size is a chunk: refused with StorageFull when the disk has no room."""
         future = self.loop.create_future()
         self._queue.put((fn, args, size, future))
         return future
@@ -71,30 +84,83 @@ class Writer:
         return batch
 
     def _commit(self, batch: list) -> None:
-        outcomes = []
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
-            for fn, args, _, future in batch:
-                outcomes.append((future, *self._apply(fn, args)))
-            self.conn.execute("COMMIT")
-            self.checkpointer.committed(self.conn)
-        except sqlite3.Error as exc:
-            logger.error("store write failed: %s", exc)
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            outcomes = [(future, None, exc) for *_, future in batch]
+            outcomes = self._transaction(batch)
+        except Exception as exc:  # the transaction is lost, and every call in it
+            logger.warning("store write failed: %s", exc)
+            if len(batch) == 1 or isinstance(exc, faults.StorageBusy):  # alone, each would wait for the lock
+                outcomes = [(future, None, exc) for *_, future in batch]
+            else:
+                outcomes = [self._alone(item) for item in batch]
         self.loop.call_soon_threadsafe(_settle, outcomes)
 
-    def _apply(self, fn: Work, args: tuple) -> tuple[Any, BaseException | None]:
+    def _alone(self, item: tuple) -> tuple:
+        try:
+            return self._transaction([item])[0]
+        except Exception as exc:
+            return item[-1], None, exc
+
+    def _transaction(self, batch: list) -> list:
+        """Run the batch in one transaction; returns (future, result, error) for each call.
+        Raises (translated) when the transaction as a whole fails."""
+        self._rollback()  # a transaction left open by a failed rollback would refuse every BEGIN
+        try:
+            budget = self._budget(batch)
+            self.conn.execute("BEGIN IMMEDIATE")
+            outcomes = [self._apply(*item, budget) for item in batch]
+            self.conn.execute("COMMIT")
+        except Exception as exc:
+            self._rollback()
+            if isinstance(exc, sqlite3.Error) and (fault := faults.translate(exc, self.path)) is not exc:
+                raise fault from exc
+            raise
+        self.checkpointer.committed(self.conn)
+        return outcomes
+
+    def _budget(self, batch: list) -> Budget | None:
+        """The disk's room for the batch's chunks (None when it has none); when they do not
+        fit, the WAL is first copied into the database and truncated, giving its space back."""
+        wanted = sum(item[2] for item in batch)
+        if not wanted:
+            return None
+        budget = self.room.measure(self.conn)
+        if not budget.fits(wanted) and self.checkpointer.truncate(self.conn):
+            budget = self.room.measure(self.conn)
+        return budget
+
+    def _apply(self, fn: Work, args: tuple, size: int, future, budget: Budget | None) -> tuple:
+        if size and budget is not None and not budget.take(size):
+            return future, None, faults.StorageFull(self.path, budget.free)
         self.conn.execute("SAVEPOINT work")
         try:
             result = fn(self.conn, *args)
         except Exception as exc:
+            if not self._undo_savepoint():
+                raise  # SQLite rolled back the whole transaction: the batch is lost
+            if isinstance(exc, sqlite3.Error):
+                return future, None, faults.translate(exc, self.path)
+            return future, None, exc
+        self.conn.execute("RELEASE work")
+        return future, result, None
+
+    def _undo_savepoint(self) -> bool:
+        """Roll back to the call's savepoint; False when there is none left to roll back to."""
+        if not self.conn.in_transaction:
+            return False
+        try:
             self.conn.execute("ROLLBACK TO work")
             self.conn.execute("RELEASE work")
-            return None, exc
-        self.conn.execute("RELEASE work")
-        return result, None
+        except sqlite3.Error:
+            return False
+        return True
+
+    def _rollback(self) -> None:
+        if not self.conn.in_transaction:
+            return
+        try:
+            self.conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:  # the next BEGIN tells whether the connection is still usable
+            logger.error("store rollback failed: %s", exc)
 
 
 def _settle(outcomes: list) -> None:

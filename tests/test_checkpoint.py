@@ -86,7 +86,33 @@ def test_the_wal_limit_leaves_three_quarters_of_the_free_disk(tmp_path, monkeypa
 
     assert free(1000) == checkpoint.WAL_LIMIT
     assert free(8) == 2 * 1024**3
-    assert free(0.01) == checkpoint.SMALLEST_WAL_LIMIT  # a nearly full disk still gets a working WAL
+    # a nearly full disk: a quarter of what is free, never a floor larger than the disk
+    assert free(0.01) == int(0.01 * 1024**3) // 4
+    assert free(0) == 0
+
+
+def test_with_no_room_for_a_wal_it_is_copied_back_after_every_commit(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint, "WAL_LIMIT", 0)  # what a full disk gives
+    monkeypatch.setattr(checkpoint, "IDLE_SECONDS", 60)  # never idle here
+    path = str(tmp_path / "store.sqlite3")
+
+    async def main() -> int:
+        writer = Writer(path, asyncio.get_running_loop())
+        try:
+            await writer.submit(_table)
+            largest = 0
+            for _ in range(16):
+                await writer.submit(_insert)
+                largest = max(largest, _wal(path))
+            return largest
+        finally:
+            writer.close()
+
+    largest = asyncio.run(main())
+    assert largest <= 3 * len(PIECE), largest  # one commit's frames, reused: the WAL still works
+    conn = schema.connect(path, readonly=True)
+    assert conn.execute("SELECT count(*), sum(length(data)) FROM pieces").fetchone()[:] == (16, 16 * len(PIECE))
+    conn.close()
 
 
 def test_closing_while_a_checkpoint_copies_loses_nothing(tmp_path, monkeypatch):

@@ -3,6 +3,11 @@
 Everything that changes state goes through here, so the API, the proxy's internal routes
 and the commands all behave alike; every write goes to the writer thread, every read uses
 this process's read connection on the event loop.
+
+Faults are pauses: when the database takes no writes at all (another process holds its lock,
+the disk is full to the last byte), a pause is held in memory — the registration reads as
+`paused` with its `lastError`, in the API and in events — and is written with the next
+change that goes through.
 """
 
 import asyncio
@@ -11,8 +16,9 @@ from collections.abc import Callable, Iterable
 
 import httpx
 
-from . import lifecycle, schema, tables
+from . import bodies, lifecycle, schema, tables
 from .events import EventBus
+from .faults import StorageFault
 from .transfer import TransferLoop
 from .writer import Writer
 
@@ -20,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 EVENT_OF = {"succeed": "success", "fail": "fail", "abort": "abort"}
 RECLAIM_PAGES = 256  # pages given back per writer turn (16 MiB), so transfers keep writing
+HELD_EVENTS = ("pause", "start", "retry")  # what leaves a registration paused when it cannot be written
 
 
 class Store:
@@ -44,12 +51,16 @@ class Store:
         self.transfers = TransferLoop(self, client, concurrency, retry_cap, quota)
         self._change = asyncio.Event()
         self._reclaim: asyncio.Task | None = None
+        self._unwritten: dict[str, str] = {}  # registration id -> lastError of a pause held in memory
         self.url_listeners: list[Callable[[str], None]] = []  # told each URL a record takes
 
     # -- reads -------------------------------------------------------------
 
     def get(self, reg_id: str) -> dict:
-        return tables.registration(self.db, reg_id)
+        registration = tables.registration(self.db, reg_id)
+        if (error := self._unwritten.get(reg_id)) is not None and registration["state"] in lifecycle.ACTIVE:
+            registration.update(state="paused", lastError=error)
+        return registration
 
     def snapshot(self, reg_id: str) -> dict | None:
         try:
@@ -90,7 +101,21 @@ class Store:
         return self.get(registration["id"])
 
     async def transition(self, reg_id: str, event: str, reason: str = "", error: str = "") -> None:
-        await self.writer.submit(tables.transition, reg_id, event, reason, error)
+        """Apply a lifecycle event. When the database takes no writes, a pause is held in
+        memory instead (a `start` or `retry` that cannot be written also raises the
+        StorageFault: the registration stays paused); other events raise it."""
+        unwritten = self._unwritten.get(reg_id)
+        try:
+            await self.writer.submit(_transition, reg_id, unwritten, event, reason, error)
+        except StorageFault as exc:
+            if event not in HELD_EVENTS:
+                raise
+            self._hold_pause(reg_id, error if event == "pause" else str(exc))
+            if event != "pause":
+                raise
+            return
+        if self._unwritten.get(reg_id) == unwritten:
+            self._unwritten.pop(reg_id, None)
         self.events.publish(EVENT_OF.get(event, "progress"), reg_id)
         self.notify()
         if event in ("fail", "abort"):
@@ -100,7 +125,13 @@ class Store:
         """Stop the transfer and end the registration as failure/aborted; its partial bodies
         go. LifecycleError when it is no longer active, NotFound when there is none."""
         await self.transfers.stop(reg_id)
-        await self.transition(reg_id, "abort")
+        try:
+            await self.transition(reg_id, "abort")
+        except StorageFault as exc:  # not aborted: it goes on, paused, and may be aborted again
+            if self.get(reg_id)["state"] in lifecycle.ACTIVE:
+                self._hold_pause(reg_id, str(exc))
+                self.transfers.start(reg_id, paused=True)
+            raise
         return self.get(reg_id)
 
     async def delete(self, reg_id: str) -> None:
@@ -112,6 +143,7 @@ class Store:
                 pass  # it finished meanwhile
         await self.transfers.stop(reg_id)
         await self.writer.submit(tables.delete, reg_id)
+        self._unwritten.pop(reg_id, None)
         self.notify()
         self.reclaim()
 
@@ -146,6 +178,15 @@ class Store:
         await self.writer.submit(tables.complete_record, record_id)
         self.notify()
 
+    async def room_for_chunk(self) -> None:
+        """Raises StorageFull unless the disk has room for a chunk above the writer's reserve."""
+        await self.writer.submit(_nothing, size=bodies.CHUNK_BYTES)
+
+    def _hold_pause(self, reg_id: str, error: str) -> None:
+        logger.warning("%s paused (held in memory until the database takes writes): %s", reg_id, error)
+        self._unwritten[reg_id] = error
+        self.events.publish("progress", reg_id)
+
     def committed(self, reg_id: str) -> None:
         """Bytes of `reg_id` reached the disk: wake readers, tell subscribers."""
         self.notify()
@@ -175,8 +216,15 @@ class Store:
             self._reclaim = asyncio.create_task(self._reclaim_space(), name="bgfetch reclaim")
 
     async def _reclaim_space(self) -> None:
-        while await self.writer.submit(tables.reclaim_space, RECLAIM_PAGES) == RECLAIM_PAGES:
-            pass
+        """Page moves go through the WAL: on a small disk a turn moves what its reserve holds
+        a quarter of. Space back (or free pages for new chunks) wakes what paused for it."""
+        pages = max(1, min(RECLAIM_PAGES, self.writer.room.reserve // (4 * schema.PAGE_SIZE)))
+        try:
+            while await self.writer.submit(tables.reclaim_space, pages) == pages:
+                pass
+        except StorageFault as exc:
+            logger.warning("giving space back to the file system stopped: %s; new chunks use the free pages", exc)
+        self.transfers.room_returned()
 
     async def close(self) -> None:
         await self.transfers.close()
@@ -191,6 +239,22 @@ def _update(conn, reg_id: str, title: str | None, icons: list | None, changes: l
     if changes:
         tables.change_requests(conn, reg_id, changes)
     tables.update_ui(conn, reg_id, title, icons)
+
+
+def _transition(conn, reg_id: str, unwritten: str | None, event: str, reason: str, error: str) -> str:
+    """`tables.transition`, after the pause held in memory (if any) is written: the row is
+    brought to `paused` first, whatever the database last heard (fetching, pending)."""
+    if unwritten is None:
+        return tables.transition(conn, reg_id, event, reason, error)
+    conn.execute(
+        "UPDATE registrations SET state = 'paused', last_error = ? WHERE id = ? AND state IN (?, ?, ?)",
+        [error if event == "pause" else unwritten, reg_id, *lifecycle.ACTIVE],
+    )
+    return "paused" if event == "pause" else tables.transition(conn, reg_id, event, reason, error)
+
+
+def _nothing(conn) -> None:
+    """A chunk's place in a batch, with no bytes: `Store.room_for_chunk`."""
 
 
 def _requeue_active(conn) -> list[str]:

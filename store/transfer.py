@@ -4,7 +4,10 @@ Errors are sorted at this boundary, as httpx maps httpcore's: transport trouble 
 reset, timeout, DNS, a body cut short) becomes `Pause` — the registration waits and retries
 with capped exponential backoff, resuming with `Range`/`If-Range`; a bad status, a limit, an
 integrity mismatch or an origin that no retry can fix (an untrusted certificate, a scheme httpx
-cannot fetch) becomes `Failure` and ends it.
+cannot fetch) becomes `Failure` and ends it. A storage fault (`faults.StorageFault`: the disk
+is full, another process holds the database's lock) is a pause too: every committed byte
+stays, and the retry resumes from them; after a full disk the retry first asks the writer
+for room for a chunk, so the origin is not asked for bytes that could not be stored.
 
 Resuming: a `206` whose `Content-Range` starts at the stored length appends; a `200` means the
 origin ignored `Range` or the entity changed, so the record starts again from byte 0 under a new
@@ -19,14 +22,14 @@ import hashlib
 import logging
 import random
 import re
-import ssl
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import httpx
 
 from . import bodies, headers, schema, tables
 from .bodies import BodySink
+from .faults import StorageFault, StorageFull
+from .outcomes import Failure, Limit, Pause, transport_problem
 
 if TYPE_CHECKING:
     from .service import Store
@@ -34,18 +37,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RETRY_BASE = 0.5
-
-
-class Pause(Exception):
-    """The transfer cannot go on now; it will be retried."""
-
-
-class Failure(Exception):
-    """The registration fails with `reason` (a spec failureReason)."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def backoff(attempt: int, cap: float) -> float:
@@ -75,33 +66,6 @@ def content_range(value: str | None) -> tuple[int | None, int | None] | None:
     return None if first is None else int(first), None if total == "*" else int(total)
 
 
-def transport_problem(url: str, exc: httpx.TransportError) -> Exception:
-    """`Pause` for trouble that may pass; `Failure` for what no retry can fix."""
-    if isinstance(exc, httpx.UnsupportedProtocol) or _caused_by(exc, ssl.SSLCertVerificationError):
-        return Failure("fetch-error", f"{url}: {exc}")
-    return Pause(f"{url}: {type(exc).__name__}: {exc or 'connection lost'}")
-
-
-def _caused_by(exc: BaseException, kind: type[BaseException], depth: int = 8) -> bool:
-    while exc is not None and depth:
-        if isinstance(exc, kind):
-            return True
-        exc, depth = exc.__cause__ or exc.__context__, depth - 1
-    return False
-
-
-@dataclass(frozen=True)
-class Limit:
-    """The most bytes a record may hold, and the failure when it would hold more."""
-
-    most: int
-    reason: str
-    setting: str
-
-    def failure(self, url: str) -> Failure:
-        return Failure(self.reason, f"{url} does not fit in {self.setting} ({max(self.most, 0)} bytes left for it)")
-
-
 class TransferLoop:
     """Runs each active registration as a task; `concurrency` of them fetch at once."""
 
@@ -117,9 +81,11 @@ class TransferLoop:
         self.tasks: dict[str, asyncio.Task] = {}
         self._wake: dict[str, asyncio.Event] = {}
         self._woken: set[str] = set()
+        self._short_of_room: set[str] = set()  # paused by a full disk
 
-    def start(self, reg_id: str) -> None:
-        task = asyncio.create_task(self._run(reg_id), name=f"bgfetch {reg_id}")
+    def start(self, reg_id: str, paused: bool = False) -> None:
+        """Run `reg_id`'s transfer; a `paused` one first waits out a backoff, then retries."""
+        task = asyncio.create_task(self._run(reg_id, paused), name=f"bgfetch {reg_id}")
         self.tasks[reg_id] = task
         task.add_done_callback(lambda done: self._finished(reg_id, done))
 
@@ -127,6 +93,12 @@ class TransferLoop:
         if self.tasks.get(reg_id) is task:
             del self.tasks[reg_id]
             self._woken.discard(reg_id)
+            self._short_of_room.discard(reg_id)
+
+    def room_returned(self) -> None:
+        """Space was given back: retry every registration that paused for want of it."""
+        for reg_id in list(self._short_of_room):
+            self.wake(reg_id)
 
     def wake(self, reg_id: str) -> None:
         """Retry a paused registration now instead of at the end of its backoff (also when it
@@ -149,31 +121,58 @@ class TransferLoop:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _run(self, reg_id: str) -> None:
+    async def _run(self, reg_id: str, paused: bool = False) -> None:
         attempt = 0
         while True:
-            async with self.slots:
-                await self.store.transition(reg_id, "start")
-                received = self.store.received(reg_id)
+            if paused:
+                await self._sleep(reg_id, backoff(attempt, self.retry_cap))
                 try:
-                    await self._fetch_all(reg_id)
-                except Pause as exc:
-                    logger.info("%s paused: %s", reg_id, exc)
-                    await self.store.transition(reg_id, "pause", error=str(exc))
-                except Failure as exc:
-                    logger.info("%s failed (%s): %s", reg_id, exc.reason, exc)
-                    await self.store.transition(reg_id, "fail", reason=exc.reason, error=str(exc))
+                    await self.store.transition(reg_id, "retry")
+                except StorageFault:  # still paused (in memory): the database takes no writes yet
+                    attempt += 1
+                    continue
+            async with self.slots:
+                received = self.store.received(reg_id)
+                if await self._attempt(reg_id):
                     return
-                except Exception as exc:  # a bug must not leave the registration fetching forever
-                    logger.exception("%s failed unexpectedly", reg_id)
-                    await self.store.transition(reg_id, "fail", reason="fetch-error", error=f"internal error: {exc!r}")
-                    return
-                else:
-                    await self.store.transition(reg_id, "succeed")
-                    return
+            paused = True
             attempt = 0 if self.store.received(reg_id) > received else attempt + 1
-            await self._sleep(reg_id, backoff(attempt, self.retry_cap))
-            await self.store.transition(reg_id, "retry")
+
+    async def _attempt(self, reg_id: str) -> bool:
+        """One try, with a slot held; whether the registration has ended."""
+        try:
+            await self.store.transition(reg_id, "start")
+        except StorageFault:
+            return False  # the store holds it as paused
+        try:
+            if reg_id in self._short_of_room:  # room for a chunk before the origin is asked
+                await self.store.room_for_chunk()
+            await self._fetch_all(reg_id)
+        except (Pause, StorageFault) as exc:
+            logger.info("%s paused: %s", reg_id, exc)
+            self._short_of_room.discard(reg_id)
+            if isinstance(exc, StorageFull):
+                self._short_of_room.add(reg_id)
+            await self.store.transition(reg_id, "pause", error=str(exc))
+            return False
+        except Failure as exc:
+            logger.info("%s failed (%s): %s", reg_id, exc.reason, exc)
+            return await self._end(reg_id, "fail", reason=exc.reason, error=str(exc))
+        except Exception as exc:  # a bug must not leave the registration fetching forever
+            logger.exception("%s failed unexpectedly", reg_id)
+            return await self._end(reg_id, "fail", reason="fetch-error", error=f"internal error: {exc!r}")
+        return await self._end(reg_id, "succeed")
+
+    async def _end(self, reg_id: str, event: str, **details: str) -> bool:
+        """Write the registration's end; when the database takes no writes it pauses instead,
+        and the next try ends it."""
+        try:
+            await self.store.transition(reg_id, event, **details)
+        except StorageFault as exc:
+            logger.info("%s paused: %s", reg_id, exc)
+            await self.store.transition(reg_id, "pause", error=str(exc))
+            return False
+        return True
 
     async def _sleep(self, reg_id: str, seconds: float) -> None:
         event = self._wake[reg_id] = asyncio.Event()

@@ -21,6 +21,7 @@ from mitmproxy.utils.human import pretty_size
 import rules
 from rules.config import parse_size
 from store import headers as fields
+from store import identity
 from store.lookup import Lookup
 from store.process import StoreError, StoreProcess
 
@@ -81,6 +82,11 @@ class BackgroundFetch:
                 parse_size(opts.bgfetch_quota)
             except ValueError as exc:
                 raise exceptions.OptionsError(f"bgfetch_quota: {exc}") from exc
+        if updated & {"bgfetch_db", "confdir"}:
+            try:
+                identity.check(self.db_path())  # another program's file is refused, and left unchanged
+            except identity.NotAStore as exc:
+                raise exceptions.OptionsError(str(exc)) from None  # the message says it all
         if self.process and updated & STORE_OPTIONS:
             self._spawn(self._restart_store())
 

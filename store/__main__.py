@@ -6,6 +6,7 @@ the pipe closes (mitmproxy exited, even by `kill -9`), the store stops. One stor
 database at a time (an exclusive lock beside it). When ready it prints one JSON line to
 standard output: {"port": <internal port>, "listen_port": <public port or 0>}; after it, one
 line {"url": ...} for each URL a record takes, so the proxy knows which URLs to look up.
+A --db file that is not a bgfetch store stops it at once, with one line naming the file.
 """
 
 import argparse
@@ -22,7 +23,7 @@ import httpx
 import tornado.httpserver
 import tornado.netutil
 
-from . import wire
+from . import identity, wire
 from .app import make_app
 from .service import Store
 from .webhook import Webhook
@@ -139,6 +140,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("tornado.access").setLevel(logging.ERROR)
+    try:
+        identity.check(args.db)  # before the lock file: nothing is made beside another program's file
+    except identity.NotAStore as exc:
+        sys.exit(str(exc))
     _lock = lock(args.db, args.lock_wait)
     wire.install()
     secrets = json.loads(sys.stdin.buffer.readline())

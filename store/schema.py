@@ -5,28 +5,50 @@ import sqlite3
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
+from . import faults, identity
+
 PAGE_SIZE = 65536
+BUSY_TIMEOUT_MS = 5000  # a write waits this long for another process's lock, then pauses (faults.StorageBusy)
 migrations = Migrations("bgfetch")
 
 
 def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     """Open the database: WAL, autocommit (transactions are explicit), foreign keys on.
 
-    A new database gets incremental auto-vacuum, so deleted bodies give their space back
-    (`tables.reclaim_space`); one made before keeps its free pages for new chunks."""
+    For writing, only a bgfetch store or a new file is opened: anything else raises
+    identity.NotAStore, naming it, before a byte of it is written. A new store's first page
+    carries bgfetch's application id, incremental auto-vacuum (deleted bodies give their
+    space back: `tables.reclaim_space`) and 64 KiB pages; a store made before the id gets it."""
     if readonly:
         conn = sqlite3.connect(
             f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
         )
     else:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
-        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect on a new database only
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=5000")
+        conn = _open_store(path)
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.row_factory = sqlite3.Row
+    return conn
+
+
+def _open_store(path: str) -> sqlite3.Connection:
+    kind = identity.check(path)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        if kind == "new":
+            conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        if kind != "store":
+            conn.execute(f"PRAGMA application_id={identity.APPLICATION_ID}")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+    except sqlite3.Error as exc:
+        conn.close()
+        fault = faults.translate(exc, path)
+        if fault is not exc:
+            raise fault from exc
+        raise identity.refused(path, f"SQLite cannot open it ({exc})") from exc
     return conn
 
 

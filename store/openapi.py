@@ -31,7 +31,7 @@ def _answers(ok: dict, *problems: int) -> dict:
 
 PROBLEMS = {
     400: "Invalid", 401: "Unauthorized", 404: "NotFound", 409: "Conflict",
-    415: "NotJson", 416: "RangeNotSatisfiable", 503: "Paused",
+    415: "NotJson", 416: "RangeNotSatisfiable", 503: "Unavailable",
 }
 
 ID_PARAMETER = {
@@ -189,7 +189,7 @@ PATHS = {
                           for operation, index in [("get", {}), ("updateUI", {}), ("abort", {}), ("matchAll", {}),
                                                    ("responseReady", {"index": 0}), ("responseReadyHead", {"index": 0}),
                                                    ("delete", {})]},
-            }}, 400, 409, 415),
+            }}, 400, 409, 415, 503),
         },
     },
     "/api/fetches/{id}": {
@@ -198,11 +198,11 @@ PATHS = {
         "patch": {
             "operationId": "updateUI", "summary": "updateUI(title, icons); new request headers or URLs while paused",
             "requestBody": _body(_ref("UpdateBody")),
-            "responses": _answers({"200": REGISTRATION_ANSWER}, 400, 404, 409, 415),
+            "responses": _answers({"200": REGISTRATION_ANSWER}, 400, 404, 409, 415, 503),
         },
         "delete": {
             "operationId": "delete", "summary": "Delete the registration, its records and bodies (aborting it if active)",
-            "responses": _answers({"204": {"description": "Deleted."}}, 404),
+            "responses": _answers({"204": {"description": "Deleted."}}, 404, 503),
         },
     },
     "/api/fetches/{id}/abort": {
@@ -210,7 +210,7 @@ PATHS = {
         "post": {
             "operationId": "abort", "summary": "abort(): failure / aborted; partial bodies are discarded",
             "requestBody": _body({"type": "object", "maxProperties": 0}),
-            "responses": _answers({"200": REGISTRATION_ANSWER}, 400, 404, 409, 415),
+            "responses": _answers({"200": REGISTRATION_ANSWER}, 400, 404, 409, 415, 503),
         },
     },
     "/api/fetches/{id}/records": {
@@ -281,7 +281,10 @@ def document(public_host: str) -> dict:
                 "Conflict": _problem("The registration's state does not allow this."),
                 "NotJson": _problem("The body must be Content-Type: application/json."),
                 "RangeNotSatisfiable": _problem("The Range lies past the body's end."),
-                "Paused": _problem("The fetch is paused: the origin cannot be reached now."),
+                "Unavailable": _problem(
+                    "The fetch is paused (its lastError says why), or the store cannot write now: its disk"
+                    " is full or another process holds its database's lock. Retry-After says when to try again."
+                ),
             },
         },
     }

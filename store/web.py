@@ -9,6 +9,7 @@ import tornado.web
 from tornado.iostream import StreamClosedError
 
 from . import bodies, headers, tables
+from .faults import StorageFault
 from .service import Store
 
 logger = logging.getLogger(__name__)
@@ -17,6 +18,7 @@ PROBLEM_BASE = "https://bgfetch.dev/problems/"
 
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+PAUSED_READER_SECONDS = 10.0  # a reader at the end of a paused fetch's bytes gets a short body after this
 
 
 class Problem(tornado.web.HTTPError):
@@ -88,6 +90,9 @@ class StoreHandler(tornado.web.RequestHandler):
         if isinstance(exc, Problem):
             self.problem(status_code, exc.kind, exc.detail, exc.headers, **exc.extra)
             return
+        if isinstance(exc, StorageFault):  # the disk is full or another process holds the lock
+            self.problem(503, "storage-unavailable", f"The store cannot write now ({exc}); try again.", headers={"Retry-After": "5"})
+            return
         allowed = None
         if status_code == 405:
             allowed = {"Allow": ", ".join(self.methods())}
@@ -150,7 +155,7 @@ class StoreHandler(tornado.web.RequestHandler):
             if registration["state"] == "paused":
                 self.problem(
                     503, "paused", headers={"Retry-After": "5"}, detail=
-                    f"The origin cannot be reached now ({registration['lastError']}); "
+                    f"The background fetch is paused ({registration['lastError']}); "
                     "bgfetch keeps trying in the background.",
                     registration=registration,
                 )
@@ -161,14 +166,16 @@ class StoreHandler(tornado.web.RequestHandler):
         """Write bytes as they are committed; a client that leaves costs nothing more.
 
         One chunk is read from SQLite while the one before it is still being sent, so
-        neither the disk nor the socket waits for the other; at most two are buffered."""
+        neither the disk nor the socket waits for the other; at most two are buffered. At the
+        end of the stored bytes of a fetch that stays paused (the origin is gone, the disk is
+        full) the response ends short after PAUSED_READER_SECONDS: the client resumes with Range."""
         record_id, generation, pos = record["id"], record["generation"], start
-        sending = None
+        sending, moved = None, asyncio.get_running_loop().time()
         try:
             while end is None or pos < end:
                 for data in bodies.read(self.store.db, record_id, pos, end if end is not None else 2**62):
                     self.write(data)
-                    pos += len(data)
+                    pos, moved = pos + len(data), asyncio.get_running_loop().time()
                     if sending is not None:
                         await sending
                     sending = self.flush()
@@ -178,9 +185,13 @@ class StoreHandler(tornado.web.RequestHandler):
                     raise StreamClosedError()  # the entity changed: never mix two versions
                 if record["complete"] and pos >= record["stored"]:
                     break
-                if self.store.get(record["registration_id"])["result"] == "failure":
+                registration = self.store.get(record["registration_id"])
+                if registration["result"] == "failure":
                     raise StreamClosedError()
                 if pos >= record["stored"]:
+                    stuck = asyncio.get_running_loop().time() - moved >= PAUSED_READER_SECONDS
+                    if stuck and registration["state"] == "paused":
+                        raise StreamClosedError()  # a short body: what is stored, and no hang
                     await self.store.changed()
             await self.finish()
         except (StreamClosedError, tables.NotFound):

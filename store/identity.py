@@ -5,7 +5,7 @@ its very first page. A store made before that is known by its bgfetch migrations
 and gets the id when it is next opened. Any other file that exists and is not empty is
 refused, naming it, and left as it was: the check reads the header with plain file I/O, and
 looks at the tables through an immutable read-only connection (one that creates no -wal or
--shm file), or, when a -wal file is beside it already, a read-only one.
+-shm file), or, when a -wal and a -shm are beside it already, a read-only one.
 """
 
 import os
@@ -63,10 +63,11 @@ def _migrated(path: str) -> bool:
 
 
 def _read(path: str, sql: str) -> list:
-    """Rows of `sql`, read without writing to `path` or creating anything beside it."""
-    wal = os.path.exists(path + "-wal")
-    shm_before = os.path.exists(path + "-shm")
-    mode = "mode=ro" if wal else "immutable=1"  # with a -wal, its commits count too
+    """Rows of `sql`, read without writing to `path` or creating anything beside it: through
+    the WAL only when its -wal and -shm are both there already (a program that stopped
+    without a checkpoint), else immutable (no locks, no -wal or -shm made)."""
+    shared = os.path.exists(path + "-wal") and os.path.exists(path + "-shm")
+    mode = "mode=ro" if shared else "immutable=1"
     try:
         conn = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?{mode}", uri=True)
         try:
@@ -75,7 +76,3 @@ def _read(path: str, sql: str) -> list:
             conn.close()
     except sqlite3.Error as exc:
         raise refused(path, f"SQLite cannot read it ({exc})") from exc
-    finally:
-        if wal and not shm_before and os.path.exists(path + "-shm"):
-            os.remove(path + "-shm")  # made by this read: nothing else had the file open
-

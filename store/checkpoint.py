@@ -66,7 +66,7 @@ class Checkpointer:
     def committed(self, writer: sqlite3.Connection) -> None:
         """Called by the writer after each commit, on its thread."""
         self._last_commit = time.monotonic()
-        size = self._wal_size()
+        size = self.wal_size()
         if not size:
             return
         limit = wal_limit(self.path)
@@ -77,10 +77,8 @@ class Checkpointer:
 
     def truncate(self, writer: sqlite3.Connection) -> bool:
         """Copy the WAL into the database and give its space back, on the writer's thread
-        between two transactions; whether there was a WAL and it went."""
-        if not self._wal_size():
-            return False
-        return self._checkpoint(writer, "TRUNCATE") and not self._wal_size()
+        between two transactions; whether it went."""
+        return self._checkpoint(writer, "TRUNCATE") and not self.wal_size()
 
     def close(self) -> None:
         self._stopping = True
@@ -96,7 +94,7 @@ class Checkpointer:
                 break
             if poked:
                 self._checkpoint(self.conn, "PASSIVE")
-            elif time.monotonic() - self._last_commit >= IDLE_SECONDS and self._wal_size():
+            elif time.monotonic() - self._last_commit >= IDLE_SECONDS and self.wal_size():
                 self._checkpoint(self.conn, "PASSIVE")
                 self._checkpoint(self.conn, "TRUNCATE")
 
@@ -112,7 +110,7 @@ class Checkpointer:
             logger.debug("checkpoint %s did not finish: %s", mode, busy)
         return not busy
 
-    def _wal_size(self) -> int:
+    def wal_size(self) -> int:
         try:
             return os.path.getsize(self.wal)
         except FileNotFoundError:

@@ -105,8 +105,8 @@ class Writer:
         Raises (translated) when the transaction as a whole fails."""
         self._rollback()  # a transaction left open by a failed rollback would refuse every BEGIN
         try:
-            budget = self._budget(batch)
             self.conn.execute("BEGIN IMMEDIATE")
+            budget = self._budget(batch)
             outcomes = [self._apply(*item, budget) for item in batch]
             self.conn.execute("COMMIT")
         except Exception as exc:
@@ -118,13 +118,17 @@ class Writer:
         return outcomes
 
     def _budget(self, batch: list) -> Budget | None:
-        """The disk's room for the batch's chunks (None when it has none); when they do not
-        fit, the WAL is first copied into the database and truncated, giving its space back."""
+        """The disk's room for the batch's chunks (None when it has none), measured inside its
+        transaction, where it costs least; when they do not fit, the WAL is first copied into
+        the database and truncated (outside any transaction), giving its space back."""
         wanted = sum(item[2] for item in batch)
         if not wanted:
             return None
         budget = self.room.measure(self.conn)
-        if not budget.fits(wanted) and self.checkpointer.truncate(self.conn):
+        if not budget.fits(wanted) and self.checkpointer.wal_size():
+            self.conn.execute("ROLLBACK")
+            self.checkpointer.truncate(self.conn)
+            self.conn.execute("BEGIN IMMEDIATE")
             budget = self.room.measure(self.conn)
         return budget
 

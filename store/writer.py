@@ -114,7 +114,8 @@ class Writer:
             if isinstance(exc, sqlite3.Error) and (fault := faults.translate(exc, self.path)) is not exc:
                 raise fault from exc
             raise
-        self.checkpointer.committed(self.conn)
+        if any(error is None for *_, error in outcomes):  # refused chunks alone wrote nothing
+            self.checkpointer.committed(self.conn)
         return outcomes
 
     def _budget(self, batch: list) -> Budget | None:

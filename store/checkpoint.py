@@ -21,7 +21,8 @@ each commit; no floor keeps it larger than the disk has room for:
   it little to copy. One checkpoint runs at a time (`_one_at_a_time`): SQLite would answer a
   second one "busy" at once, without waiting, and the WAL would grow past the limit;
 - when chunks no longer fit above the disk's reserve (`room.Room`), the writer runs a
-  TRUNCATE before it refuses them: the WAL's space goes back to the file system.
+  TRUNCATE before it refuses them, and after a DELETE has given pages back this thread
+  runs one (`give_back`): the WAL's space goes back to the file system.
 
 A checkpoint that fails (the disk is full, another process holds a lock) loses nothing: the
 WAL keeps every commit, and a later one copies it.
@@ -57,6 +58,8 @@ class Checkpointer:
         self.wal = path + "-wal"
         self.conn = schema.connect(path)
         self._last_commit = time.monotonic()
+        self._wal_seen = (0, 0)
+        self._give_back = False
         self._poke = threading.Event()
         self._one_at_a_time = threading.Lock()
         self._stopping = False
@@ -64,9 +67,13 @@ class Checkpointer:
         self._thread.start()
 
     def committed(self, writer: sqlite3.Connection) -> None:
-        """Called by the writer after each commit, on its thread."""
-        self._last_commit = time.monotonic()
-        size = self.wal_size()
+        """Called by the writer after each commit, on its thread. A commit that wrote nothing
+        (the WAL's size and time are as they were: a paused transfer asking for room) does
+        not hold back the idle checkpoint."""
+        wal = self._wal_stat()
+        if wal != self._wal_seen:
+            self._wal_seen, self._last_commit = wal, time.monotonic()
+        size = wal[0]
         if not size:
             return
         limit = wal_limit(self.path)
@@ -80,6 +87,12 @@ class Checkpointer:
         between two transactions; whether it went."""
         return self._checkpoint(writer, "TRUNCATE") and not self.wal_size()
 
+    def give_back(self) -> None:
+        """Copy the WAL over and truncate it soon, on this thread, without waiting for the
+        writer to rest (after a DELETE: paused transfers retrying keep it from resting)."""
+        self._give_back = True
+        self._poke.set()
+
     def close(self) -> None:
         self._stopping = True
         self._poke.set()
@@ -92,11 +105,13 @@ class Checkpointer:
             self._poke.clear()
             if self._stopping:
                 break
-            if poked:
-                self._checkpoint(self.conn, "PASSIVE")
-            elif time.monotonic() - self._last_commit >= IDLE_SECONDS and self.wal_size():
+            idle = not poked and time.monotonic() - self._last_commit >= IDLE_SECONDS
+            if (idle or self._give_back) and self.wal_size():
+                self._give_back = False
                 self._checkpoint(self.conn, "PASSIVE")
                 self._checkpoint(self.conn, "TRUNCATE")
+            elif poked:
+                self._checkpoint(self.conn, "PASSIVE")
 
     def _checkpoint(self, conn: sqlite3.Connection, mode: str) -> bool:
         """Whether the checkpoint finished; a reader, a full disk or another process's lock
@@ -111,7 +126,11 @@ class Checkpointer:
         return not busy
 
     def wal_size(self) -> int:
+        return self._wal_stat()[0]
+
+    def _wal_stat(self) -> tuple[int, int]:
         try:
-            return os.path.getsize(self.wal)
+            stat = os.stat(self.wal)
         except FileNotFoundError:
-            return 0
+            return 0, 0
+        return stat.st_size, stat.st_mtime_ns

@@ -224,6 +224,7 @@ class Store:
                 pass
         except StorageFault as exc:
             logger.warning("giving space back to the file system stopped: %s; new chunks use the free pages", exc)
+        self.writer.give_back()
         self.transfers.room_returned()
 
     async def close(self) -> None:

@@ -153,14 +153,16 @@ class StoreHandler(tornado.web.RequestHandler):
                 )
                 return None
             if registration["state"] == "paused":
-                self.problem(
-                    503, "paused", headers={"Retry-After": "5"}, detail=
-                    f"The background fetch is paused ({registration['lastError']}); "
-                    "bgfetch keeps trying in the background.",
-                    registration=registration,
-                )
+                self._paused(registration)
                 return None
             await self.store.changed()
+
+    def _paused(self, registration: dict) -> None:
+        self.problem(
+            503, "paused", headers={"Retry-After": "5"}, detail=
+            f"The background fetch is paused ({registration['lastError']}); bgfetch keeps trying in the background.",
+            registration=registration,
+        )
 
     async def _stream(self, record, start: int, end: int | None) -> None:
         """Write bytes as they are committed; a client that leaves costs nothing more.
@@ -168,7 +170,8 @@ class StoreHandler(tornado.web.RequestHandler):
         One chunk is read from SQLite while the one before it is still being sent, so
         neither the disk nor the socket waits for the other; at most two are buffered. At the
         end of the stored bytes of a fetch that stays paused (the origin is gone, the disk is
-        full) the response ends short after PAUSED_READER_SECONDS: the client resumes with Range."""
+        full) the response ends short after PAUSED_READER_SECONDS: the client resumes with Range;
+        with no byte sent yet, it is the paused problem instead (503, Retry-After)."""
         record_id, generation, pos = record["id"], record["generation"], start
         sending, moved = None, asyncio.get_running_loop().time()
         try:
@@ -190,6 +193,9 @@ class StoreHandler(tornado.web.RequestHandler):
                     raise StreamClosedError()
                 if pos >= record["stored"]:
                     stuck = asyncio.get_running_loop().time() - moved >= PAUSED_READER_SECONDS
+                    if stuck and registration["state"] == "paused" and sending is None:
+                        self._paused(registration)
+                        return
                     if stuck and registration["state"] == "paused":
                         raise StreamClosedError()  # a short body: what is stored, and no hang
                     await self.store.changed()

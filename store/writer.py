@@ -54,6 +54,10 @@ class Writer:
         self._queue.put((fn, args, size, future))
         return future
 
+    def give_back(self) -> None:
+        """Give the WAL's space back to the file system soon (see Checkpointer.give_back)."""
+        self.checkpointer.give_back()
+
     def close(self) -> None:
         """Finish the queued work, then stop the thread and close the connection."""
         self._queue.put(None)
@@ -114,8 +118,7 @@ class Writer:
             if isinstance(exc, sqlite3.Error) and (fault := faults.translate(exc, self.path)) is not exc:
                 raise fault from exc
             raise
-        if any(error is None for *_, error in outcomes):  # refused chunks alone wrote nothing
-            self.checkpointer.committed(self.conn)
+        self.checkpointer.committed(self.conn)
         return outcomes
 
     def _budget(self, batch: list) -> Budget | None:

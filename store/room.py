@@ -26,6 +26,7 @@ from . import faults
 
 RESERVE_MOST = 64 * 1024**2
 RESERVE_SHARE = 16  # the reserve is at most this fraction of the file system
+SHORT = 4  # the disk is short of room below this many reserves free
 
 
 def reserve_for(path: str) -> int:
@@ -64,6 +65,9 @@ class Room:
         self.path = path
         self.reserve = reserve_for(path)
         self._page_size = 0
+
+    def short(self) -> bool:
+        return faults.free_bytes(self.path) < SHORT * self.reserve
 
     def measure(self, conn: sqlite3.Connection) -> Budget:
         """The budget now, measured on the writer's connection (in its transaction: cheapest)."""

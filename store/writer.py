@@ -55,8 +55,11 @@ class Writer:
         return future
 
     def give_back(self) -> None:
-        """Give the WAL's space back to the file system soon (see Checkpointer.give_back)."""
-        self.checkpointer.give_back()
+        """When the disk is short of room, give the WAL's space back to the file system soon
+        (Checkpointer.give_back); with room to spare, the idle checkpoint does it, without
+        a TRUNCATE that holds up the transfers still writing."""
+        if self.room.short():
+            self.checkpointer.give_back()
 
     def close(self) -> None:
         """Finish the queued work, then stop the thread and close the connection."""

@@ -85,6 +85,12 @@ class StoreHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(value))
 
+    def log_exception(self, typ, value, tb) -> None:
+        if isinstance(value, StorageFault):  # a 503 with Retry-After, not a bug: one line
+            logger.warning("%s %s: %s", self.request.method, self.request.path, value)
+        else:
+            super().log_exception(typ, value, tb)
+
     def write_error(self, status_code: int, **kwargs) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, Problem):

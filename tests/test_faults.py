@@ -237,3 +237,27 @@ def test_a_pause_that_cannot_be_written_is_held_in_memory_and_written_later(tmp_
     asyncio.run(scenario())
     first, *resumed = ranges(origin, "/held.bin")
     assert first is None and resumed and all(r != "bytes=0-" for r in resumed)
+
+
+def test_a_write_the_store_cannot_do_now_answers_503_and_reads_go_on(origin, proxy):
+    origin.add("/w.bin", size=MiB)
+    proxy.background(origin.url("/w.bin"), 'id="w"')
+    proxy.wait_for("w", result="success")
+    holder = hold_lock(proxy.db, 12)
+    try:
+        started = time.monotonic()
+        refused = proxy.api("POST", "/api/fetches", json={"id": "x", "requests": [origin.url("/w.bin")]})
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "5", refused.text
+        problem = refused.json()
+        assert problem["type"].endswith("/storage-unavailable")
+        assert f"database locked by another process: {proxy.db}" in problem["detail"]
+        assert time.monotonic() - started < 10
+        assert proxy.api("GET", "/api/fetches/w").json()["result"] == "success"  # reads go on
+        assert sha256(served(proxy, origin.url("/w.bin"))) == origin.sha256("/w.bin")
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    created = proxy.api("POST", "/api/fetches", json={"id": "x", "requests": [origin.url("/w.bin")]})
+    assert created.status_code == 201, created.text
+    assert "Traceback" not in proxy.log.read_text()

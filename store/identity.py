@@ -49,7 +49,11 @@ def check(path: str) -> str:
 
 
 def refused(path: str, why: str) -> NotAStore:
-    return NotAStore(f"{path} is not a bgfetch store: {why}; bgfetch left it unchanged (bgfetch_db must name a bgfetch store or a new file)")
+    """The one line that says which file, and why it is not opened."""
+    return NotAStore(
+        f"{path} is not a bgfetch store: {why}; bgfetch left it unchanged"
+        " (bgfetch_db must name a bgfetch store or a new file)"
+    )
 
 
 def _tables(path: str) -> set[str]:
@@ -58,8 +62,8 @@ def _tables(path: str) -> set[str]:
 
 
 def _migrated(path: str) -> bool:
-    rows = _read(path, "SELECT 1 FROM _sqlite_migrations WHERE migration_set = 'bgfetch' AND name = 'm001_initial'")
-    return bool(rows)
+    sql = "SELECT 1 FROM _sqlite_migrations WHERE migration_set = 'bgfetch' AND name = 'm001_initial'"
+    return bool(_read(path, sql))
 
 
 def _read(path: str, sql: str) -> list:

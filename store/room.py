@@ -3,9 +3,10 @@
 A chunk costs the disk twice: its pages go into the WAL when they are committed, and into the
 database file when a checkpoint copies the WAL over (unless free pages inside the database
 take them). In a transaction that holds chunks, the writer measures the room (`Room.measure`:
-one statvfs, one stat and two pragmas, ≈ 20 µs against the milliseconds that a MiB of
-chunks takes to write), takes away what the next checkpoint will add to the database
-for the WAL already written, and refuses every chunk that would leave less than the reserve.
+a statvfs and a stat, and two pragmas when the fit is tight; 53 measures, 3 ms in all, while
+256 MiB were written at 400-700 MB/s), takes away what the next checkpoint will add to the
+database for the WAL already written, and refuses every chunk that would leave less than
+the reserve.
 
 The reserve is what SQLite needs for the writes that must never fail for want of space:
 state changes (a pause, an abort), a DELETE and the page moves that give its space back, the
@@ -69,9 +70,18 @@ class Room:
     def short(self) -> bool:
         return faults.free_bytes(self.path) < SHORT * self.reserve
 
-    def measure(self, conn: sqlite3.Connection) -> Budget:
-        """The budget now, measured on the writer's connection (in its transaction: cheapest)."""
+    def measure(self, conn: sqlite3.Connection, wanted: int) -> Budget:
+        """The budget for `wanted` bytes of chunks, on the writer's connection in its transaction.
+        With room to spare, two system calls tell: the next checkpoint adds at most the WAL's
+        size to the database. Only a tight fit asks SQLite what it owes and what is free inside."""
         free = faults.free_bytes(self.path)
+        try:
+            wal = os.path.getsize(self.path + "-wal")
+        except OSError:
+            wal = 0
+        rough = Budget(free, free - wal - self.reserve, 0)
+        if rough.fits(wanted):
+            return rough
         page_size = self._page_size = self._page_size or conn.execute("PRAGMA page_size").fetchone()[0]
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         spare = conn.execute("PRAGMA freelist_count").fetchone()[0]

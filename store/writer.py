@@ -131,12 +131,12 @@ class Writer:
         wanted = sum(item[2] for item in batch)
         if not wanted:
             return None
-        budget = self.room.measure(self.conn)
+        budget = self.room.measure(self.conn, wanted)
         if not budget.fits(wanted) and self.checkpointer.wal_size():
             self.conn.execute("ROLLBACK")
             self.checkpointer.truncate(self.conn)
             self.conn.execute("BEGIN IMMEDIATE")
-            budget = self.room.measure(self.conn)
+            budget = self.room.measure(self.conn, wanted)
         return budget
 
     def _apply(self, fn: Work, args: tuple, size: int, future, budget: Budget | None) -> tuple:

@@ -62,9 +62,10 @@ def _fault(exc: sqlite3.Error, path: str) -> Exception:
         return StorageFull(path)
     if primary in (SQLITE_BUSY, SQLITE_LOCKED):
         return StorageBusy(path)
+    if primary == SQLITE_IOERR and (free := free_bytes(path)) < NEARLY_FULL:
+        return StorageFull(path, free)
     if primary in (SQLITE_IOERR, SQLITE_CANTOPEN, SQLITE_READONLY):
-        free = free_bytes(path)
-        return StorageFull(path, free) if free < NEARLY_FULL else StorageUnavailable(path, exc)
+        return StorageUnavailable(path, exc)
     return exc
 
 

@@ -33,8 +33,9 @@ def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
 
 def _open_store(path: str) -> sqlite3.Connection:
     kind = identity.check(path)
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn = None
     try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         if kind == "new":
             conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
@@ -48,7 +49,8 @@ def _open_store(path: str) -> sqlite3.Connection:
         # FAST still zeroes what is written anyway; reclaiming moves pages over the rest.
         conn.execute("PRAGMA secure_delete=FAST")
     except sqlite3.Error as exc:
-        conn.close()
+        if conn is not None:
+            conn.close()
         fault = faults.translate(exc, path)
         if fault is not exc:
             raise fault from exc

@@ -61,6 +61,13 @@ def test_the_table_of_storage_faults(tmp_path, code, kind):
         assert str(tmp_path / "store.sqlite3") in str(translated)
 
 
+def test_an_io_error_on_a_full_disk_is_a_full_disk(tmp_path):
+    with small_disk(tmp_path / "disk", 4 * MiB) as disk:
+        fill(disk, 0)
+        fault = faults.translate(_error(10 | (3 << 8)), str(disk / "store.sqlite3"))  # SQLITE_IOERR_WRITE
+        assert isinstance(fault, faults.StorageFull) and fault.free < MiB
+
+
 def test_full_and_busy_say_what_and_where(tmp_path):
     path = str(tmp_path / "store.sqlite3")
     full = faults.StorageFull(path, 12345)

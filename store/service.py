@@ -193,9 +193,16 @@ class Store:
         self.events.progress(reg_id)
 
     async def resume_all(self) -> None:
-        """At start-up, every registration that was active runs again from its committed bytes."""
-        for reg_id in await self.writer.submit(_requeue_active):
-            self.transfers.start(reg_id)
+        """At start-up, every registration that was active runs again from its committed bytes;
+        when the database takes no writes yet, each waits paused and retries."""
+        try:
+            active, paused = await self.writer.submit(_requeue_active), False
+        except StorageFault as exc:
+            active, paused = self.ids(), True
+            for reg_id in active:
+                self._hold_pause(reg_id, str(exc))
+        for reg_id in active:
+            self.transfers.start(reg_id, paused=paused)
 
     # -- waiting for change --------------------------------------------------
 

@@ -261,3 +261,25 @@ def test_a_write_the_store_cannot_do_now_answers_503_and_reads_go_on(origin, pro
     created = proxy.api("POST", "/api/fetches", json={"id": "x", "requests": [origin.url("/w.bin")]})
     assert created.status_code == 201, created.text
     assert "Traceback" not in proxy.log.read_text()
+
+
+def test_a_store_started_under_another_process_lock_waits_paused_then_resumes(origin, proxy):
+    origin.add("/s.bin", size=2 * MiB)
+    origin.stop()
+    proxy.background(origin.url("/s.bin"), 'id="s"')
+    proxy.wait_for("s", state="paused")
+    proxy.stop()
+    holder = hold_lock(proxy.db, 10)
+    try:
+        proxy.start()  # it answers at once; it cannot write its start-up's state changes yet
+        held = proxy.wait_until("s", lambda r: r["lastError"].startswith("database locked"), timeout=20)
+        assert held["state"] == "paused" and held["result"] == ""
+        origin.start()
+        assert holder.wait(30) == 0
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    proxy.wait_for("s", timeout=60, result="success", downloaded=2 * MiB)
+    assert sha256(served(proxy, origin.url("/s.bin"))) == origin.sha256("/s.bin")

@@ -97,7 +97,10 @@ class StoreHandler(tornado.web.RequestHandler):
             self.problem(status_code, exc.kind, exc.detail, exc.headers, **exc.extra)
             return
         if isinstance(exc, StorageFault):  # the disk is full or another process holds the lock
-            self.problem(503, "storage-unavailable", f"The store cannot write now ({exc}); try again.", headers={"Retry-After": "5"})
+            self.problem(
+                503, "storage-unavailable", f"The store cannot write now ({exc}); try again.",
+                headers={"Retry-After": "5"},
+            )
             return
         allowed = None
         if status_code == 405:

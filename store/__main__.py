@@ -22,7 +22,7 @@ import httpx
 import tornado.httpserver
 import tornado.netutil
 
-from . import wire
+from . import forgery, wire
 from .app import make_app
 from .service import Store
 from .webhook import Webhook
@@ -114,12 +114,14 @@ async def serve(args: argparse.Namespace, secrets: dict) -> None:
         webhook = Webhook(args.webhook, args.retry_cap) if args.webhook else None
         if webhook:
             store.events.listeners.append(webhook.listener)
-        internal, port = listen(make_app(store, secret=secret, token=token, public_host=args.public_host), 0)
+        page_secret = forgery.new_secret()  # the dashboard's, the same on both ports (one page)
+        app_options = {"token": token, "public_host": args.public_host, "page_secret": page_secret}
+        internal, port = listen(make_app(store, secret=secret, **app_options), 0)
         servers = [internal]
         listen_port = 0
         if args.listen_port:
             public, listen_port = listen(
-                make_app(store, secret=None, token=token, public_host=args.public_host), args.listen_port
+                make_app(store, secret=None, **app_options), args.listen_port
             )
             servers.append(public)
         print(json.dumps({"port": port, "listen_port": listen_port}), flush=True)

@@ -14,11 +14,12 @@ State changes take `Content-Type: application/json` (a form post cannot send it)
 """
 
 import asyncio
+import hmac
 import json
 
 from tornado.iostream import StreamClosedError
 
-from . import lifecycle, openapi, records, tables, validate
+from . import attachment, headers, lifecycle, openapi, records, tables, validate
 from .web import Problem, StoreHandler
 
 KEEPALIVE_SECONDS = 15.0
@@ -161,19 +162,26 @@ class Records(ApiHandler):
 
 class RecordBody(ApiHandler):
     """`GET /api/fetches/{id}/records/{n}/body`: a record's response body, Range supported;
-    while it downloads, the bytes as they arrive."""
+    while it downloads, the bytes as they arrive. It goes out as a sandboxed attachment
+    (`attachment`), and only to a reader with the credentials it was fetched with."""
 
     SUPPORTED_METHODS = ("GET", "HEAD")
 
     async def get(self, reg_id: str, index: str) -> None:
         registration = self.registration(reg_id)
         row = None
-        if int(index) < LARGEST_INDEX:
+        if len(index) <= len(str(LARGEST_INDEX)) and int(index) < LARGEST_INDEX:
             row = self.store.db.execute(
-                "SELECT id FROM records WHERE registration_id = ? AND idx = ?", [reg_id, int(index)]
+                "SELECT id, credential FROM records WHERE registration_id = ? AND idx = ?", [reg_id, int(index)]
             ).fetchone()
         if row is None:
             raise Problem(404, "not-found", f"Background fetch {reg_id!r} has no record {index}.")
+        if row["credential"] and not hmac.compare_digest(row["credential"], self.credential()):
+            raise Problem(
+                403, "credentials-mismatch",
+                f"Record {index} of {reg_id!r} was fetched with credentials (Authorization or Cookie);"
+                " send the same ones to read it.",
+            )
         if not registration["recordsAvailable"]:
             raise Problem(409, "records-unavailable", f"Background fetch {reg_id!r} failed; its bodies are gone.")
         try:
@@ -182,6 +190,18 @@ class RecordBody(ApiHandler):
             raise missing(reg_id) from None  # deleted meanwhile
 
     head = get
+
+    def credential(self) -> str:
+        """The reader's credentials as a record keeps them; the API token is not one of them."""
+        own = f"Bearer {self.token}" if self.token else None
+        fields = [
+            (name, value) for name, value in self.request.headers.get_all()
+            if not (name.lower() == "authorization" and value == own)
+        ]
+        return headers.credential_key(fields)
+
+    def body_fields(self, record) -> list[tuple[str, str]]:
+        return attachment.fields(record["url"], headers.parse(record["response_headers"]))
 
 
 class Events(ApiHandler):

@@ -30,7 +30,7 @@ def _answers(ok: dict, *problems: int) -> dict:
 
 
 PROBLEMS = {
-    400: "Invalid", 401: "Unauthorized", 404: "NotFound", 409: "Conflict",
+    400: "Invalid", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
     415: "NotJson", 416: "RangeNotSatisfiable", 503: "Paused",
 }
 
@@ -164,7 +164,11 @@ PROBLEM = {
 }
 
 REGISTRATION_ANSWER = {"description": "The registration.", "content": _json(_ref("Registration"))}
-BODY_ANSWER = {"description": "The body, with the origin's headers.", "content": {"*/*": {"schema": {}}}}
+BODY_ANSWER = {
+    "description": "The body as a sandboxed attachment (Content-Disposition: attachment, Content-Security-Policy:"
+                   " sandbox, nosniff), with the origin's Content-Type, ETag and Last-Modified.",
+    "content": {"*/*": {"schema": {}}},
+}
 
 
 def _body(schema: dict) -> dict:
@@ -235,7 +239,7 @@ PATHS = {
             "parameters": [{"name": "Range", "in": "header", "schema": {"type": "string"}}],
             "responses": _answers(
                 {"200": BODY_ANSWER, "206": BODY_ANSWER, "default": _problem("The fetch failed: the origin's status or 502.")},
-                404, 409, 416, 503,
+                403, 404, 409, 416, 503,
             ),
         } for method, suffix in (("get", ""), ("head", "Head"))},
     },
@@ -277,6 +281,7 @@ def document(public_host: str) -> dict:
             "responses": {
                 "Invalid": _problem("A value is invalid; `field` names it."),
                 "Unauthorized": _problem("No or a wrong Authorization: Bearer token."),
+                "Forbidden": _problem("The body was fetched with other credentials (Authorization, Cookie)."),
                 "NotFound": _problem("No such registration or record."),
                 "Conflict": _problem("The registration's state does not allow this."),
                 "NotJson": _problem("The body must be Content-Type: application/json."),

@@ -75,6 +75,8 @@ def update_body(body: object, record_count: int) -> tuple[str | None, list | Non
 def identifier(value: object, field: str) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= MAX_ID or not value.isprintable():
         raise Invalid(field, f"must be a string of 1 to {MAX_ID} printable characters")
+    if value in (".", ".."):  # a URL path reads them as steps: /api/fetches/.. is /api/
+        raise Invalid(field, f'may not be "{value}", which a URL path reads as a step, not a name')
     return value
 
 

@@ -101,3 +101,11 @@ def test_bad_updates_are_named(body, field):
     with pytest.raises(validate.Invalid) as caught:
         validate.update_body(body, 2)
     assert caught.value.field == field
+
+
+@pytest.mark.parametrize("dots", [".", ".."])
+def test_an_id_that_is_a_path_step_is_refused(dots):
+    with pytest.raises(validate.Invalid, match=f'id may not be "{dots}"') as refused:
+        validate.fetch_body({"id": dots, "requests": [URL]})
+    assert refused.value.field == "id"
+    assert validate.identifier("...", "id") == "..." and validate.identifier(".a", "id") == ".a"

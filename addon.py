@@ -105,7 +105,10 @@ class BackgroundFetch:
         if value is not None:
             del request.headers[HEADER]
         if request.host == ctx.options.bgfetch_host:
-            self._to_store(flow, request.path)
+            if request.path.startswith(fields.INTERNAL_PATH):  # the proxy's own routes, not a client's
+                flow.response = _not_found(request.path, with_body=request.method != "HEAD")
+            else:
+                self._to_store(flow, request.path)
             return
         try:
             given = rules.parse_header(value) if value is not None else None
@@ -117,14 +120,15 @@ class BackgroundFetch:
         url = request.url
         matched = self.rules.match(request.method, url, flow)
         if given is not None or matched is not None:
-            spec = rules.make_spec(request.method, url, matched or {}, given or {})
+            credential = fields.credential_key(request.headers.items(multi=True))
+            spec = rules.make_spec(request.method, url, matched or {}, given or {}, credential=credential)
             if self.lookup:  # known at once: a second client for this URL must find it
                 self.lookup.add(url)
-            self._to_store(flow, "/_bgfetch/fetch", {fields.SPEC: spec.to_json(), fields.URL: url})
+            self._to_store(flow, fields.FETCH_PATH, {fields.SPEC: spec.to_json(), fields.URL: url})
         elif request.method in ("GET", "HEAD") and self.lookup:
             record = self.lookup.find(url, request.headers.items(multi=True))
             if record is not None:
-                self._to_store(flow, "/_bgfetch/stored", {fields.RECORD: str(record)})
+                self._to_store(flow, fields.STORED_PATH, {fields.RECORD: str(record)})
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if "bgfetch" in flow.metadata and flow.response:
@@ -304,6 +308,16 @@ class BackgroundFetch:
         task = asyncio.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+
+def _not_found(path: str, with_body: bool) -> http.Response:
+    """The API's 404 problem, for a path that only the proxy may use on the store."""
+    problem = {
+        "type": "https://bgfetch.dev/problems/not-found", "title": "Not found", "status": 404,
+        "detail": f"No such path: {path.split('?', 1)[0]}.",
+    }
+    body = json.dumps(problem) if with_body else ""  # mitmproxy would send a body even to a HEAD
+    return http.Response.make(404, body, {"Content-Type": "application/problem+json"})
 
 
 def _quoted(fetch_id: str) -> str:

@@ -266,7 +266,9 @@ def document(public_host: str) -> dict:
             "title": "bgfetch control API",
             "version": "1",
             "description": "The Background Fetch API (WICG) over HTTP: BackgroundFetchManager and "
-                           "BackgroundFetchRegistration as JSON. State changes need Content-Type: application/json.",
+                           "BackgroundFetchRegistration as JSON. State changes need Content-Type: application/json;"
+                           " sent by a web browser (with Origin), also the dashboard's Bgfetch-Csrf-Token"
+                           " header, unless the proxy runs with bgfetch_token.",
         },
         "servers": [{"url": f"http://{public_host}"}],
         "security": [{"bearer": []}],

@@ -73,6 +73,10 @@ class ApiHandler(StoreHandler):
         except validate.Unreadable as exc:
             raise Problem(400, "invalid-json", str(exc), field="") from None
 
+    def refused(self, url: str) -> str | None:
+        """Why a transfer may not fetch `url` (bgfetch itself, or an address the options refuse)."""
+        return self.settings["destinations"].refusal(url)
+
     def flag(self, name: str) -> bool:
         value = self.get_argument(name, "0")
         if value not in ("0", "1"):
@@ -98,7 +102,7 @@ class Fetches(ApiHandler):
 
     async def post(self) -> None:
         try:
-            registration, requests = validate.fetch_body(self.json_body())
+            registration, requests = validate.fetch_body(self.json_body(), self.refused)
         except validate.Invalid as exc:
             raise invalid(exc) from None
         try:
@@ -124,7 +128,7 @@ class Fetch(ApiHandler):
     async def patch(self, reg_id: str) -> None:
         count = self.registration(reg_id)["records"]
         try:
-            title, icons, changes = validate.update_body(self.json_body(), count)
+            title, icons, changes = validate.update_body(self.json_body(), count, self.refused)
         except validate.Invalid as exc:
             raise invalid(exc) from None
         try:

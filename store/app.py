@@ -3,11 +3,15 @@
 import tornado.web
 
 from . import api, dashboard, proxied
+from .destinations import Destinations
 from .service import Store
 
 
-def make_app(store: Store, *, secret: str | None, token: str | None, public_host: str) -> tornado.web.Application:
-    """`secret` set: the internal app, which answers only the proxy and also takes its flows."""
+def make_app(
+    store: Store, *, secret: str | None, token: str | None, public_host: str, destinations: Destinations | None = None,
+) -> tornado.web.Application:
+    """`secret` set: the internal app, which answers only the proxy and also takes its flows.
+    `destinations`: where new fetches may go (by default: anywhere but `public_host`)."""
     api_options = {"store": store, "secret": secret, "token": token}
     routes = [(path, handler, api_options) for path, handler in api.ROUTES]
     routes.append((r"/", dashboard.Dashboard, {**api_options, "token": None}))  # the page asks for it
@@ -20,6 +24,7 @@ def make_app(store: Store, *, secret: str | None, token: str | None, public_host
     return tornado.web.Application(
         routes,
         public_host=public_host,
+        destinations=destinations or Destinations(public_host),
         compress_response=False,
         default_handler_class=api.NoRoute,
         default_handler_args=api_options,

@@ -280,7 +280,7 @@ def document(public_host: str) -> dict:
                 "UpdateBody": UPDATE_BODY, "Icon": ICON, "Problem": PROBLEM,
             },
             "responses": {
-                "Invalid": _problem(f"A value is invalid, `field` names it; or the body is not"
+                "Invalid": _problem(f"A value is invalid (a URL bgfetch may not fetch too), `field` names it; or the body is not"
                                     f" JSON in UTF-8 or nests deeper than {validate.MAX_DEPTH} levels (`field` is \"\")."),
                 "Unauthorized": _problem("No or a wrong Authorization: Bearer token."),
                 "NotFound": _problem("No such registration or record."),

@@ -18,6 +18,9 @@ class ProxiedFetch(StoreHandler):
     async def get(self) -> None:
         spec = json.loads(self.request.headers[headers.SPEC])
         url = self.request.headers[headers.URL]
+        if reason := self.settings["destinations"].refusal(url):  # bgfetch itself, or refused by the options
+            self.problem(400, "refused-destination", f"{url} may not be fetched: {reason}", field="url")
+            return
         fields = headers.upstream(self.request.headers.get_all())
         record = {
             "url": url,

@@ -9,6 +9,7 @@ import base64
 import json
 import re
 import urllib.parse
+from collections.abc import Callable
 from itertools import accumulate
 
 import httpx
@@ -96,8 +97,16 @@ def _not_json(name: str) -> None:
     raise ValueError(f"{name} is not a JSON value")
 
 
-def fetch_body(body: object) -> tuple[dict, list[dict]]:
-    """The registration and its records from a `POST /api/fetches` body."""
+Refusal = Callable[[str], str | None]  # why a transfer may not fetch a URL; None: it may
+
+
+def _anywhere(url: str) -> None:
+    return None
+
+
+def fetch_body(body: object, refused: Refusal = _anywhere) -> tuple[dict, list[dict]]:
+    """The registration and its records from a `POST /api/fetches` body; a URL that
+    `refused` gives a reason for is invalid."""
     fields = _object(body, "", FETCH_FIELDS, required=("id", "requests"))
     reg_id = identifier(fields["id"], "id")
     requests = fields["requests"]
@@ -105,7 +114,7 @@ def fetch_body(body: object) -> tuple[dict, list[dict]]:
         raise Invalid("requests", f"must be a list of 1 to {MAX_REQUESTS} URLs or request objects")
     records, seen = [], set()
     for n, request in enumerate(requests):
-        record = _request(request, f"requests[{n}]")
+        record = _request(request, f"requests[{n}]", refused)
         if (record["method"], record["url"]) in seen:
             raise Invalid(f"requests[{n}]", f"repeats {record['method']} {record['url']}; each request may appear once")
         seen.add((record["method"], record["url"]))
@@ -119,7 +128,9 @@ def fetch_body(body: object) -> tuple[dict, list[dict]]:
     return registration, records
 
 
-def update_body(body: object, record_count: int) -> tuple[str | None, list | None, list[dict]]:
+def update_body(
+    body: object, record_count: int, refused: Refusal = _anywhere,
+) -> tuple[str | None, list | None, list[dict]]:
     """(title, icons, record changes) from a `PATCH /api/fetches/{id}` body."""
     fields = _object(body, "", UPDATE_FIELDS)
     title = _text(fields["title"], "title", MAX_TITLE) if "title" in fields else None
@@ -127,7 +138,9 @@ def update_body(body: object, record_count: int) -> tuple[str | None, list | Non
     changes = fields.get("records", [])
     if not isinstance(changes, list) or len(changes) > record_count:
         raise Invalid("records", f"must be a list of at most {record_count} record changes")
-    return title, icons, [_record_change(change, f"records[{n}]", record_count) for n, change in enumerate(changes)]
+    return title, icons, [
+        _record_change(change, f"records[{n}]", record_count, refused) for n, change in enumerate(changes)
+    ]
 
 
 def identifier(value: object, field: str) -> str:
@@ -160,7 +173,15 @@ def url(value: object, field: str) -> str:
         raise Invalid(field, f"is not a valid URL ({exc})") from None
 
 
-def _request(value: object, field: str) -> dict:
+def destination(value: object, field: str, refused: Refusal) -> str:
+    """A URL a transfer may fetch (see `url`); Invalid naming the field when `refused` says why not."""
+    checked = url(value, field)
+    if reason := refused(checked):
+        raise Invalid(field, f"may not be fetched: {reason}")
+    return checked
+
+
+def _request(value: object, field: str, refused: Refusal) -> dict:
     if isinstance(value, str):
         value = {"url": value}
     fields = _object(value, field, REQUEST_FIELDS, required=("url",))
@@ -170,7 +191,7 @@ def _request(value: object, field: str) -> dict:
         raise Invalid(f"{field}.body", "must be a string, and only for methods other than GET")
     given = _header_changes(fields.get("headers", {}), f"{field}.headers", removable=False)
     return {
-        "url": url(fields["url"], f"{field}.url"),
+        "url": destination(fields["url"], f"{field}.url", refused),
         "method": method,
         "headers": given,
         "body": body.encode() if body is not None else None,
@@ -179,14 +200,14 @@ def _request(value: object, field: str) -> dict:
     }
 
 
-def _record_change(value: object, field: str, record_count: int) -> dict:
+def _record_change(value: object, field: str, record_count: int, refused: Refusal) -> dict:
     fields = _object(value, field, RECORD_CHANGE_FIELDS, required=("index",))
     index = fields["index"]
     if type(index) is not int or not 0 <= index < record_count:
         raise Invalid(f"{field}.index", f"must be the index of a record, 0 to {record_count - 1}")
     change: dict = {"index": index, "headers": _header_changes(fields.get("headers", {}), f"{field}.headers", removable=True)}
     if "url" in fields:
-        change["url"] = url(fields["url"], f"{field}.url")
+        change["url"] = destination(fields["url"], f"{field}.url", refused)
     return change
 
 

@@ -105,6 +105,20 @@ def test_bad_updates_are_named(body, field):
     assert caught.value.field == field
 
 
+def test_a_refused_destination_is_named_by_its_field():
+    def refused(url: str) -> str | None:
+        return "it is bgfetch itself" if "bgfetch.internal" in url else None
+
+    body = {"id": "x", "requests": [URL, {"url": "http://BGFETCH.internal/api/fetches"}]}
+    with pytest.raises(validate.Invalid) as caught:
+        validate.fetch_body(body, refused)
+    assert (caught.value.field, str(caught.value)) == ("requests[1].url", "requests[1].url may not be fetched: it is bgfetch itself")
+    with pytest.raises(validate.Invalid) as caught:
+        validate.update_body({"records": [{"index": 0, "url": "http://bgfetch.internal/"}]}, 1, refused)
+    assert caught.value.field == "records[0].url"
+    assert validate.fetch_body({"id": "x", "requests": [URL]}, refused)[1][0]["url"] == URL
+
+
 def test_json_bodies_are_read_with_bounded_depth_and_numbers():
     depth = validate.MAX_DEPTH
     assert validate.json_document(("[" * depth + "]" * depth).encode()) == json_nested(depth)

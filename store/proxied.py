@@ -57,6 +57,9 @@ class ProxiedFetch(StoreHandler):
     async def get(self) -> None:
         spec = parse_spec(handed_over(self.request.headers.get(headers.SPEC), headers.SPEC))
         url = handed_over(self.request.headers.get(headers.URL), headers.URL)
+        if reason := self.settings["destinations"].refusal(url):  # bgfetch itself, or refused by the options
+            self.problem(400, "refused-destination", f"{url} may not be fetched: {reason}", field="url")
+            return
         fields = headers.upstream(self.request.headers.get_all())
         record = {
             "url": url,

@@ -7,6 +7,7 @@ glue: options, hooks and commands; the work is in `rules/` and `store/`.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 
 import httpx
 from mitmproxy import command, connection, ctx, exceptions, http
+from mitmproxy.proxy import mode_specs
 from mitmproxy.utils.human import pretty_size
 
 import rules
@@ -31,8 +33,8 @@ HEADER = "Background-Fetch"
 RULES_POLL_SECONDS = 1.0
 STORE_OPTIONS = {
     "bgfetch_db", "bgfetch_host", "bgfetch_listen_port", "bgfetch_concurrency", "bgfetch_quota",
-    "bgfetch_webhook", "bgfetch_token", "bgfetch_retry_cap",
-    "mode", "upstream_auth", "ssl_insecure", "ssl_verify_upstream_trusted_ca",
+    "bgfetch_webhook", "bgfetch_token", "bgfetch_retry_cap", "bgfetch_refuse_private",
+    "mode", "listen_port", "upstream_auth", "ssl_insecure", "ssl_verify_upstream_trusted_ca",
     "ssl_verify_upstream_trusted_confdir",
 }
 COMMAND_TIMEOUT = 10.0  # seconds a command waits for the store (on loopback: milliseconds)
@@ -60,6 +62,8 @@ class BackgroundFetch:
         loader.add_option("bgfetch_webhook", str, "", "URL that receives each background fetch event as a JSON POST.")
         loader.add_option("bgfetch_token", str, "", "When set, the API requires Authorization: Bearer <token>.")
         loader.add_option("bgfetch_retry_cap", int, 30, "Longest wait, in seconds, between retries of a paused fetch.")
+        loader.add_option("bgfetch_refuse_private", bool, False, "Refuse background fetches of loopback, private and other"
+                          " non-global addresses, checked after DNS, redirects too (not with mode upstream).")
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
@@ -82,6 +86,9 @@ class BackgroundFetch:
                 parse_size(opts.bgfetch_quota)
             except ValueError as exc:
                 raise exceptions.OptionsError(f"bgfetch_quota: {exc}") from exc
+        if opts.bgfetch_refuse_private and any(m.startswith("upstream:") for m in opts.mode):
+            raise exceptions.OptionsError("bgfetch_refuse_private cannot be enforced in mode upstream: the upstream proxy"
+                                          " resolves names and connects; refuse private addresses there instead")
         if updated & {"bgfetch_db", "confdir"}:
             try:
                 identity.check(self.db_path())  # another program's file is refused, and left unchanged
@@ -111,7 +118,10 @@ class BackgroundFetch:
         if value is not None:
             del request.headers[HEADER]
         if request.host == ctx.options.bgfetch_host:
-            self._to_store(flow, request.path)
+            if request.path.startswith(fields.INTERNAL_PATH):  # the proxy's own routes, not a client's
+                flow.response = _not_found(request.path, with_body=request.method != "HEAD")
+            else:
+                self._to_store(flow, request.path)
             return
         try:
             given = rules.parse_header(value) if value is not None else None
@@ -123,14 +133,15 @@ class BackgroundFetch:
         url = request.url
         matched = self.rules.match(request.method, url, flow)
         if given is not None or matched is not None:
-            spec = rules.make_spec(request.method, url, matched or {}, given or {})
+            credential = fields.credential_key(request.headers.items(multi=True))
+            spec = rules.make_spec(request.method, url, matched or {}, given or {}, credential=credential)
             if self.lookup:  # known at once: a second client for this URL must find it
                 self.lookup.add(url)
-            self._to_store(flow, "/_bgfetch/fetch", {fields.SPEC: spec.to_json(), fields.URL: url})
+            self._to_store(flow, fields.FETCH_PATH, {fields.SPEC: spec.to_json(), fields.URL: url})
         elif request.method in ("GET", "HEAD") and self.lookup:
             record = self.lookup.find(url, request.headers.items(multi=True))
             if record is not None:
-                self._to_store(flow, "/_bgfetch/stored", {fields.RECORD: str(record)})
+                self._to_store(flow, fields.STORED_PATH, {fields.RECORD: str(record)})
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if "bgfetch" in flow.metadata and flow.response:
@@ -250,6 +261,10 @@ class BackgroundFetch:
             args += ["--ca-dir", opts.ssl_verify_upstream_trusted_confdir]
         if opts.bgfetch_webhook:
             args += ["--webhook", opts.bgfetch_webhook]
+        if opts.bgfetch_refuse_private:
+            args.append("--refuse-private")
+        for port in sorted(_proxy_ports()):
+            args += ["--proxy-port", str(port)]
         return args
 
     def db_path(self) -> str:
@@ -310,6 +325,26 @@ class BackgroundFetch:
         task = asyncio.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+
+def _not_found(path: str, with_body: bool) -> http.Response:
+    """The API's 404 problem, for a path that only the proxy may use on the store."""
+    problem = {
+        "type": "https://bgfetch.dev/problems/not-found", "title": "Not found", "status": 404,
+        "detail": f"No such path: {path.split('?', 1)[0]}.",
+    }
+    body = json.dumps(problem) if with_body else ""  # mitmproxy would send a body even to a HEAD
+    return http.Response.make(404, body, {"Content-Type": "application/problem+json"})
+
+
+def _proxy_ports() -> set[int]:
+    """The ports mitmproxy listens on, as configured and as bound (port 0 picks one): the
+    store never fetches them on loopback, where a fetch would come back to this proxy."""
+    ports = {address[1] for address in ctx.master.addons.get("proxyserver").listen_addrs()}
+    for spec in ctx.options.mode:
+        with contextlib.suppress(ValueError):  # proxyserver refuses a bad mode itself
+            ports.add(mode_specs.ProxyMode.parse(spec).listen_port(ctx.options.listen_port) or 0)
+    return ports - {0}
 
 
 def _quoted(fetch_id: str) -> str:

@@ -11,6 +11,7 @@ RESPONDS = ("stream", "accepted")
 MAX_ID = 256
 MAX_TITLE = 1024
 INTEGRITY_PREFIX = "sha256-"
+DOT_SEGMENTS = (".", "..")
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,12 @@ class FetchSpec:
 
 
 def check_id(value: object) -> None:
-    """ValueError (saying what is expected) unless value is 1-256 printable characters."""
+    """ValueError (saying what is expected) unless value is 1-256 printable characters, and
+    not "." or "..": in a URL path those are steps, not names (`/api/fetches/..` is `/api/`)."""
     if not isinstance(value, str) or not 0 < len(value) <= MAX_ID or not value.isprintable():
         raise ValueError(f"must be 1 to {MAX_ID} printable characters")
+    if value in DOT_SEGMENTS:
+        raise ValueError('may not be "." or "..", which a URL path reads as a step, not a name')
 
 
 def check_title(value: object) -> None:
@@ -125,12 +129,15 @@ def fit_title(text: str) -> str:
     return text[:MAX_TITLE]
 
 
-def make_spec(method: str, url: str, *layers: dict) -> FetchSpec:
-    """The spec for a request: layers merged left to right (later wins), defaults filled in."""
+def make_spec(method: str, url: str, *layers: dict, credential: str = "") -> FetchSpec:
+    """The spec for a request: layers merged left to right (later wins), defaults filled in.
+
+    The default id is derived from the method and URL and, when the request carries any,
+    `credential` (a hash of its credentials): two users of one URL get two registrations."""
     fields: dict = {}
     for layer in layers:
         fields.update(layer)
     fields.pop("rule", None)
-    fields.setdefault("id", derived_id(f"{method} {url}"))
+    fields.setdefault("id", derived_id(f"{method} {url} {credential}" if credential else f"{method} {url}"))
     fields.setdefault("title", fit_title(url_fields(url)["filename"]))
     return FetchSpec(**fields)

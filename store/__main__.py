@@ -23,8 +23,9 @@ import httpx
 import tornado.httpserver
 import tornado.netutil
 
-from . import identity, wire
+from . import forgery, identity, wire
 from .app import make_app
+from .destinations import Destinations, checked_transport, refuse_in_hook
 from .service import Store
 from .webhook import Webhook
 
@@ -46,6 +47,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--ca-file", default=None)
     parser.add_argument("--ca-dir", default=None)
     parser.add_argument("--webhook", default=None, help="URL that receives each final event as a JSON POST")
+    parser.add_argument("--proxy-port", type=int, action="append", default=[],
+                        help="a port mitmproxy listens on: never fetched on loopback (repeat for each)")
+    parser.add_argument("--refuse-private", action="store_true",
+                        help="refuse loopback, private and other non-global addresses, after DNS")
     return parser.parse_args(argv)
 
 
@@ -71,25 +76,30 @@ def listen(app, port: int) -> tuple[tornado.httpserver.HTTPServer, int]:
     return server, sockets[0].getsockname()[1]
 
 
-def http_client(args: argparse.Namespace, upstream_auth: str | None = None) -> httpx.AsyncClient:
+def http_client(
+    args: argparse.Namespace, destinations: Destinations, upstream_auth: str | None = None,
+) -> httpx.AsyncClient:
     """The transfers' client, with mitmproxy's upstream settings: its upstream proxy (and
     `upstream_auth`, "user:password"), `ssl_insecure`, `ssl_verify_upstream_trusted_ca` and
-    `ssl_verify_upstream_trusted_confdir`."""
+    `ssl_verify_upstream_trusted_confdir`. Every request, each redirect too, goes only where
+    `destinations` allows; without an upstream proxy that is checked again after DNS."""
     verify: bool | ssl.SSLContext = True
     if args.insecure:
         verify = False
     elif args.ca_file or args.ca_dir:
         verify = ssl.create_default_context(cafile=args.ca_file, capath=args.ca_dir)
-    proxy = None
     if args.upstream_proxy:
         auth = tuple(upstream_auth.split(":", 1)) if upstream_auth and ":" in upstream_auth else None
         proxy = httpx.Proxy(args.upstream_proxy, auth=auth)
+        transport = httpx.AsyncHTTPTransport(proxy=proxy, verify=verify, trust_env=False)
+    else:
+        transport = checked_transport(destinations, verify=verify, trust_env=False)
     return httpx.AsyncClient(
         follow_redirects=True,
         timeout=httpx.Timeout(30.0, connect=10.0),
-        proxy=proxy,
-        verify=verify,
+        transport=transport,
         trust_env=False,
+        event_hooks={"request": [refuse_in_hook(destinations)]},
     )
 
 
@@ -110,19 +120,23 @@ async def serve(args: argparse.Namespace, secrets: dict) -> None:
         loop.add_signal_handler(sig, stop.set)
     transport, _ = await loop.connect_read_pipe(lambda: ParentWatch(stop), sys.stdin)
     secret, token = secrets["secret"], secrets.get("token") or None
-    async with http_client(args, secrets.get("upstream_auth")) as client:
+    destinations = Destinations(args.public_host, args.proxy_port, refuse_private=args.refuse_private)
+    async with http_client(args, destinations, secrets.get("upstream_auth")) as client:
         store = Store(args.db, client, concurrency=args.concurrency, retry_cap=args.retry_cap, quota=args.quota)
         webhook = Webhook(args.webhook, args.retry_cap) if args.webhook else None
         if webhook:
             store.events.listeners.append(webhook.listener)
-        internal, port = listen(make_app(store, secret=secret, token=token, public_host=args.public_host), 0)
+        page_secret = forgery.new_secret()  # the dashboard's, the same on both ports (one page)
+        app_options = {
+            "token": token, "public_host": args.public_host, "page_secret": page_secret, "destinations": destinations,
+        }
+        internal, port = listen(make_app(store, secret=secret, **app_options), 0)
         servers = [internal]
         listen_port = 0
         if args.listen_port:
-            public, listen_port = listen(
-                make_app(store, secret=None, token=token, public_host=args.public_host), args.listen_port
-            )
+            public, listen_port = listen(make_app(store, secret=None, **app_options), args.listen_port)
             servers.append(public)
+        destinations.own_ports |= {port, listen_port} - {0}  # before any transfer starts
         print(json.dumps({"port": port, "listen_port": listen_port}), flush=True)
         store.url_listeners.append(lambda url: print(json.dumps({"url": url}), flush=True))
         await store.resume_all()

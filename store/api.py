@@ -10,23 +10,48 @@
 | `GET /api/events` (text/event-stream), `GET /api/openapi.json` | events, — |
 
 State changes take `Content-Type: application/json` (a form post cannot send it) and answer
-`415` otherwise; a bad value is a `400` problem whose `field` names it.
+`415` otherwise; a bad value is a `400` problem whose `field` names it; a body over
+`validate.MAX_BODY_BYTES` is a `413` problem, and is never held whole.
 """
 
 import asyncio
+import hmac
 import json
+import re
 
+import tornado.web
 from tornado.iostream import StreamClosedError
 
-from . import lifecycle, openapi, records, tables, validate
+from . import attachment, headers, lifecycle, openapi, records, tables, validate
 from .web import Problem, StoreHandler
 
 KEEPALIVE_SECONDS = 15.0
 LARGEST_INDEX = 2**31
+EVENT_ID = re.compile(r"^\s*([0-9]{1,19})\s*$")  # ids are milliseconds since 1970 and up
 
 
+def too_large() -> Problem:
+    return Problem(413, "content-too-large", f"The API takes JSON bodies of at most {validate.MAX_BODY_BYTES} bytes.", field="")
+
+
+@tornado.web.stream_request_body
 class ApiHandler(StoreHandler):
-    """Helpers of the API routes: the registration or 404, the JSON body, query flags."""
+    """Helpers of the API routes: the registration or 404, the JSON body (read as it
+    arrives, up to validate.MAX_BODY_BYTES), query flags."""
+
+    def prepare(self) -> None:
+        self.chunks: list[bytes] | None = []
+        self.received = 0
+        if _declares_too_much(self.request.headers):
+            raise too_large()  # answered before the body is read; the connection then closes
+        super().prepare()
+
+    def data_received(self, chunk: bytes) -> None:
+        self.received += len(chunk)
+        if self.received > validate.MAX_BODY_BYTES:
+            self.chunks = None  # the rest is read and dropped, and the method answers 413
+        elif self.chunks is not None:
+            self.chunks.append(chunk)
 
     def registration(self, reg_id: str) -> dict:
         try:
@@ -36,17 +61,22 @@ class ApiHandler(StoreHandler):
 
     def json_body(self, optional: bool = False) -> object:
         """The request's JSON body (an empty one is {} when `optional`)."""
+        if self.chunks is None:
+            raise too_large()
         media_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if media_type != "application/json":
             raise Problem(415, "unsupported-media-type", "Send the body as Content-Type: application/json.")
-        if optional and not self.request.body.strip():
+        raw = b"".join(self.chunks)
+        if optional and not raw.strip():
             return {}
         try:
-            body = json.loads(self.request.body)
-            json.dumps(body, ensure_ascii=False).encode()  # no unpaired surrogate (\ud800) inside
-        except ValueError as exc:
-            raise Problem(400, "invalid-json", f"The body is not JSON text in UTF-8: {exc}", field="") from None
-        return body
+            return validate.json_document(raw)
+        except validate.Unreadable as exc:
+            raise Problem(400, "invalid-json", str(exc), field="") from None
+
+    def refused(self, url: str) -> str | None:
+        """Why a transfer may not fetch `url` (bgfetch itself, or an address the options refuse)."""
+        return self.settings["destinations"].refusal(url)
 
     def flag(self, name: str) -> bool:
         value = self.get_argument(name, "0")
@@ -73,7 +103,7 @@ class Fetches(ApiHandler):
 
     async def post(self) -> None:
         try:
-            registration, requests = validate.fetch_body(self.json_body())
+            registration, requests = validate.fetch_body(self.json_body(), self.refused)
         except validate.Invalid as exc:
             raise invalid(exc) from None
         try:
@@ -99,7 +129,7 @@ class Fetch(ApiHandler):
     async def patch(self, reg_id: str) -> None:
         count = self.registration(reg_id)["records"]
         try:
-            title, icons, changes = validate.update_body(self.json_body(), count)
+            title, icons, changes = validate.update_body(self.json_body(), count, self.refused)
         except validate.Invalid as exc:
             raise invalid(exc) from None
         try:
@@ -161,19 +191,28 @@ class Records(ApiHandler):
 
 class RecordBody(ApiHandler):
     """`GET /api/fetches/{id}/records/{n}/body`: a record's response body, Range supported;
-    while it downloads, the bytes as they arrive."""
+    while it downloads, the bytes as they arrive. It goes out as a sandboxed attachment
+    (`attachment`), and only to a reader with the credentials it was fetched with."""
 
     SUPPORTED_METHODS = ("GET", "HEAD")
 
     async def get(self, reg_id: str, index: str) -> None:
         registration = self.registration(reg_id)
         row = None
-        if int(index) < LARGEST_INDEX:
+        digits = index.lstrip("0") or "0"
+        if len(digits) < 11 and int(digits) < LARGEST_INDEX:  # no int() of a number of any length
             row = self.store.db.execute(
-                "SELECT id FROM records WHERE registration_id = ? AND idx = ?", [reg_id, int(index)]
+                "SELECT id, credential FROM records WHERE registration_id = ? AND idx = ?", [reg_id, int(digits)]
             ).fetchone()
         if row is None:
-            raise Problem(404, "not-found", f"Background fetch {reg_id!r} has no record {index}.")
+            shown = digits if len(digits) <= 20 else f"{digits[:20]}... ({len(digits)} digits)"
+            raise Problem(404, "not-found", f"Background fetch {reg_id!r} has no record {shown}.", field="index")
+        if row["credential"] and not hmac.compare_digest(row["credential"], self.credential()):
+            raise Problem(
+                403, "credentials-mismatch",
+                f"Record {digits} of {reg_id!r} was fetched with credentials (Authorization or Cookie);"
+                " send the same ones to read it.",
+            )
         if not registration["recordsAvailable"]:
             raise Problem(409, "records-unavailable", f"Background fetch {reg_id!r} failed; its bodies are gone.")
         try:
@@ -183,6 +222,18 @@ class RecordBody(ApiHandler):
 
     head = get
 
+    def credential(self) -> str:
+        """The reader's credentials as a record keeps them; the API token is not one of them."""
+        own = f"Bearer {self.token}" if self.token else None
+        fields = [
+            (name, value) for name, value in self.request.headers.get_all()
+            if not (name.lower() == "authorization" and value == own)
+        ]
+        return headers.credential_key(fields)
+
+    def body_fields(self, record) -> list[tuple[str, str]]:
+        return attachment.fields(record["url"], headers.parse(record["response_headers"]))
+
 
 class Events(ApiHandler):
     """`GET /api/events`: a text/event-stream of progress, success, fail and abort, each with
@@ -191,12 +242,9 @@ class Events(ApiHandler):
     queue: asyncio.Queue | None = None
 
     async def get(self) -> None:
-        last = self.request.headers.get("Last-Event-ID", self.get_argument("lastEventId", None))
-        if last is not None and not last.strip().isdigit():
-            raise Problem(400, "invalid-request", "Last-Event-ID must be an event id.", field="Last-Event-ID")
+        self.queue = self.store.events.subscribe(self._last_event_id())
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-store")
-        self.queue = self.store.events.subscribe(int(last) if last is not None else None)
         try:
             self.write("retry: 2000\n\n")
             await self.flush()
@@ -208,6 +256,17 @@ class Events(ApiHandler):
             self.request.connection.close()
         finally:
             self.store.events.unsubscribe(self.queue)
+
+    def _last_event_id(self) -> int | None:
+        """The id of the last event the client saw, from the header or the query; None: none."""
+        field, last = "Last-Event-ID", self.request.headers.get("Last-Event-ID")
+        if last is None:
+            field, last = "lastEventId", self.get_argument("lastEventId", None)
+        if last is None:
+            return None
+        if not (match := EVENT_ID.match(last)):
+            raise Problem(400, "invalid-request", f"{field} must be an event id: 1 to 19 digits.", field=field)
+        return int(match.group(1))
 
     async def _next(self) -> str | None:
         """The next event as SSE text, a keep-alive comment after a quiet while, None at the end."""
@@ -248,7 +307,13 @@ ROUTES = [
     (r"/api/fetches/([^/]+)", Fetch),
     (r"/api/fetches/([^/]+)/abort", Abort),
     (r"/api/fetches/([^/]+)/records", Records),
-    (r"/api/fetches/([^/]+)/records/(\d+)/body", RecordBody),
+    (r"/api/fetches/([^/]+)/records/([0-9]+)/body", RecordBody),
     (r"/api/events", Events),
     (r"/api/openapi.json", OpenApi),
 ]
+
+
+def _declares_too_much(headers) -> bool:
+    """Whether the request's Content-Length is over validate.MAX_BODY_BYTES (tornado refuses a malformed one)."""
+    value = headers.get("Content-Length", "").split(",")[0].strip()
+    return value.isascii() and value.isdigit() and (len(value) > 9 or int(value) > validate.MAX_BODY_BYTES)

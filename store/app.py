@@ -2,24 +2,32 @@
 
 import tornado.web
 
-from . import api, dashboard, proxied
+from . import api, dashboard, forgery, headers, proxied
+from .destinations import Destinations
 from .service import Store
 
 
-def make_app(store: Store, *, secret: str | None, token: str | None, public_host: str) -> tornado.web.Application:
-    """`secret` set: the internal app, which answers only the proxy and also takes its flows."""
+def make_app(
+    store: Store, *, secret: str | None, token: str | None, public_host: str, page_secret: str | None = None,
+    destinations: Destinations | None = None,
+) -> tornado.web.Application:
+    """`secret` set: the internal app, which answers only the proxy and also takes its flows.
+    `page_secret`: the dashboard's secret for state changes (`forgery`); one of its own if None.
+    `destinations`: where new fetches may go (by default: anywhere but `public_host`)."""
     api_options = {"store": store, "secret": secret, "token": token}
     routes = [(path, handler, api_options) for path, handler in api.ROUTES]
     routes.append((r"/", dashboard.Dashboard, {**api_options, "token": None}))  # the page asks for it
     if secret is not None:  # flows of any client: the origin's credentials, not the API token
         flow_options = {"store": store, "secret": secret, "token": None}
         routes += [
-            (r"/_bgfetch/fetch", proxied.ProxiedFetch, flow_options),
-            (r"/_bgfetch/stored", proxied.ProxiedStored, flow_options),
+            (headers.FETCH_PATH, proxied.ProxiedFetch, flow_options),
+            (headers.STORED_PATH, proxied.ProxiedStored, flow_options),
         ]
     return tornado.web.Application(
         routes,
         public_host=public_host,
+        page_secret=page_secret or forgery.new_secret(),
+        destinations=destinations or Destinations(public_host),
         compress_response=False,
         default_handler_class=api.NoRoute,
         default_handler_args=api_options,

@@ -113,28 +113,37 @@ class Unsatisfiable(Exception):
     """The Range header asks for nothing inside the body."""
 
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
+BEYOND = 2**63  # stands for a position of more than 18 digits: past the end of any body
 
 
 def parse_range(header: str | None, size: int | None) -> tuple[int, int] | None:
     """A single `Range: bytes=...` as (start, end exclusive); None means the whole body.
 
-    Multiple ranges, other units and an unknown size are answered with the whole body,
-    as RFC 9110 allows; a range wholly past the end raises Unsatisfiable.
+    Multiple ranges, other units, an unparsable value and an unknown size are answered with
+    the whole body, as RFC 9110 allows; a range wholly past the end raises Unsatisfiable.
+    Positions of any length are read (leading zeros too), none with int() of a long string.
     """
     if not header or size is None:
         return None
     match = _RANGE.match(header.strip())
     if not match or match.groups() == ("", ""):
         return None
-    first, last = match.groups()
-    if first == "":
-        if int(last) == 0 or size == 0:
+    first, last = (_position(text) for text in match.groups())
+    if first is None:
+        if last == 0 or size == 0:
             raise Unsatisfiable(header)
-        return max(0, size - int(last)), size
-    start = int(first)
-    if last != "" and int(last) < start:
+        return max(0, size - last), size
+    if last is not None and last < first:
         return None  # not a valid range: ignored
-    if start >= size:
+    if first >= size:
         raise Unsatisfiable(header)
-    return start, size if last == "" else min(int(last) + 1, size)
+    return first, size if last is None else min(last + 1, size)
+
+
+def _position(digits: str) -> int | None:
+    """A byte position of a Range (None when absent); BEYOND for one too long to matter."""
+    if not digits:
+        return None
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else BEYOND

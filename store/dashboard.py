@@ -1,8 +1,15 @@
 """The dashboard: one self-contained HTML page at `/`, like a browser's downloads page.
 
 The page holds no data: its script reads the control API (asking for `bgfetch_token` when
-the API wants one), so the page itself is served without the token. A Content-Security-Policy
-allows only its own inline script and style (by hash), requests to its own origin, and icons.
+the API wants one), so the page itself is served without the token. It holds the store's
+per-start secret for state changes (`forgery`), which its script sends back. In a secure
+context (the listen port on 127.0.0.1, or https) only a load of the page gets it (a script's
+`fetch` of `/` says so in `Sec-Fetch-Mode` and gets the page without it), and the page keeps
+its own browsing context group (COOP), so not even a script of its own origin could read it
+from a window it opened; over plain http browsers send neither, and the sandbox of stored
+bodies (`attachment`) keeps every other page out of the origin. A Content-Security-Policy
+allows only its own inline script and style (by hash), requests to its own origin, and
+icons; no site may frame it.
 """
 
 import base64
@@ -13,6 +20,7 @@ from pathlib import Path
 from .web import StoreHandler
 
 PAGE = Path(__file__).with_name("dashboard.html").read_bytes()
+SECRET_SLOT = b"{{page-secret}}"  # in a <meta> tag, outside the hashed script and style
 
 
 def _hash(tag: str) -> str:
@@ -40,13 +48,15 @@ class Dashboard(StoreHandler):
     def get(self) -> None:
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Content-Security-Policy", POLICY)
-        self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Referrer-Policy", "no-referrer")
-        self.set_header("Cache-Control", "no-cache")
+        self.set_header("Cache-Control", "no-store")  # it holds the secret
+        self.set_header("Cross-Origin-Opener-Policy", "same-origin")
+        loaded = self.request.headers.get("Sec-Fetch-Mode", "navigate") == "navigate"
+        page = PAGE.replace(SECRET_SLOT, self.settings["page_secret"].encode() if loaded else b"")
         if self.request.method == "HEAD":
-            self.set_header("Content-Length", str(len(PAGE)))
+            self.set_header("Content-Length", str(len(page)))
             self.finish()
         else:
-            self.finish(PAGE)
+            self.finish(page)
 
     head = get

@@ -22,6 +22,11 @@ SECRET = "X-Bgfetch-Secret"
 SPEC = "X-Bgfetch-Spec"
 URL = "X-Bgfetch-Url"
 RECORD = "X-Bgfetch-Record"
+# Where the proxy redirects those flows on the store's internal port. A client's own request
+# for a path under INTERNAL_PATH (on bgfetch_host) is refused: these routes are the proxy's.
+INTERNAL_PATH = "/_bgfetch/"
+FETCH_PATH = INTERNAL_PATH + "fetch"
+STORED_PATH = INTERNAL_PATH + "stored"
 
 
 def upstream(fields: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -8,6 +8,7 @@ from . import validate
 
 TOKEN_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
 FLAG = {"type": "string", "enum": ["0", "1"], "default": "0"}
+EVENT_ID = {"type": "string", "pattern": "^[0-9]{1,19}$"}
 STATES = ["pending", "fetching", "paused", "done"]
 FAILURE_REASONS = ["", "aborted", "bad-status", "fetch-error", "quota-exceeded", "download-total-exceeded"]
 
@@ -30,7 +31,7 @@ def _answers(ok: dict, *problems: int) -> dict:
 
 
 PROBLEMS = {
-    400: "Invalid", 401: "Unauthorized", 404: "NotFound", 409: "Conflict",
+    400: "Invalid", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict", 413: "TooLarge",
     415: "NotJson", 416: "RangeNotSatisfiable", 503: "Unavailable",
 }
 
@@ -164,7 +165,11 @@ PROBLEM = {
 }
 
 REGISTRATION_ANSWER = {"description": "The registration.", "content": _json(_ref("Registration"))}
-BODY_ANSWER = {"description": "The body, with the origin's headers.", "content": {"*/*": {"schema": {}}}}
+BODY_ANSWER = {
+    "description": "The body as a sandboxed attachment (Content-Disposition: attachment, Content-Security-Policy:"
+                   " sandbox, nosniff), with the origin's Content-Type, ETag and Last-Modified.",
+    "content": {"*/*": {"schema": {}}},
+}
 
 
 def _body(schema: dict) -> dict:
@@ -189,7 +194,7 @@ PATHS = {
                           for operation, index in [("get", {}), ("updateUI", {}), ("abort", {}), ("matchAll", {}),
                                                    ("responseReady", {"index": 0}), ("responseReadyHead", {"index": 0}),
                                                    ("delete", {})]},
-            }}, 400, 409, 415, 503),
+            }}, 400, 409, 413, 415, 503),
         },
     },
     "/api/fetches/{id}": {
@@ -198,7 +203,7 @@ PATHS = {
         "patch": {
             "operationId": "updateUI", "summary": "updateUI(title, icons); new request headers or URLs while paused",
             "requestBody": _body(_ref("UpdateBody")),
-            "responses": _answers({"200": REGISTRATION_ANSWER}, 400, 404, 409, 415, 503),
+            "responses": _answers({"200": REGISTRATION_ANSWER}, 400, 404, 409, 413, 415, 503),
         },
         "delete": {
             "operationId": "delete", "summary": "Delete the registration, its records and bodies (aborting it if active)",
@@ -210,7 +215,7 @@ PATHS = {
         "post": {
             "operationId": "abort", "summary": "abort(): failure / aborted; partial bodies are discarded",
             "requestBody": _body({"type": "object", "maxProperties": 0}),
-            "responses": _answers({"200": REGISTRATION_ANSWER}, 400, 404, 409, 415, 503),
+            "responses": _answers({"200": REGISTRATION_ANSWER}, 400, 404, 409, 413, 415, 503),
         },
     },
     "/api/fetches/{id}/records": {
@@ -232,10 +237,10 @@ PATHS = {
         "parameters": [ID_PARAMETER, {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}],
         **{method: {
             "operationId": f"responseReady{suffix}", "summary": "The record's response body; Range supported",
-            "parameters": [{"name": "Range", "in": "header", "schema": {"type": "string"}}],
+            "parameters": [{"name": name, "in": "header", "schema": {"type": "string"}} for name in ("Range", "If-Range")],
             "responses": _answers(
                 {"200": BODY_ANSWER, "206": BODY_ANSWER, "default": _problem("The fetch failed: the origin's status or 502.")},
-                404, 409, 416, 503,
+                403, 404, 409, 416, 503,
             ),
         } for method, suffix in (("get", ""), ("head", "Head"))},
     },
@@ -243,8 +248,10 @@ PATHS = {
         "get": {
             "operationId": "events",
             "summary": "Server-sent events progress, success, fail, abort; data: the registration",
-            "parameters": [{"name": "Last-Event-ID", "in": "header", "schema": {"type": "string", "pattern": "^[0-9]+$"},
-                            "description": "replay the events after this id"}],
+            "parameters": [
+                {"name": "Last-Event-ID", "in": "header", "schema": EVENT_ID, "description": "replay the events after this id"},
+                {"name": "lastEventId", "in": "query", "schema": EVENT_ID, "description": "the same, for a client that sets no header"},
+            ],
             "responses": _answers({"200": {"description": "The event stream.", "content": {"text/event-stream": {"schema": {"type": "string"}}}}}, 400),
         },
     },
@@ -262,7 +269,11 @@ def document(public_host: str) -> dict:
             "title": "bgfetch control API",
             "version": "1",
             "description": "The Background Fetch API (WICG) over HTTP: BackgroundFetchManager and "
-                           "BackgroundFetchRegistration as JSON. State changes need Content-Type: application/json.",
+                           "BackgroundFetchRegistration as JSON. State changes need Content-Type: application/json;"
+                           " sent by a web browser (with Origin), also the dashboard's Bgfetch-Csrf-Token"
+                           " header, unless the proxy runs with bgfetch_token;"
+                           f" a body may hold {validate.MAX_BODY_BYTES} bytes (413 beyond) and nest arrays and objects"
+                           f" {validate.MAX_DEPTH} levels deep (400 beyond).",
         },
         "servers": [{"url": f"http://{public_host}"}],
         "security": [{"bearer": []}],
@@ -275,11 +286,14 @@ def document(public_host: str) -> dict:
                 "UpdateBody": UPDATE_BODY, "Icon": ICON, "Problem": PROBLEM,
             },
             "responses": {
-                "Invalid": _problem("A value is invalid; `field` names it."),
+                "Invalid": _problem(f"A value is invalid (a URL bgfetch may not fetch too), `field` names it; or the body is not"
+                                    f" JSON in UTF-8 or nests deeper than {validate.MAX_DEPTH} levels (`field` is \"\")."),
                 "Unauthorized": _problem("No or a wrong Authorization: Bearer token."),
+                "Forbidden": _problem("The body was fetched with other credentials (Authorization, Cookie)."),
                 "NotFound": _problem("No such registration or record."),
                 "Conflict": _problem("The registration's state does not allow this."),
                 "NotJson": _problem("The body must be Content-Type: application/json."),
+                "TooLarge": _problem(f"The body is over {validate.MAX_BODY_BYTES} bytes."),
                 "RangeNotSatisfiable": _problem("The Range lies past the body's end."),
                 "Unavailable": _problem(
                     "The fetch is paused (its lastError says why), or the store cannot write now: its disk"

@@ -1,11 +1,49 @@
-"""Routes the proxy redirects flows to: a new (or joined) background fetch, or a stored body."""
+"""Routes the proxy redirects flows to: a new (or joined) background fetch, or a stored body.
+
+The proxy adds the flow's details in headers (`headers.SPEC`, `URL`, `RECORD`); one that is
+missing or malformed is a 400 problem, never a crash. A flow joins a registration only when
+one of its records is the same request (`ownership`), and starts one under a taken id only
+in place of a failed one that it made itself: otherwise a 409 problem names the id.
+"""
 
 import json
 
-from . import headers, records, tables
-from .web import StoreHandler
+from . import headers, lifecycle, ownership, records, tables, validate
+from .web import Problem, StoreHandler
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+RESPONDS = ("stream", "accepted")
+SPEC_FIELDS = {"id", "title", "download_total", "respond", "integrity"}
+LARGEST_RECORD = 2**63 - 1
+
+
+def handed_over(value: str | None, name: str) -> str:
+    """A header the proxy must have added; a 400 problem without it."""
+    if value is None:
+        raise Problem(400, "bad-handover", f"{name} is missing: this route takes flows from the bgfetch proxy only.")
+    return value
+
+
+def parse_spec(text: str) -> dict:
+    """The fetch spec the proxy sent (rules.FetchSpec as JSON), checked; a 400 problem if it is not one."""
+    try:
+        spec = json.loads(text)
+    except ValueError as exc:
+        raise Problem(400, "bad-handover", f"{headers.SPEC} is not JSON: {exc}") from None
+    if not isinstance(spec, dict) or set(spec) != SPEC_FIELDS:
+        raise Problem(400, "bad-handover", f"{headers.SPEC} must be an object of {', '.join(sorted(SPEC_FIELDS))}.")
+    try:
+        validate.identifier(spec["id"], "id")
+    except validate.Invalid as exc:
+        raise Problem(400, "bad-handover", f"{headers.SPEC}: {exc}") from None
+    total = spec["download_total"]
+    if (
+        not isinstance(spec["title"], str) or spec["respond"] not in RESPONDS
+        or not (total is None or (type(total) is int and total > 0))
+        or not (spec["integrity"] is None or isinstance(spec["integrity"], str))
+    ):
+        raise Problem(400, "bad-handover", f"{headers.SPEC} holds a value of the wrong type.")
+    return spec
 
 
 class ProxiedFetch(StoreHandler):
@@ -14,23 +52,25 @@ class ProxiedFetch(StoreHandler):
     A fetch that has already succeeded is simply served from the store."""
 
     SUPPORTED_METHODS = METHODS
+    CHECKS_FORGERY = False
 
     async def get(self) -> None:
-        spec = json.loads(self.request.headers[headers.SPEC])
-        url = self.request.headers[headers.URL]
+        spec = parse_spec(handed_over(self.request.headers.get(headers.SPEC), headers.SPEC))
+        url = handed_over(self.request.headers.get(headers.URL), headers.URL)
+        if reason := self.settings["destinations"].refusal(url):  # bgfetch itself, or refused by the options
+            self.problem(400, "refused-destination", f"{url} may not be fetched: {reason}", field="url")
+            return
         fields = headers.upstream(self.request.headers.get_all())
         record = {
             "url": url,
             "method": "GET" if self.request.method == "HEAD" else self.request.method,
             "headers": fields,
             "body": self.request.body or None,
-            "integrity": spec.get("integrity"),
+            "integrity": spec["integrity"],
             "credential": headers.credential_key(fields),
         }
         record_id = await self._join_or_start(spec, record)
-        if record_id is None:
-            return
-        if spec.get("respond") == "accepted" and not tables.record(self.store.db, record_id)["complete"]:
+        if spec["respond"] == "accepted" and not tables.record(self.store.db, record_id)["complete"]:
             registration = self.store.get(spec["id"])
             host = self.settings["public_host"]
             self.set_header("Location", f"http://{host}{records.registration_path(spec['id'])}")
@@ -40,37 +80,47 @@ class ProxiedFetch(StoreHandler):
 
     post = put = patch = delete = options = head = get
 
-    async def _join_or_start(self, spec: dict, record: dict) -> int | None:
-        """The record to answer from: one of a live or successful registration of this id
-        with the same URL and credentials, else a new registration's."""
+    async def _join_or_start(self, spec: dict, record: dict) -> int:
+        """The record to answer from: this same request's in a live or successful registration
+        of this id, else a new registration's (owned by this request). 409 otherwise."""
+        key = ownership.record_key(record)
         for _ in range(2):  # a client that starts the same id a moment earlier wins; join it
             existing = self.store.snapshot(spec["id"])
             if existing and existing["result"] != "failure":
                 for row in tables.records(self.store.db, spec["id"]):
-                    if (row["url"], row["credential"]) == (record["url"], record["credential"]):
+                    if ownership.record_key(row) == key:
                         return row["id"]
-                if existing["state"] != "done":
-                    break
-            registration = {"id": spec["id"], "title": spec["title"], "download_total": spec.get("download_total")}
+            registration = {
+                "id": spec["id"], "title": spec["title"], "download_total": spec["download_total"], "owner": key,
+            }
             try:
                 await self.store.fetch(registration, [record])
             except tables.Conflict:
                 continue
             return tables.records(self.store.db, spec["id"])[0]["id"]
-        self.problem(
+        active = (self.store.snapshot(spec["id"]) or {}).get("state") in lifecycle.ACTIVE
+        raise Problem(
             409, "id-in-use",
-            f"Background fetch {spec['id']!r} is active for another URL; choose another id.",
-            key="id",
+            f"Background fetch {spec['id']!r} "
+            + ("is active for another request" if active else "was made by another request or through the API")
+            + " (another URL, method, request body or credentials); choose another id.",
+            key="id", id=spec["id"],
         )
-        return None
 
 
 class ProxiedStored(StoreHandler):
     """A GET or HEAD the proxy found in the store: answered from SQLite, never from the origin."""
 
     SUPPORTED_METHODS = ("GET", "HEAD")
+    CHECKS_FORGERY = False
 
     async def get(self) -> None:
-        await self.serve_record(int(self.request.headers[headers.RECORD]))
+        value = handed_over(self.request.headers.get(headers.RECORD), headers.RECORD)
+        if not (value.isascii() and value.isdigit() and len(value) <= 19 and int(value) <= LARGEST_RECORD):
+            raise Problem(400, "bad-handover", f"{headers.RECORD} must be a record number.")
+        try:
+            await self.serve_record(int(value))
+        except tables.NotFound:
+            raise Problem(404, "not-found", "That record is gone (deleted meanwhile).") from None
 
     head = get

@@ -1,5 +1,6 @@
 """The store's SQLite schema, in one place, and how both processes open the database."""
 
+import hashlib
 import sqlite3
 
 import sqlite_utils
@@ -116,3 +117,24 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         )"""
     )
     db.execute("CREATE UNIQUE INDEX chunks_by_offset ON chunks (record_id, offset)")
+
+
+@migrations()
+def m002_owners_and_body_hashes(db: sqlite_utils.Database) -> None:
+    """Who made each registration, and what each record's request body was.
+
+    `registrations.owner` is "api" for one made through the control API (or a command), else
+    the key of the proxy request that made it (`ownership.request_key`); "" for one made
+    before owners were kept, which no proxy request may replace. `records.body_hash` is the
+    SHA-256 (hex) of the request body, "" for none; it outlives the body, which is dropped
+    when the registration is done. A dropped non-empty body of an older record is "unknown",
+    which no request's hash equals."""
+    db.execute("ALTER TABLE registrations ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+    db.execute("ALTER TABLE records ADD COLUMN body_hash TEXT NOT NULL DEFAULT ''")
+    kept = db.execute("SELECT id, request_body FROM records WHERE length(request_body) > 0").fetchall()
+    for record_id, body in kept:
+        db.execute("UPDATE records SET body_hash = ? WHERE id = ?", [hashlib.sha256(body).hexdigest(), record_id])
+    db.execute(
+        "UPDATE records SET body_hash = 'unknown' WHERE request_body IS NULL AND method != 'GET'"
+        " AND registration_id IN (SELECT id FROM registrations WHERE upload_total > 0)"
+    )

@@ -9,11 +9,11 @@ import sqlite3
 import time
 from datetime import UTC, datetime
 
-from . import headers, lifecycle
+from . import headers, lifecycle, ownership
 
 
 class Conflict(Exception):
-    """A registration with that id is still active."""
+    """A registration with that id is still active, or is not the creator's to replace."""
 
 
 class NotFound(Exception):
@@ -36,18 +36,22 @@ def _iso(ts: float) -> str:
 
 
 def create(conn: sqlite3.Connection, registration: dict, records: list[dict]) -> None:
-    """Insert a registration and its records; an inactive one of the same id is replaced."""
+    """Insert a registration and its records. Its `owner` (default: the API) may replace an
+    inactive one of the same id as `ownership.may_replace` says; Conflict otherwise."""
+    owner = registration.get("owner", ownership.API)
     row = conn.execute(
-        "SELECT state FROM registrations WHERE id = ?", [registration["id"]]
+        "SELECT state, result, owner FROM registrations WHERE id = ?", [registration["id"]]
     ).fetchone()
     if row and row["state"] in lifecycle.ACTIVE:
+        raise Conflict(registration["id"])
+    if row and not ownership.may_replace(owner, row["owner"], row["result"]):
         raise Conflict(registration["id"])
     if row:
         conn.execute("DELETE FROM registrations WHERE id = ?", [registration["id"]])
     now = _now()
     conn.execute(
         "INSERT INTO registrations (id, title, icons, download_total, upload_total,"
-        " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        " created_at, updated_at, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [
             registration["id"],
             registration.get("title", ""),
@@ -56,12 +60,13 @@ def create(conn: sqlite3.Connection, registration: dict, records: list[dict]) ->
             sum(len(r.get("body") or b"") for r in records),
             now,
             now,
+            owner,
         ],
     )
     for idx, record in enumerate(records):
         conn.execute(
             "INSERT INTO records (registration_id, idx, method, url, credential,"
-            " request_headers, request_body, integrity) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " request_headers, request_body, body_hash, integrity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 registration["id"],
                 idx,
@@ -70,6 +75,7 @@ def create(conn: sqlite3.Connection, registration: dict, records: list[dict]) ->
                 record.get("credential", ""),
                 json.dumps(record.get("headers", [])),
                 record.get("body"),
+                ownership.body_hash(record.get("body")),
                 record.get("integrity"),
             ],
         )

@@ -6,8 +6,11 @@ the shape `tables` stores them.
 """
 
 import base64
+import json
 import re
 import urllib.parse
+from collections.abc import Callable
+from itertools import accumulate
 
 import httpx
 
@@ -19,6 +22,16 @@ MAX_REQUESTS = 1000
 MAX_ICONS = 32
 MAX_TEXT = 8192
 MAX_BYTES = 2**53  # the largest integer every JSON reader keeps exact
+# A fetch of 1,000 requests with URLs of 1,000 characters fits; tornado alone would take 100 MB.
+MAX_BODY_BYTES = 1024 * 1024
+# The deepest valid body nests 4 levels ({"records": [{"headers": {...}}]}). 32 leaves room for
+# any field to come, and keeps every walk over a body (json's parser, json.dumps, these checks)
+# far below Python's recursion limit of 1000: 100,000 levels raised RecursionError, a 500.
+MAX_DEPTH = 32
+# No field takes a number beyond 2**53 (16 digits). A longer integer literal is read as a float,
+# as a JavaScript reader would, and refused as "not a whole number" naming its field; Python's
+# int() would raise ValueError past 4,300 digits, and costs time well before that.
+MAX_DIGITS = 20
 TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 FIELD_VALUE = re.compile(r"^[\t\x20-\x7e]*$")
 FORBIDDEN_METHODS = {"CONNECT", "TRACE", "TRACK", "HEAD"}  # Fetch's forbidden ones; HEAD has no body
@@ -38,8 +51,62 @@ class Invalid(ValueError):
         self.field = field
 
 
-def fetch_body(body: object) -> tuple[dict, list[dict]]:
-    """The registration and its records from a `POST /api/fetches` body."""
+class Unreadable(Invalid):
+    """A body that is not JSON text this API reads: not UTF-8 JSON, or nested too deep."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("", reason)
+
+
+# A JSON string (possessive: a string without its closing quote costs one pass, not one per
+# quote), else a quote that opens a string never closed: everything after it is that string.
+_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+"|".*', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_NESTING = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def json_document(raw: bytes) -> object:
+    """The value of a JSON body (RFC 8259: UTF-8, no NaN or Infinity), nested at most
+    MAX_DEPTH levels, integers beyond MAX_DIGITS read as floats; Unreadable otherwise."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Unreadable(f"The body is not JSON text in UTF-8: {exc}") from None
+    if nesting(text) > MAX_DEPTH:
+        raise Unreadable(f"The body nests arrays and objects deeper than {MAX_DEPTH} levels.")
+    try:
+        value = json.loads(text, parse_int=_integer, parse_constant=_not_json)
+        json.dumps(value, ensure_ascii=False).encode()  # no unpaired surrogate (\ud800) inside
+    except ValueError as exc:
+        raise Unreadable(f"The body is not JSON text in UTF-8: {exc}") from None
+    return value
+
+
+def nesting(text: str) -> int:
+    """How deep arrays and objects nest in JSON text, brackets inside strings not counted
+    (at C speed: a 1 MiB body takes milliseconds)."""
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    return max(accumulate(map(_NESTING.__getitem__, brackets)), default=0)
+
+
+def _integer(digits: str) -> int | float:
+    return int(digits) if len(digits) <= MAX_DIGITS else float(digits)
+
+
+def _not_json(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+Refusal = Callable[[str], str | None]  # why a transfer may not fetch a URL; None: it may
+
+
+def _anywhere(url: str) -> None:
+    return None
+
+
+def fetch_body(body: object, refused: Refusal = _anywhere) -> tuple[dict, list[dict]]:
+    """The registration and its records from a `POST /api/fetches` body; a URL that
+    `refused` gives a reason for is invalid."""
     fields = _object(body, "", FETCH_FIELDS, required=("id", "requests"))
     reg_id = identifier(fields["id"], "id")
     requests = fields["requests"]
@@ -47,7 +114,7 @@ def fetch_body(body: object) -> tuple[dict, list[dict]]:
         raise Invalid("requests", f"must be a list of 1 to {MAX_REQUESTS} URLs or request objects")
     records, seen = [], set()
     for n, request in enumerate(requests):
-        record = _request(request, f"requests[{n}]")
+        record = _request(request, f"requests[{n}]", refused)
         if (record["method"], record["url"]) in seen:
             raise Invalid(f"requests[{n}]", f"repeats {record['method']} {record['url']}; each request may appear once")
         seen.add((record["method"], record["url"]))
@@ -61,7 +128,9 @@ def fetch_body(body: object) -> tuple[dict, list[dict]]:
     return registration, records
 
 
-def update_body(body: object, record_count: int) -> tuple[str | None, list | None, list[dict]]:
+def update_body(
+    body: object, record_count: int, refused: Refusal = _anywhere,
+) -> tuple[str | None, list | None, list[dict]]:
     """(title, icons, record changes) from a `PATCH /api/fetches/{id}` body."""
     fields = _object(body, "", UPDATE_FIELDS)
     title = _text(fields["title"], "title", MAX_TITLE) if "title" in fields else None
@@ -69,12 +138,16 @@ def update_body(body: object, record_count: int) -> tuple[str | None, list | Non
     changes = fields.get("records", [])
     if not isinstance(changes, list) or len(changes) > record_count:
         raise Invalid("records", f"must be a list of at most {record_count} record changes")
-    return title, icons, [_record_change(change, f"records[{n}]", record_count) for n, change in enumerate(changes)]
+    return title, icons, [
+        _record_change(change, f"records[{n}]", record_count, refused) for n, change in enumerate(changes)
+    ]
 
 
 def identifier(value: object, field: str) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= MAX_ID or not value.isprintable():
         raise Invalid(field, f"must be a string of 1 to {MAX_ID} printable characters")
+    if value in (".", ".."):  # a URL path reads them as steps: /api/fetches/.. is /api/
+        raise Invalid(field, f'may not be "{value}", which a URL path reads as a step, not a name')
     return value
 
 
@@ -102,7 +175,15 @@ def url(value: object, field: str) -> str:
         raise Invalid(field, f"is not a valid URL ({exc})") from None
 
 
-def _request(value: object, field: str) -> dict:
+def destination(value: object, field: str, refused: Refusal) -> str:
+    """A URL a transfer may fetch (see `url`); Invalid naming the field when `refused` says why not."""
+    checked = url(value, field)
+    if reason := refused(checked):
+        raise Invalid(field, f"may not be fetched: {reason}")
+    return checked
+
+
+def _request(value: object, field: str, refused: Refusal) -> dict:
     if isinstance(value, str):
         value = {"url": value}
     fields = _object(value, field, REQUEST_FIELDS, required=("url",))
@@ -112,7 +193,7 @@ def _request(value: object, field: str) -> dict:
         raise Invalid(f"{field}.body", "must be a string, and only for methods other than GET")
     given = _header_changes(fields.get("headers", {}), f"{field}.headers", removable=False)
     return {
-        "url": url(fields["url"], f"{field}.url"),
+        "url": destination(fields["url"], f"{field}.url", refused),
         "method": method,
         "headers": given,
         "body": body.encode() if body is not None else None,
@@ -121,14 +202,14 @@ def _request(value: object, field: str) -> dict:
     }
 
 
-def _record_change(value: object, field: str, record_count: int) -> dict:
+def _record_change(value: object, field: str, record_count: int, refused: Refusal) -> dict:
     fields = _object(value, field, RECORD_CHANGE_FIELDS, required=("index",))
     index = fields["index"]
     if type(index) is not int or not 0 <= index < record_count:
         raise Invalid(f"{field}.index", f"must be the index of a record, 0 to {record_count - 1}")
     change: dict = {"index": index, "headers": _header_changes(fields.get("headers", {}), f"{field}.headers", removable=True)}
     if "url" in fields:
-        change["url"] = url(fields["url"], f"{field}.url")
+        change["url"] = destination(fields["url"], f"{field}.url", refused)
     return change
 
 

@@ -8,7 +8,7 @@ import logging
 import tornado.web
 from tornado.iostream import StreamClosedError
 
-from . import bodies, headers, tables
+from . import bodies, forgery, headers, tables
 from .faults import StorageFault
 from .service import Store
 
@@ -19,6 +19,12 @@ PROBLEM_BASE = "https://bgfetch.dev/problems/"
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 PAUSED_READER_SECONDS = 10.0  # a reader at the end of a paused fetch's bytes gets a short body after this
+# Every answer's, unless a route sets its own: JSON and problems are never sniffed into a page,
+# run anything or sit in a frame. A stored body goes out with its own (`body_fields`).
+DEFAULT_FIELDS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; sandbox",
+}
 
 
 class Problem(tornado.web.HTTPError):
@@ -33,7 +39,10 @@ class Problem(tornado.web.HTTPError):
 
 
 class StoreHandler(tornado.web.RequestHandler):
-    """Base of every route: the shared secret on the internal port, the API token, problem+json."""
+    """Base of every route: the shared secret on the internal port, the API token or, without
+    one, the dashboard's secret on a browser's state change (`forgery`), problem+json."""
+
+    CHECKS_FORGERY = True  # False for the proxy's flows: any client's requests, for their origin
 
     def initialize(self, store: Store, secret: str | None, token: str | None) -> None:
         self.store = store
@@ -41,19 +50,28 @@ class StoreHandler(tornado.web.RequestHandler):
         self.token = token
 
     def prepare(self) -> None:
-        if self.secret is not None and not _same(self.request.headers.get(headers.SECRET), self.secret):
-            self.problem(403, "forbidden", "This port answers only the bgfetch proxy.")
-            return
-        if self.secret is None and self.request.host_name not in (*LOCAL_HOSTS, self.settings["public_host"]):
-            self.problem(  # a page on another site that a DNS trick points at 127.0.0.1
+        request = self.request
+        if self.secret is not None and not _same(request.headers.get(headers.SECRET), self.secret):
+            raise Problem(403, "forbidden", "This port answers only the bgfetch proxy.")
+        public_host = self.settings["public_host"]
+        if self.secret is None and request.host_name not in (*LOCAL_HOSTS, public_host):
+            raise Problem(  # a page on another site that a DNS trick points at 127.0.0.1
                 421, "misdirected-request",
-                f"This port answers requests for {', '.join(LOCAL_HOSTS)} or {self.settings['public_host']} only.",
+                f"This port answers requests for {', '.join(LOCAL_HOSTS)} or {public_host} only.",
             )
-            return
-        if self.token and not _same(self.request.headers.get("Authorization"), f"Bearer {self.token}"):
-            self.problem(
+        if self.token and not _same(request.headers.get("Authorization"), f"Bearer {self.token}"):
+            raise Problem(
                 401, "unauthorized", "Send Authorization: Bearer <bgfetch_token>.",
                 headers={"WWW-Authenticate": 'Bearer realm="bgfetch"'},
+            )
+        if not self.token and self.CHECKS_FORGERY and forgery.forged(
+            request.method, request.headers, self.settings["page_secret"]
+        ):
+            raise Problem(
+                403, "cross-site-request",
+                f"A web browser sent this {request.method}: a state change from a browser needs the"
+                f" {forgery.HEADER} header that the dashboard page holds (or set bgfetch_token and"
+                " send it). Scripts and command-line clients that send no Origin need neither.",
             )
 
     @classmethod
@@ -64,6 +82,12 @@ class StoreHandler(tornado.web.RequestHandler):
 
     def set_default_headers(self) -> None:
         self.clear_header("Server")
+        for name, value in DEFAULT_FIELDS.items():
+            self.set_header(name, value)
+
+    def body_fields(self, record) -> list[tuple[str, str]]:
+        """The header fields a stored body goes out with: here, as the origin sent them."""
+        return headers.replayed(headers.parse(record["response_headers"]))
 
     def problem(self, status: int, kind: str, detail: str, headers: dict | None = None, **extra) -> None:
         """Finish with an RFC 9457 problem+json answer (and these response `headers`)."""
@@ -122,8 +146,9 @@ class StoreHandler(tornado.web.RequestHandler):
             )
             return
         start, end = span or (0, size)
-        self.clear_header("Content-Type")
-        for name, value in headers.replayed(headers.parse(record["response_headers"])):
+        for name in ("Content-Type", *DEFAULT_FIELDS):
+            self.clear_header(name)
+        for name, value in self.body_fields(record):
             self.add_header(name, value)
         self.set_header("Accept-Ranges", "bytes")
         if span:

@@ -73,7 +73,7 @@ class Behaviour:
     status: int | None = None  # answer with this status and a small body
     no_validators: bool = False  # no ETag, no Last-Modified (and If-Range never matches)
     delay: float = 0.0  # seconds to wait before the response headers
-    redirect_to: str | None = None  # 302 to this path
+    redirect_to: str | None = None  # 302 to this path, or to this absolute URL
 
 
 @dataclass(frozen=True)
@@ -425,7 +425,8 @@ class _Handler(BaseHTTPRequestHandler):
         if behaviour.delay and self.server.stopping.wait(behaviour.delay):
             self.close_connection = True
         elif behaviour.redirect_to:
-            location = self.server.origin.url(behaviour.redirect_to)
+            target = behaviour.redirect_to
+            location = target if "://" in target else self.server.origin.url(target)
             self.reply_status(HTTPStatus.FOUND, {"Location": location})
         elif behaviour.status:
             self.reply_status(behaviour.status)

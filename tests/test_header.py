@@ -119,6 +119,8 @@ def test_unknown_key_without_a_near_one():
         ('id="' + "x" * 257 + '"', "id", "must be 1 to 256 printable characters, got \"xxxxxxxx"),
         ('id=("a" "b")', "id", 'must be a quoted string, got ("a" "b")'),
         ('id="x";lang=en', "id", 'takes no parameters, got "x";lang=en'),
+        ('id="."', "id", 'may not be "." or "..", which a URL path reads as a step, not a name, got "."'),
+        ('id=".."', "id", 'may not be "." or "..", which a URL path reads as a step, not a name, got ".."'),
         ("title=Episode", "title", "must be a quoted string, got Episode"),
         ('title="' + "t" * 1025 + '"', "title", "must be a string of at most 1024 characters, got"),
         ("download-total=abc", "download-total", "must be a positive integer of bytes, got abc"),

@@ -441,3 +441,20 @@ def test_from_json_refuses_what_is_not_a_spec(text):
 def test_fetch_spec_is_always_valid(fields):
     with pytest.raises(ValueError, match="fetch spec field"):
         FetchSpec(**fields)
+
+
+@pytest.mark.parametrize("dots", [".", ".."])
+def test_an_id_that_is_a_path_step_is_refused_or_replaced(tmp_path, dots):
+    with pytest.raises(ValueError, match=r'may not be "\." or "\.\."'):
+        FetchSpec(id=dots, title="")
+    rules = load(tmp_path, f'rules: [{{name: t, url: "*://*", id: "{dots}"}}]')
+    assert rules.match("GET", "https://h/a")["id"].startswith("bgf-")
+    assert FetchSpec(id="...", title="").id == "..."  # three dots name nothing in a path: an id
+
+
+def test_make_spec_default_id_with_credentials():
+    url = "https://example.com/inbox"
+    credential = hashlib.sha256(b"alice").hexdigest()
+    digest = hashlib.sha256(f"GET {url} {credential}".encode()).hexdigest()
+    assert make_spec("GET", url, credential=credential).id == "bgf-" + digest[:24]
+    assert make_spec("GET", url, credential="").id == make_spec("GET", url).id

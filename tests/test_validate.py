@@ -1,5 +1,7 @@
 """Unit tests of the control API's body checks: values as stored, and the field each refusal names."""
 
+import time
+
 import pytest
 
 from store import validate
@@ -101,3 +103,65 @@ def test_bad_updates_are_named(body, field):
     with pytest.raises(validate.Invalid) as caught:
         validate.update_body(body, 2)
     assert caught.value.field == field
+
+
+@pytest.mark.parametrize("dots", [".", ".."])
+def test_an_id_that_is_a_path_step_is_refused(dots):
+    with pytest.raises(validate.Invalid, match=f'id may not be "{dots}"') as refused:
+        validate.fetch_body({"id": dots, "requests": [URL]})
+    assert refused.value.field == "id"
+    assert validate.identifier("...", "id") == "..." and validate.identifier(".a", "id") == ".a"
+
+
+def test_a_refused_destination_is_named_by_its_field():
+    def refused(url: str) -> str | None:
+        return "it is bgfetch itself" if "bgfetch.internal" in url else None
+
+    body = {"id": "x", "requests": [URL, {"url": "http://BGFETCH.internal/api/fetches"}]}
+    with pytest.raises(validate.Invalid) as caught:
+        validate.fetch_body(body, refused)
+    assert (caught.value.field, str(caught.value)) == ("requests[1].url", "requests[1].url may not be fetched: it is bgfetch itself")
+    with pytest.raises(validate.Invalid) as caught:
+        validate.update_body({"records": [{"index": 0, "url": "http://bgfetch.internal/"}]}, 1, refused)
+    assert caught.value.field == "records[0].url"
+    assert validate.fetch_body({"id": "x", "requests": [URL]}, refused)[1][0]["url"] == URL
+
+
+def test_json_bodies_are_read_with_bounded_depth_and_numbers():
+    depth = validate.MAX_DEPTH
+    assert validate.json_document(("[" * depth + "]" * depth).encode()) == json_nested(depth)
+    assert validate.json_document(b'{"downloadTotal": 12345678901234567890}') == {"downloadTotal": 12345678901234567890}
+    assert validate.json_document(("1" * 21).encode()) == float("1" * 21)  # as a JavaScript reader has it
+    assert validate.json_document(("9" * 5000).encode()) == float("inf")
+    assert validate.json_document(b'["[[[[", "\\"{{{{"]') == ["[[[[", '"{{{{']  # brackets inside strings do not count
+
+
+@pytest.mark.parametrize("raw, says", [
+    (("[" * (validate.MAX_DEPTH + 1) + "]" * (validate.MAX_DEPTH + 1)).encode(), "deeper than 32 levels"),
+    (b"[" * 100_000, "deeper than 32 levels"),
+    (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "deeper than 32 levels"),
+    (b"NaN", "NaN is not a JSON value"),
+    (b'{"downloadTotal": -Infinity}', "-Infinity is not a JSON value"),
+    (b"\xff", "not JSON text in UTF-8"),
+    ('"é"'.encode("utf-16"), "not JSON text in UTF-8"),
+    (b'"\\ud800"', "not JSON text in UTF-8"),
+    (b'["unclosed', "Unterminated string"),
+])
+def test_unreadable_json_bodies(raw, says):
+    with pytest.raises(validate.Unreadable) as caught:
+        validate.json_document(raw)
+    assert caught.value.field == "" and says in str(caught.value)
+
+
+def test_nesting_is_measured_in_one_pass_whatever_the_quotes():
+    started = time.monotonic()
+    for text in ('"' + '\\"' * 500_000, '"' * 1_000_000, "[" * 1_000_000, '["' + "\\\\" * 500_000):
+        validate.nesting(text)
+    assert time.monotonic() - started < 5  # a regex that tries each quote anew takes 1.5 s for 16,000 characters
+
+
+def json_nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value

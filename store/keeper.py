@@ -1,0 +1,150 @@
+"""Keeping the store process beside the proxy: started in the background, ready or not, started
+again when it dies or its options change.
+
+mitmproxy accepts connections before it tells its addons that it is running, and tells them
+one after another: an addon that waited in `running` for its store would keep mitmproxy's own
+addons (its TLS set-up among them) from being told, while requests already arrive. So the
+keeper starts the store in a task and says at every moment whether it is ready; a request
+that needs it waits for it, for at most READY_WAIT seconds.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from .launch import Launch
+from .lookup import Lookup
+from .process import StoreError, StoreProcess
+
+logger = logging.getLogger("bgfetch")
+
+READY_WAIT = 5.0  # seconds a request that needs the store waits for it
+RESTART_SECONDS = 1.0  # pause before starting again a store that died
+RETRY_CAP = 60.0  # longest pause between attempts when the store does not start
+UNAVAILABLE = {  # the problem (RFC 9457) a request that needs the store gets when it is not ready
+    "type": "https://bgfetch.dev/problems/store-unavailable",
+    "title": "Store unavailable",
+    "status": 503,
+    "detail": "The bgfetch store process is not ready (it is starting, or starting again after it stopped);"
+    " see mitmproxy's log.",
+}
+RETRY_AFTER = "2"  # seconds, for the Retry-After header of that problem
+
+
+class StoreKeeper:
+    """The store process and the lookup of its URLs, for the addon; `start` once running."""
+
+    def __init__(self, launch: Callable[[], Launch]) -> None:
+        self.launch = launch  # read again at every start: options may have changed
+        self.process: StoreProcess | None = None
+        self.lookup: Lookup | None = None
+        self.port = 0
+        self.listen_port = 0
+        self.failing = False  # the last attempt to start failed: waiting for it is pointless
+        self._task: asyncio.Task | None = None
+        self._ready = asyncio.Event()
+
+    @property
+    def started(self) -> bool:
+        return self._task is not None
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    @property
+    def starting(self) -> bool:
+        """Whether the store is on its way, so that a request needing it had better wait."""
+        return self.started and not self.ready and not self.failing
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._keep(None), name="bgfetch store keeper")
+
+    def restart(self) -> None:
+        """Start it again (its options changed); requests wait meanwhile."""
+        self._down()
+        self._task = asyncio.create_task(self._keep(self._task), name="bgfetch store keeper")
+
+    async def stop(self) -> None:
+        self._down()
+        task, self._task = self._task, None
+        if task:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self._stop_process()
+        if self.lookup:
+            self.lookup.close()
+            self.lookup = None
+
+    def port_now(self) -> int:
+        """The store's internal port if it is ready and alive, else 0 (and it is marked down:
+        its end has not reached the event loop yet)."""
+        if not self.ready:
+            return 0
+        if not self.process.alive():
+            self._down()
+            return 0
+        return self.port
+
+    async def wait_ready(self, timeout: float = READY_WAIT) -> int:
+        """The store's port once it is ready, or 0 if it is not within `timeout` seconds."""
+        if self.starting:
+            try:
+                await asyncio.wait_for(self._ready.wait(), timeout)
+            except TimeoutError:
+                pass
+        return self.port_now()
+
+    # -- the task ----------------------------------------------------------------
+
+    async def _keep(self, previous: asyncio.Task | None) -> None:
+        """Start the store, wait for its end, start it again: for as long as mitmproxy runs."""
+        if previous:
+            previous.cancel()
+            await asyncio.gather(previous, return_exceptions=True)
+        await self._stop_process()
+        attempts = 0
+        while True:
+            try:
+                await self._start(self.launch())
+            except StoreError as exc:
+                attempts += 1
+                self.failing = True
+                wait = min(RESTART_SECONDS * 2**attempts, RETRY_CAP)
+                logger.error("%s; trying again in %.0f s", exc, wait)
+                await asyncio.sleep(wait)
+                continue
+            attempts = 0
+            code = await self.process.exited()
+            self._down()
+            logger.error("bgfetch: the store process exited (code %s); starting it again", code)
+            await self._stop_process()
+            await asyncio.sleep(RESTART_SECONDS)
+
+    async def _start(self, launch: Launch) -> None:
+        if self.lookup and self.lookup.path != launch.db:
+            self.lookup.close()
+            self.lookup = None
+        self.lookup = self.lookup or Lookup(launch.db)
+        self.process = StoreProcess(launch.args, launch.secrets, self.lookup)
+        ports = await self.process.start()
+        try:
+            if not self.lookup.ready:
+                await self.lookup.open()
+        except Exception as exc:  # sqlite3.Error, OSError: the store made a database it cannot read
+            await self._stop_process()
+            raise StoreError(f"the bgfetch store's database {launch.db} cannot be read: {exc}") from exc
+        self.port, self.listen_port = ports["port"], ports["listen_port"]
+        self.failing = False
+        self._ready.set()
+        where = f" and http://127.0.0.1:{self.listen_port}/" if self.listen_port else ""
+        logger.info("bgfetch: store %s, dashboard at http://%s/%s", launch.db, launch.host, where)
+
+    def _down(self) -> None:
+        self._ready.clear()
+        self.port = 0
+
+    async def _stop_process(self) -> None:
+        process, self.process = self.process, None
+        if process:
+            await process.stop()

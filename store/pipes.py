@@ -4,7 +4,7 @@ A pipe holds 64 KiB; when mitmproxy does not read it (busy, stopped, or a reader
 plain write waits, and a store waiting in a log call on its event loop or its SQLite writer
 thread is a store that stops. Here every line goes into a queue of at most QUEUE_BYTES, which
 a thread of the pipe's own writes out: a line that does not fit is dropped and counted, and a
-note of how many were dropped is written before the next line that gets through.
+note of how many were dropped is written where they would have been.
 """
 
 import collections
@@ -22,16 +22,19 @@ CLOSE_WAIT = 2.0  # seconds that closing waits for what is queued to be written
 
 
 class PipeWriter:
-    """Lines to the file descriptor `fd` from a daemon thread; `put` never waits."""
+    """Lines to the file descriptor `fd` from a daemon thread; `put` never waits.
+
+    The queue holds lines, and in the place of lines that did not fit, their count (one
+    count for a run of them): the note about them comes out where they would have."""
 
     def __init__(self, fd: int, note: Callable[[int], bytes], limit: int = QUEUE_BYTES) -> None:
         self.fd = fd
         self.note = note  # the line that says how many lines were dropped
         self.limit = limit
-        self.queued = 0  # bytes in the queue
-        self.dropped = 0  # lines dropped since the last note
-        self.broken = False  # the reader has gone: lines are dropped silently
-        self._lines: collections.deque[bytes | None] = collections.deque()
+        self.queued = 0  # bytes of the lines in the queue
+        self.dropped = 0  # lines dropped in all
+        self.broken = False  # the reader has gone: what follows is dropped silently
+        self._queue: collections.deque[bytes | int | None] = collections.deque()
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name=f"pipe writer {fd}", daemon=True)
         self._thread.start()
@@ -39,34 +42,36 @@ class PipeWriter:
     def put(self, line: bytes) -> bool:
         """Queue one line (ending with a newline); False when it was dropped."""
         with self._cond:
-            if self.queued + len(line) > self.limit:
-                self.dropped += 1
-                return False
-            self._lines.append(line)
-            self.queued += len(line)
+            if self.queued + len(line) <= self.limit:
+                self._queue.append(line)
+                self.queued += len(line)
+            elif self._queue and type(self._queue[-1]) is int:
+                self._queue[-1] += 1
+            else:
+                self._queue.append(1)
             self._cond.notify()
-        return True
+            kept = self._queue[-1] is line
+            self.dropped += not kept
+        return kept
 
     def close(self, wait: float = CLOSE_WAIT) -> None:
         """Write out what is queued (for at most `wait` seconds), then end the thread."""
         with self._cond:
-            self._lines.append(None)
+            self._queue.append(None)
             self._cond.notify()
         self._thread.join(wait)
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._lines:
+                while not self._queue:
                     self._cond.wait()
-                line = self._lines.popleft()
-                dropped, self.dropped = self.dropped, 0
-                self.queued -= len(line or b"")
-            if dropped:
-                self._write(self.note(dropped))
-            if line is None:
+                item = self._queue.popleft()
+                if type(item) is bytes:
+                    self.queued -= len(item)
+            if item is None:
                 return
-            self._write(line)
+            self._write(self.note(item) if type(item) is int else item)
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)

@@ -83,6 +83,7 @@ class Lookup:
         if self._build is not None and not self._build.done():
             self._again = True
         elif self.conn is not None:
+            self._pending = [] if self._pending is None else self._pending  # kept from now on
             self._build = asyncio.get_running_loop().create_task(self._rebuilt(), name="bgfetch lookup")
 
     async def _rebuilt(self) -> None:

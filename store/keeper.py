@@ -58,12 +58,17 @@ class StoreKeeper:
         return self.started and not self.ready and not self.failing
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._keep(None), name="bgfetch store keeper")
+        self._task = self._keeping(None)
 
     def restart(self) -> None:
         """Start it again (its options changed); requests wait meanwhile."""
         self._down()
-        self._task = asyncio.create_task(self._keep(self._task), name="bgfetch store keeper")
+        self._task = self._keeping(self._task)
+
+    def _keeping(self, previous: asyncio.Task | None) -> asyncio.Task:
+        task = asyncio.create_task(self._keep(previous), name="bgfetch store keeper")
+        task.add_done_callback(_told)
+        return task
 
     async def stop(self) -> None:
         self._down()
@@ -86,11 +91,11 @@ class StoreKeeper:
             return 0
         return self.port
 
-    async def wait_ready(self, timeout: float = READY_WAIT) -> int:
-        """The store's port once it is ready, or 0 if it is not within `timeout` seconds."""
+    async def wait_ready(self) -> int:
+        """The store's port once it is ready, or 0 if it is not within READY_WAIT seconds."""
         if self.starting:
             try:
-                await asyncio.wait_for(self._ready.wait(), timeout)
+                await asyncio.wait_for(self._ready.wait(), READY_WAIT)
             except TimeoutError:
                 pass
         return self.port_now()
@@ -145,6 +150,12 @@ class StoreKeeper:
         self.port = 0
 
     async def _stop_process(self) -> None:
-        process, self.process = self.process, None
-        if process:
-            await process.stop()
+        if self.process:
+            await self.process.stop()  # cancelled, it goes on: `stop` waits for it again
+            self.process = None
+
+
+def _told(task: asyncio.Task) -> None:
+    """Log why the keeper's task ended, if not on purpose: the store is then not started again."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("bgfetch: the store is not kept running any more: %r", task.exception())

@@ -60,16 +60,20 @@ class StoreProcess:
         self._readers: list[asyncio.Task] = []
         self._exit: asyncio.Future | None = None
         self._ready: asyncio.Future | None = None
+        self._stopping: asyncio.Future | None = None
 
     async def start(self) -> dict:
         """Start it and wait for its ports; StoreError when it does not get ready."""
         env = {"GLIBC_TUNABLES": MALLOC_TUNABLES, **os.environ,
                "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")]))}
-        self.proc = await asyncio.create_subprocess_exec(
-            *self.program, *self.args,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=env, start_new_session=False,
-        )
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.program, *self.args,
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, env=env, start_new_session=False,
+            )
+        except OSError as exc:
+            raise StoreError(f"the bgfetch store could not be started: {exc}") from exc
         self._pidfd = _pidfd(self.proc.pid)
         self._exit = asyncio.ensure_future(self.proc.wait())
         self._ready = asyncio.get_running_loop().create_future()
@@ -102,10 +106,16 @@ class StoreProcess:
         return await asyncio.shield(self._exit)
 
     async def stop(self) -> None:
-        """Close the lifeline, then wait; terminate and kill only if it does not go."""
-        if self.proc is None:
-            return
+        """Close the lifeline, then wait; kill only if it does not go. Cancelling the wait
+        does not cancel the stop: call again to wait for its end."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop())
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self) -> None:
         proc, self.proc = self.proc, None
+        if proc is None:
+            return
         if proc.returncode is None:
             proc.stdin.close()
             try:
@@ -114,6 +124,8 @@ class StoreProcess:
                 proc.kill()
                 await proc.wait()
         await asyncio.gather(*self._readers, return_exceptions=True)
+        if self._ready.done() and not self._ready.cancelled():
+            self._ready.exception()  # told through start() already, if at all
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None

@@ -1,7 +1,9 @@
-"""store/keeper.py end to end: a flood of HTTP and HTTPS requests from mitmdump's first moment, and a
-store killed with `kill -9`, get proper answers (passthrough, the body, or 503 with Retry-After), never
-an addon error, a dead proxy or a bare 502."""
+"""store/keeper.py: a flood of HTTP and HTTPS requests from mitmdump's first moment, a store killed with
+`kill -9`, and a store started again because an option changed: every request gets a proper answer
+(passthrough, the body, or 503 with Retry-After), never an addon error, a dead proxy or a bare 502."""
 
+import asyncio
+import inspect
 import os
 import signal
 import ssl
@@ -12,6 +14,11 @@ from pathlib import Path
 
 import httpx
 from mitmproxy import certs
+from mitmproxy.addons import proxyserver, tlsconfig, upstream_auth
+from mitmproxy.test import taddons, tflow
+
+from addon import BackgroundFetch
+from store import keeper
 
 from tests.origin import Origin
 from tests.proxy import Proxy
@@ -158,3 +165,49 @@ def test_a_store_killed_with_kill_9_gives_503_or_the_body_never_502(origin, prox
                 after_restart += statuses[200] > 0 and _store_pid(proxy) not in (None, killed)
         assert 502 not in statuses
         assert "store process exited" in proxy.log.read_text()
+
+
+def test_a_store_option_changed_at_run_time_makes_requests_wait_then_go_or_get_503(origin, tmp_path, monkeypatch):
+    origin.add("/x.bin", size=10)
+
+    async def scenario():
+        addon = BackgroundFetch()
+        with taddons.context(addon, proxyserver.Proxyserver(), tlsconfig.TlsConfig(), upstream_auth.UpstreamAuth()) as tctx:
+            tctx.configure(addon, confdir=str(tmp_path), bgfetch_db=str(tmp_path / "db.sqlite3"))
+            addon.running()
+            try:
+                await until(lambda: addon.keeper.ready)
+                before = addon.keeper.port
+                tctx.configure(addon, bgfetch_concurrency=2)  # the store starts again
+                assert not addon.keeper.ready
+                flow = tflow.tflow()
+                flow.request.url = origin.url("/x.bin")
+                flow.request.headers["Background-Fetch"] = "respond=accepted"
+                waiting = addon.requestheaders(flow)
+                assert inspect.isawaitable(waiting) and flow.response is None
+                await waiting
+                assert flow.response is None and flow.request.port == addon.keeper.port != before
+
+                tctx.configure(addon, bgfetch_concurrency=3)
+                monkeypatch.setattr(keeper, "READY_WAIT", 0.001)
+                flow = tflow.tflow()
+                flow.request.url = origin.url("/x.bin")
+                flow.request.headers["Background-Fetch"] = "respond=accepted"
+                await addon.requestheaders(flow)
+                assert flow.response.status_code == 503 and flow.response.headers["Retry-After"] == "2"
+                assert flow.response.headers["Content-Type"] == "application/problem+json"
+
+                plain = tflow.tflow()
+                plain.request.url = origin.url("/never-stored")
+                assert addon.requestheaders(plain) is None  # the lookup stays: nothing to wait for
+            finally:
+                await addon.done()
+
+    asyncio.run(scenario())
+
+
+async def until(check, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)

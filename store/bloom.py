@@ -6,6 +6,7 @@ A false "maybe" costs one indexed query; a "no" is always right for what was add
 """
 
 import hashlib
+import struct
 
 DIGEST_BYTES = 16
 HASHES = 7  # bit tests per URL: about 1 % false "maybe" at BITS_PER_URL
@@ -65,6 +66,10 @@ class BloomFilter:
         return True
 
 
+_TWO_WORDS = struct.Struct("<QQ")
+
+
 def _halves(digest: bytes) -> tuple[int, int]:
     """The start and the (odd, so never zero) step of a digest's bit positions."""
-    return int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:16], "little") | 1
+    position, step = _TWO_WORDS.unpack(digest)
+    return position, step | 1

@@ -23,8 +23,7 @@ from mitmproxy.utils.human import pretty_size
 import rules
 from rules.config import parse_size
 from store import headers as fields
-from store import keeper, launch
-from store.validate import MAX_TEXT as MAX_URL
+from store import answers, keeper, launch
 
 logger = logging.getLogger("bgfetch")
 
@@ -37,7 +36,6 @@ STORE_OPTIONS = {
     "ssl_verify_upstream_trusted_confdir",
 }
 COMMAND_TIMEOUT = 10.0  # seconds a command waits for the store (on loopback: milliseconds)
-PROBLEMS = "https://bgfetch.dev/problems/"
 
 
 class BackgroundFetch:
@@ -119,7 +117,7 @@ class BackgroundFetch:
             del request.headers[HEADER]
         if request.host == ctx.options.bgfetch_host:
             if request.path.startswith(fields.INTERNAL_PATH):  # the proxy's own routes, not a client's
-                return _answer(flow, _not_found(request.path))
+                return _answer(flow, answers.not_found(request.path))
             return self._to_store(flow, request.path)
         try:
             given = rules.parse_header(value) if value is not None else None
@@ -128,8 +126,8 @@ class BackgroundFetch:
         url = request.url
         matched = self.rules.match(request.method, url, flow)
         if given is not None or matched is not None:
-            if len(url) > MAX_URL:
-                return _answer(flow, _url_too_long(len(url)))
+            if len(url) > answers.MAX_URL:
+                return _answer(flow, answers.url_too_long(len(url)))
             credential = fields.credential_key(request.headers.items(multi=True))
             spec = rules.make_spec(request.method, url, matched or {}, given or {}, credential=credential)
             if self.lookup:  # known at once: a second client for this URL must find it
@@ -228,7 +226,7 @@ class BackgroundFetch:
         if port := await self.keeper.wait_ready():
             self._redirect(flow, port, path, extra)
         else:
-            _answer(flow, keeper.UNAVAILABLE, {"Retry-After": keeper.RETRY_AFTER})
+            _answer(flow, answers.UNAVAILABLE, {"Retry-After": answers.RETRY_AFTER})
 
     def _serve_stored(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         record = self.lookup.find(flow.request.url, flow.request.headers.items(multi=True))
@@ -265,22 +263,6 @@ class BackgroundFetch:
         task = asyncio.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-
-
-def _not_found(path: str) -> dict:
-    """The API's 404 problem, for a path that only the proxy may use on the store."""
-    return {"type": PROBLEMS + "not-found", "title": "Not found", "status": 404,
-            "detail": f"No such path: {path.split('?', 1)[0]}."}
-
-
-def _url_too_long(length: int) -> dict:
-    return {
-        "type": PROBLEMS + "url-too-long",
-        "title": "URL too long for a background fetch",
-        "status": 414,
-        "detail": f"The URL is {length} characters; a background fetch takes at most {MAX_URL}.",
-        "limit": MAX_URL,
-    }
 
 
 def _answer(flow: http.HTTPFlow, problem: dict, extra: dict[str, str] | None = None) -> None:

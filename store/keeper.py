@@ -21,14 +21,6 @@ logger = logging.getLogger("bgfetch")
 READY_WAIT = 5.0  # seconds a request that needs the store waits for it
 RESTART_SECONDS = 1.0  # pause before starting again a store that died
 RETRY_CAP = 60.0  # longest pause between attempts when the store does not start
-UNAVAILABLE = {  # the problem (RFC 9457) a request that needs the store gets when it is not ready
-    "type": "https://bgfetch.dev/problems/store-unavailable",
-    "title": "Store unavailable",
-    "status": 503,
-    "detail": "The bgfetch store process is not ready (it is starting, or starting again after it stopped);"
-    " see mitmproxy's log.",
-}
-RETRY_AFTER = "2"  # seconds, for the Retry-After header of that problem
 
 
 class StoreKeeper:

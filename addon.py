@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import secrets
+import sys
 import urllib.parse
 from collections.abc import Awaitable, Sequence
 
@@ -43,7 +44,7 @@ class BackgroundFetch:
         self.rules = rules.RuleSet([])
         self.rules_stamp: tuple | None = None
         self.secret = secrets.token_urlsafe(32)
-        self.keeper = keeper.StoreKeeper(self._launch)
+        self.keeper = keeper.StoreKeeper(self._launch, _stop_mitmproxy)
         self.tasks: set[asyncio.Task] = set()
 
     def load(self, loader) -> None:
@@ -280,6 +281,13 @@ def _proxy_ports() -> set[int]:
         with contextlib.suppress(ValueError):  # proxyserver refuses a bad mode itself
             ports.add(mode_specs.ProxyMode.parse(spec).listen_port(ctx.options.listen_port) or 0)
     return ports - {0}
+
+
+def _stop_mitmproxy(exc: Exception) -> None:
+    """The store did not start with mitmproxy: stop, as mitmproxy does on an error at start-up
+    (sys.exit in a hook: mitmproxy still calls every addon's `done`)."""
+    logger.error("%s; mitmproxy stops", exc)
+    sys.exit(1)
 
 
 def _quoted(fetch_id: str) -> str:

@@ -26,8 +26,9 @@ RETRY_CAP = 60.0  # longest pause between attempts when the store does not start
 class StoreKeeper:
     """The store process and the lookup of its URLs, for the addon; `start` once running."""
 
-    def __init__(self, launch: Callable[[], Launch]) -> None:
+    def __init__(self, launch: Callable[[], Launch], first_failure: Callable[[StoreError], None]) -> None:
         self.launch = launch  # read again at every start: options may have changed
+        self.first_failure = first_failure  # told when the store does not start with the proxy
         self.process: StoreProcess | None = None
         self.lookup: Lookup | None = None
         self.port = 0
@@ -50,15 +51,15 @@ class StoreKeeper:
         return self.started and not self.ready and not self.failing
 
     def start(self) -> None:
-        self._task = self._keeping(None)
+        self._task = self._keeping(None, first=True)
 
     def restart(self) -> None:
         """Start it again (its options changed); requests wait meanwhile."""
         self._down()
         self._task = self._keeping(self._task)
 
-    def _keeping(self, previous: asyncio.Task | None) -> asyncio.Task:
-        task = asyncio.create_task(self._keep(previous), name="bgfetch store keeper")
+    def _keeping(self, previous: asyncio.Task | None, first: bool = False) -> asyncio.Task:
+        task = asyncio.create_task(self._keep(previous, first), name="bgfetch store keeper")
         task.add_done_callback(_told)
         return task
 
@@ -94,8 +95,9 @@ class StoreKeeper:
 
     # -- the task ----------------------------------------------------------------
 
-    async def _keep(self, previous: asyncio.Task | None) -> None:
-        """Start the store, wait for its end, start it again: for as long as mitmproxy runs."""
+    async def _keep(self, previous: asyncio.Task | None, first: bool) -> None:
+        """Start the store, wait for its end, start it again: for as long as mitmproxy runs.
+        The first start with mitmproxy that fails is `first_failure`'s to judge."""
         if previous:
             previous.cancel()
             await asyncio.gather(previous, return_exceptions=True)
@@ -105,13 +107,16 @@ class StoreKeeper:
             try:
                 await self._start(self.launch())
             except StoreError as exc:
+                if first:
+                    self.first_failure(exc)
+                first = False
                 attempts += 1
                 self.failing = True
                 wait = min(RESTART_SECONDS * 2**attempts, RETRY_CAP)
                 logger.error("%s; trying again in %.0f s", exc, wait)
                 await asyncio.sleep(wait)
                 continue
-            attempts = 0
+            attempts, first = 0, False
             code = await self.process.exited()
             self._down()
             logger.error("bgfetch: the store process exited (code %s); starting it again", code)
@@ -149,5 +154,5 @@ class StoreKeeper:
 
 def _told(task: asyncio.Task) -> None:
     """Log why the keeper's task ended, if not on purpose: the store is then not started again."""
-    if not task.cancelled() and task.exception() is not None:
+    if not task.cancelled() and isinstance(task.exception(), Exception):
         logger.error("bgfetch: the store is not kept running any more: %r", task.exception())

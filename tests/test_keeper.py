@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 from mitmproxy import certs
 from mitmproxy.addons import proxyserver, tlsconfig, upstream_auth
 from mitmproxy.test import taddons, tflow
@@ -211,3 +212,16 @@ async def until(check, timeout: float = 20) -> None:
     while not check():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.02)
+
+
+def test_a_store_that_does_not_start_with_mitmdump_stops_it_with_the_reason(tmp_path):
+    proxy = Proxy(tmp_path)
+    proxy.db = tmp_path / "missing" / "bgfetch.sqlite3"  # in a directory that is not there
+    try:
+        with pytest.raises(RuntimeError, match="mitmdump exited 1"):
+            proxy.start()
+    finally:
+        proxy.stop()
+    log = proxy.log.read_text()
+    assert "FileNotFoundError" in log and str(proxy.db) in log and "mitmproxy stops" in log, log
+    assert not proxy.store_running

@@ -16,7 +16,6 @@ import sys
 import urllib.parse
 from collections.abc import Awaitable, Sequence
 
-import httpx
 from mitmproxy import command, connection, ctx, exceptions, http
 from mitmproxy.proxy import mode_specs
 from mitmproxy.utils.human import pretty_size
@@ -30,13 +29,6 @@ logger = logging.getLogger("bgfetch")
 
 HEADER = "Background-Fetch"
 RULES_POLL_SECONDS = 1.0
-STORE_OPTIONS = {
-    "bgfetch_db", "bgfetch_host", "bgfetch_listen_port", "bgfetch_concurrency", "bgfetch_quota",
-    "bgfetch_webhook", "bgfetch_token", "bgfetch_retry_cap", "bgfetch_refuse_private",
-    "mode", "listen_port", "upstream_auth", "ssl_insecure", "ssl_verify_upstream_trusted_ca",
-    "ssl_verify_upstream_trusted_confdir",
-}
-COMMAND_TIMEOUT = 10.0  # seconds a command waits for the store (on loopback: milliseconds)
 
 
 class BackgroundFetch:
@@ -84,7 +76,7 @@ class BackgroundFetch:
         if opts.bgfetch_refuse_private and any(m.startswith("upstream:") for m in opts.mode):
             raise exceptions.OptionsError("bgfetch_refuse_private cannot be enforced in mode upstream: the upstream proxy"
                                           " resolves names and connects; refuse private addresses there instead")
-        if self.keeper.started and updated & STORE_OPTIONS:
+        if self.keeper.started and updated & launch.OPTIONS:
             self.keeper.restart()
 
     def running(self) -> None:
@@ -198,18 +190,10 @@ class BackgroundFetch:
 
     def _call(self, method: str, path: str, body: dict | None = None) -> dict | None:
         """One call of the store's control API; CommandError with the store's problem."""
-        port = self.keeper.port_now()
-        if not port:
-            raise exceptions.CommandError("the bgfetch store is not running (yet); see mitmproxy's log")
-        sent = {fields.SECRET: self.secret}
-        if ctx.options.bgfetch_token:
-            sent["Authorization"] = f"Bearer {ctx.options.bgfetch_token}"
         try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=sent, timeout=COMMAND_TIMEOUT,
-                              trust_env=False) as api:
-                response = api.request(method, path, json=body)
-        except httpx.HTTPError as exc:
-            raise exceptions.CommandError(f"the bgfetch store did not answer: {exc}") from exc
+            response = self.keeper.call(method, path, body)
+        except keeper.StoreError as exc:
+            raise exceptions.CommandError(str(exc)) from exc
         if response.is_error:
             raise exceptions.CommandError(response.json().get("detail", response.reason_phrase))
         return response.json() if response.content else None

@@ -12,6 +12,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+import httpx
+
+from . import headers
 from .launch import Launch
 from .lookup import Lookup
 from .process import StoreError, StoreProcess
@@ -21,6 +24,7 @@ logger = logging.getLogger("bgfetch")
 READY_WAIT = 5.0  # seconds a request that needs the store waits for it
 RESTART_SECONDS = 1.0  # pause before starting again a store that died
 RETRY_CAP = 60.0  # longest pause between attempts when the store does not start
+CALL_TIMEOUT = 10.0  # seconds a command waits for the store's API (on loopback: milliseconds)
 
 
 class StoreKeeper:
@@ -34,6 +38,7 @@ class StoreKeeper:
         self.port = 0
         self.listen_port = 0
         self.failing = False  # the last attempt to start failed: waiting for it is pointless
+        self.launched: Launch | None = None  # how the store that runs was started
         self._task: asyncio.Task | None = None
         self._ready = asyncio.Event()
 
@@ -93,6 +98,21 @@ class StoreKeeper:
                 pass
         return self.port_now()
 
+    def call(self, method: str, path: str, body: dict | None = None) -> httpx.Response:
+        """One call of the store's control API on its internal port, blocking (for mitmproxy's
+        commands); StoreError when the store is not running or does not answer."""
+        if not (port := self.port_now()):
+            raise StoreError("the bgfetch store is not running (yet); see mitmproxy's log")
+        sent = {headers.SECRET: self.launched.secrets["secret"]}
+        if token := self.launched.secrets.get("token"):
+            sent["Authorization"] = f"Bearer {token}"
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=sent, timeout=CALL_TIMEOUT,
+                              trust_env=False) as api:
+                return api.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            raise StoreError(f"the bgfetch store did not answer: {exc}") from exc
+
     # -- the task ----------------------------------------------------------------
 
     async def _keep(self, previous: asyncio.Task | None, first: bool) -> None:
@@ -136,7 +156,7 @@ class StoreKeeper:
         except Exception as exc:  # sqlite3.Error, OSError: the store made a database it cannot read
             await self._stop_process()
             raise StoreError(f"the bgfetch store's database {launch.db} cannot be read: {exc}") from exc
-        self.port, self.listen_port = ports["port"], ports["listen_port"]
+        self.port, self.listen_port, self.launched = ports["port"], ports["listen_port"], launch
         self.failing = False
         self._ready.set()
         where = f" and http://127.0.0.1:{self.listen_port}/" if self.listen_port else ""

@@ -9,6 +9,14 @@ standard input, never on its command line, which every local user can read in `p
 import os
 from dataclasses import dataclass
 
+# The options `launch` reads: a change of one starts the store again.
+OPTIONS = {
+    "bgfetch_db", "bgfetch_host", "bgfetch_listen_port", "bgfetch_concurrency", "bgfetch_quota",
+    "bgfetch_webhook", "bgfetch_token", "bgfetch_retry_cap", "bgfetch_refuse_private",
+    "mode", "listen_port", "upstream_auth", "ssl_insecure", "ssl_verify_upstream_trusted_ca",
+    "ssl_verify_upstream_trusted_confdir", "confdir",
+}
+
 
 @dataclass(frozen=True)
 class Launch:

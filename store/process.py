@@ -33,7 +33,7 @@ MALLOC_TUNABLES = "glibc.malloc.trim_threshold=33554432:glibc.malloc.mmap_thresh
 
 
 class StoreError(Exception):
-    """The store process did not start."""
+    """The store process did not start, or does not answer."""
 
 
 class Listener(Protocol):

@@ -17,7 +17,7 @@ def options(**changed) -> SimpleNamespace:
         bgfetch_db="~/x.sqlite3", bgfetch_listen_port=0, bgfetch_host="bgfetch.internal", bgfetch_concurrency=4,
         bgfetch_retry_cap=30, mode=["regular"], ssl_insecure=False, ssl_verify_upstream_trusted_ca=None,
         ssl_verify_upstream_trusted_confdir=None, bgfetch_token="", upstream_auth=None, bgfetch_webhook="",
-        confdir="~/.mitmproxy",
+        confdir="~/.mitmproxy", bgfetch_refuse_private=False,
     )
     return SimpleNamespace(**{**values, **changed})
 
@@ -26,13 +26,13 @@ def test_secrets_go_to_stdin_and_the_rest_to_the_command_line():
     hook = "https://hooks.example.com/services/T000/B000/XXXX"
     started = launch.launch(
         options(bgfetch_token=TOKEN, upstream_auth="user:pass", bgfetch_webhook=hook, mode=["upstream:http://up:3128"]),
-        "shared", 10**9,
+        "shared", 10**9, [8080],
     )
     assert started.secrets == {"secret": "shared", "token": TOKEN, "upstream_auth": "user:pass", "webhook": hook}
     line = " ".join(started.args)
     for secret in ("shared", TOKEN, "user:pass", hook):
         assert secret not in line
-    assert "--upstream-proxy http://up:3128" in line and "--quota 1000000000" in line
+    assert "--upstream-proxy http://up:3128" in line and "--quota 1000000000" in line and "--proxy-port 8080" in line
     assert started.db == str(Path("~/x.sqlite3").expanduser())
 
 

@@ -128,9 +128,9 @@ class BackgroundFetch:
             return self._to_store(flow, fields.FETCH_PATH, {fields.SPEC: spec.to_json(), fields.URL: url})
         if request.method in ("GET", "HEAD"):
             if self.lookup and self.lookup.ready:
-                return self._serve_stored(flow)
+                return self._serve_stored(flow, url)
             if self.keeper.starting:  # whether the URL is stored is known once the store is ready
-                return self._serve_stored_when_ready(flow)
+                return self._serve_stored_when_ready(flow, url)
         return None
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -213,15 +213,15 @@ class BackgroundFetch:
         else:
             _answer(flow, answers.UNAVAILABLE, {"Retry-After": answers.RETRY_AFTER})
 
-    def _serve_stored(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
-        record = self.lookup.find(flow.request.url, flow.request.headers.items(multi=True))
+    def _serve_stored(self, flow: http.HTTPFlow, url: str) -> Awaitable[None] | None:
+        record = self.lookup.find(url, flow.request.headers.items(multi=True))
         if record is None:
             return None
         return self._to_store(flow, fields.STORED_PATH, {fields.RECORD: str(record)})
 
-    async def _serve_stored_when_ready(self, flow: http.HTTPFlow) -> None:
+    async def _serve_stored_when_ready(self, flow: http.HTTPFlow, url: str) -> None:
         await self.keeper.wait_ready()
-        if self.lookup and self.lookup.ready and (waiting := self._serve_stored(flow)):
+        if self.lookup and self.lookup.ready and (waiting := self._serve_stored(flow, url)):
             await waiting
 
     def _redirect(self, flow: http.HTTPFlow, port: int, path: str, extra: dict[str, str] | None) -> None:

@@ -120,6 +120,7 @@ class Lookup:
         return row[0] if row else None
 
     def close(self) -> None:
+        self.filter = None
         if self._build is not None:
             self._build.cancel()
         if self.conn is not None:

@@ -124,7 +124,7 @@ class StoreProcess:
                 proc.kill()
                 await proc.wait()
         await asyncio.gather(*self._readers, return_exceptions=True)
-        if self._ready.done() and not self._ready.cancelled():
+        if self._ready and self._ready.done() and not self._ready.cancelled():
             self._ready.exception()  # told through start() already, if at all
         if self._pidfd is not None:
             os.close(self._pidfd)

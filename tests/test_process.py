@@ -138,3 +138,32 @@ def test_bounded_lines_reads_a_real_pipe_in_pieces():
         return lines
 
     assert asyncio.run(scenario()) == [(b"a" * 100, 299_900), (b"short", 0), (b"b" * 20, 0), (b"c" * 5, 0)]
+
+
+def _children() -> set[int]:
+    """This process's living children."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] not in ("Z", "X"):
+            found.add(int(entry.name))
+    return found
+
+
+def test_a_start_cancelled_in_the_middle_of_the_spawn_ends_and_leaves_no_child():
+    async def scenario(steps: int):
+        before = _children()
+        store = child(READY + "sys.stdin.read()")
+        starting = asyncio.ensure_future(store.start())
+        for _ in range(steps):  # somewhere in the spawn: asyncio connects the child's pipes one by one
+            await asyncio.sleep(0)
+        starting.cancel()
+        await asyncio.wait_for(asyncio.gather(starting, return_exceptions=True), 10)
+        assert store.proc is None
+        assert _children() == before
+
+    for steps in range(8):
+        asyncio.run(scenario(steps))

@@ -12,10 +12,10 @@ import json
 import logging
 import os
 import secrets
+import sys
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
-import httpx
 from mitmproxy import command, connection, ctx, exceptions, http
 from mitmproxy.proxy import mode_specs
 from mitmproxy.utils.human import pretty_size
@@ -23,22 +23,12 @@ from mitmproxy.utils.human import pretty_size
 import rules
 from rules.config import parse_size
 from store import headers as fields
-from store import identity
-from store.lookup import Lookup
-from store.process import StoreError, StoreProcess
+from store import answers, keeper, launch
 
 logger = logging.getLogger("bgfetch")
 
 HEADER = "Background-Fetch"
 RULES_POLL_SECONDS = 1.0
-STORE_OPTIONS = {
-    "bgfetch_db", "bgfetch_host", "bgfetch_listen_port", "bgfetch_concurrency", "bgfetch_quota",
-    "bgfetch_webhook", "bgfetch_token", "bgfetch_retry_cap", "bgfetch_refuse_private",
-    "mode", "listen_port", "upstream_auth", "ssl_insecure", "ssl_verify_upstream_trusted_ca",
-    "ssl_verify_upstream_trusted_confdir",
-}
-COMMAND_TIMEOUT = 10.0  # seconds a command waits for the store (on loopback: milliseconds)
-STORE_RESTART_SECONDS = 1.0  # pause before starting again a store that died
 
 
 class BackgroundFetch:
@@ -46,10 +36,7 @@ class BackgroundFetch:
         self.rules = rules.RuleSet([])
         self.rules_stamp: tuple | None = None
         self.secret = secrets.token_urlsafe(32)
-        self.process: StoreProcess | None = None
-        self.lookup: Lookup | None = None
-        self.port = 0
-        self.api: httpx.Client | None = None  # the commands' client of the store's control API
+        self.keeper = keeper.StoreKeeper(self._launch, _stop_mitmproxy)
         self.tasks: set[asyncio.Task] = set()
 
     def load(self, loader) -> None:
@@ -89,59 +76,62 @@ class BackgroundFetch:
         if opts.bgfetch_refuse_private and any(m.startswith("upstream:") for m in opts.mode):
             raise exceptions.OptionsError("bgfetch_refuse_private cannot be enforced in mode upstream: the upstream proxy"
                                           " resolves names and connects; refuse private addresses there instead")
-        if updated & {"bgfetch_db", "confdir"}:
-            try:
-                identity.check(self.db_path())  # another program's file is refused, and left unchanged
-            except identity.NotAStore as exc:
-                raise exceptions.OptionsError(str(exc)) from None  # the message says it all
-        if self.process and updated & STORE_OPTIONS:
-            self._spawn(self._restart_store())
+        if self.keeper.started and updated & launch.OPTIONS:
+            self.keeper.restart()
 
-    async def running(self) -> None:
+    def running(self) -> None:
+        """Start the store in the background: mitmproxy tells its addons one by one, and
+        requests may already arrive (those that need the store wait for it)."""
         ctx.options.update(connection_strategy="lazy")
-        await self._start_store()
+        self.keeper.start()
         self._spawn(self._watch_rules())
 
+    @property
+    def lookup(self):
+        """Which URLs the store holds (None before the store first starts)."""
+        return self.keeper.lookup
+
     async def done(self) -> None:
-        await self._stop_store()
+        await self.keeper.stop()
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
     # -- hooks -------------------------------------------------------------
 
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        """Hand the flow to the store when it needs it; an awaitable (which mitmproxy awaits)
+        only when the store is not ready yet."""
         if flow.response or flow.error or not flow.live:
-            return
+            return None
         request = flow.request
         value = request.headers.get(HEADER)
         if value is not None:
             del request.headers[HEADER]
         if request.host == ctx.options.bgfetch_host:
             if request.path.startswith(fields.INTERNAL_PATH):  # the proxy's own routes, not a client's
-                flow.response = _not_found(request.path, with_body=request.method != "HEAD")
-            else:
-                self._to_store(flow, request.path)
-            return
+                return _answer(flow, answers.not_found(request.path))
+            return self._to_store(flow, request.path)
         try:
             given = rules.parse_header(value) if value is not None else None
         except rules.HeaderError as exc:
-            flow.response = http.Response.make(
-                400, json.dumps(exc.problem()), {"Content-Type": "application/problem+json"}
-            )
-            return
+            return _answer(flow, exc.problem())
         url = request.url
         matched = self.rules.match(request.method, url, flow)
         if given is not None or matched is not None:
+            if len(url) > answers.MAX_URL:
+                return _answer(flow, answers.url_too_long(len(url)))
             credential = fields.credential_key(request.headers.items(multi=True))
             spec = rules.make_spec(request.method, url, matched or {}, given or {}, credential=credential)
             if self.lookup:  # known at once: a second client for this URL must find it
                 self.lookup.add(url)
-            self._to_store(flow, fields.FETCH_PATH, {fields.SPEC: spec.to_json(), fields.URL: url})
-        elif request.method in ("GET", "HEAD") and self.lookup:
-            record = self.lookup.find(url, request.headers.items(multi=True))
-            if record is not None:
-                self._to_store(flow, fields.STORED_PATH, {fields.RECORD: str(record)})
+            return self._to_store(flow, fields.FETCH_PATH, {fields.SPEC: spec.to_json(), fields.URL: url})
+        if request.method in ("GET", "HEAD"):
+            if self.lookup and self.lookup.ready:
+                return self._serve_stored(flow, url)
+            if self.keeper.starting:  # whether the URL is stored is known once the store is ready
+                return self._serve_stored_when_ready(flow, url)
+        return None
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if "bgfetch" in flow.metadata and flow.response:
@@ -200,126 +190,59 @@ class BackgroundFetch:
 
     def _call(self, method: str, path: str, body: dict | None = None) -> dict | None:
         """One call of the store's control API; CommandError with the store's problem."""
-        if not self.api:
-            raise exceptions.CommandError("the bgfetch store is not running; see mitmproxy's log")
         try:
-            response = self.api.request(method, path, json=body)
-        except httpx.HTTPError as exc:
-            raise exceptions.CommandError(f"the bgfetch store did not answer: {exc}") from exc
+            response = self.keeper.call(method, path, body)
+        except keeper.StoreError as exc:
+            raise exceptions.CommandError(str(exc)) from exc
         if response.is_error:
             raise exceptions.CommandError(response.json().get("detail", response.reason_phrase))
         return response.json() if response.content else None
 
     # -- the store process ---------------------------------------------------
 
-    def _to_store(self, flow: http.HTTPFlow, path: str, extra: dict[str, str] | None = None) -> None:
+    def _to_store(self, flow: http.HTTPFlow, path: str, extra: dict[str, str] | None = None) -> Awaitable[None] | None:
+        """Send the flow to the store now, or (an awaitable) once it is ready."""
+        if port := self.keeper.port_now():
+            self._redirect(flow, port, path, extra)
+            return None
+        return self._to_store_when_ready(flow, path, extra)
+
+    async def _to_store_when_ready(self, flow: http.HTTPFlow, path: str, extra: dict[str, str] | None) -> None:
+        if port := await self.keeper.wait_ready():
+            self._redirect(flow, port, path, extra)
+        else:
+            _answer(flow, answers.UNAVAILABLE, {"Retry-After": answers.RETRY_AFTER})
+
+    def _serve_stored(self, flow: http.HTTPFlow, url: str) -> Awaitable[None] | None:
+        record = self.lookup.find(url, flow.request.headers.items(multi=True))
+        if record is None:
+            return None
+        return self._to_store(flow, fields.STORED_PATH, {fields.RECORD: str(record)})
+
+    async def _serve_stored_when_ready(self, flow: http.HTTPFlow, url: str) -> None:
+        await self.keeper.wait_ready()
+        if self.lookup and self.lookup.ready and (waiting := self._serve_stored(flow, url)):
+            await waiting
+
+    def _redirect(self, flow: http.HTTPFlow, port: int, path: str, extra: dict[str, str] | None) -> None:
         """Point the flow at the store's internal port, with the secret and the fetch details."""
-        if not self.port:
-            problem = {
-                "type": "https://bgfetch.dev/problems/store-unavailable",
-                "title": "Store unavailable",
-                "status": 503,
-                "detail": "The bgfetch store process is not running (it is started again when it dies);"
-                " see mitmproxy's log.",
-            }
-            flow.response = http.Response.make(
-                503, json.dumps(problem), {"Content-Type": "application/problem+json", "Retry-After": "2"}
-            )
-            return
         request = flow.request
         flow.metadata["bgfetch"] = request.url
         for name in [n for n in request.headers if n.lower().startswith(fields.INTERNAL_PREFIX)]:
             del request.headers[name]
-        request.scheme, request.host, request.port, request.path = "http", "127.0.0.1", self.port, path
+        request.scheme, request.host, request.port, request.path = "http", "127.0.0.1", port, path
         if flow.server_conn.via:  # upstream mode: the store is on this machine, go to it directly
-            flow.server_conn = connection.Server(address=("127.0.0.1", self.port))
+            flow.server_conn = connection.Server(address=("127.0.0.1", port))
             if not (request.is_http2 or request.is_http3):
                 request.authority = ""  # origin-form, as in regular mode
         request.headers[fields.SECRET] = self.secret
         for name, value in (extra or {}).items():
             request.headers[name] = value
 
-    def _store_args(self) -> list[str]:
+    def _launch(self) -> launch.Launch:
         opts = ctx.options
-        args = [
-            "--db", self.db_path(),
-            "--listen-port", str(opts.bgfetch_listen_port),
-            "--public-host", opts.bgfetch_host,
-            "--concurrency", str(opts.bgfetch_concurrency),
-            "--retry-cap", str(opts.bgfetch_retry_cap),
-        ]
-        if opts.bgfetch_quota:
-            args += ["--quota", str(parse_size(opts.bgfetch_quota))]
-        upstream = next((m.split(":", 1)[1] for m in opts.mode if m.startswith("upstream:")), None)
-        if upstream:
-            args += ["--upstream-proxy", upstream]
-        if opts.ssl_insecure:
-            args.append("--insecure")
-        if opts.ssl_verify_upstream_trusted_ca:
-            args += ["--ca-file", opts.ssl_verify_upstream_trusted_ca]
-        if opts.ssl_verify_upstream_trusted_confdir:
-            args += ["--ca-dir", opts.ssl_verify_upstream_trusted_confdir]
-        if opts.bgfetch_webhook:
-            args += ["--webhook", opts.bgfetch_webhook]
-        if opts.bgfetch_refuse_private:
-            args.append("--refuse-private")
-        for port in sorted(_proxy_ports()):
-            args += ["--proxy-port", str(port)]
-        return args
-
-    def db_path(self) -> str:
-        if ctx.options.bgfetch_db:
-            return os.path.expanduser(ctx.options.bgfetch_db)
-        confdir = os.path.expanduser(ctx.options.confdir)
-        os.makedirs(confdir, exist_ok=True)
-        return os.path.join(confdir, "bgfetch.sqlite3")
-
-    async def _start_store(self) -> None:
-        secrets = {"secret": self.secret, "token": ctx.options.bgfetch_token, "upstream_auth": ctx.options.upstream_auth}
-        self.process = StoreProcess(self._store_args(), secrets)
-        try:
-            ports = await self.process.start()
-        except StoreError as exc:
-            logger.error("%s", exc)
-            self.process = None
-            return
-        self.port = ports["port"]
-        self.lookup = Lookup(self.db_path())
-        self.process.follow_urls(self.lookup.add)
-        sent = {fields.SECRET: self.secret}
-        if ctx.options.bgfetch_token:
-            sent["Authorization"] = f"Bearer {ctx.options.bgfetch_token}"
-        self.api = httpx.Client(
-            base_url=f"http://127.0.0.1:{self.port}", headers=sent, timeout=COMMAND_TIMEOUT, trust_env=False
-        )
-        self._spawn(self._watch_store(self.process))
-        where = f" and http://127.0.0.1:{ports['listen_port']}/" if ports["listen_port"] else ""
-        logger.info("bgfetch: store %s, dashboard at http://%s/%s", self.db_path(), ctx.options.bgfetch_host, where)
-
-    async def _stop_store(self) -> None:
-        self.port = 0
-        if self.api:
-            self.api.close()
-            self.api = None
-        if self.lookup:
-            self.lookup.close()
-            self.lookup = None
-        if self.process:
-            process, self.process = self.process, None  # a stop on purpose: no restart
-            await process.stop()
-
-    async def _watch_store(self, process: StoreProcess) -> None:
-        """Start the store again if it dies while the proxy runs (a crash, an OOM kill)."""
-        code = await process.exited()
-        if self.process is process:
-            logger.error("bgfetch: the store process exited (code %s); starting it again", code)
-            await asyncio.sleep(STORE_RESTART_SECONDS)
-            if self.process is process:
-                await self._restart_store()
-
-    async def _restart_store(self) -> None:
-        await self._stop_store()
-        await self._start_store()
+        quota = parse_size(opts.bgfetch_quota) if opts.bgfetch_quota else None
+        return launch.launch(opts, self.secret, quota, sorted(_proxy_ports()))
 
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
@@ -327,14 +250,11 @@ class BackgroundFetch:
         task.add_done_callback(self.tasks.discard)
 
 
-def _not_found(path: str, with_body: bool) -> http.Response:
-    """The API's 404 problem, for a path that only the proxy may use on the store."""
-    problem = {
-        "type": "https://bgfetch.dev/problems/not-found", "title": "Not found", "status": 404,
-        "detail": f"No such path: {path.split('?', 1)[0]}.",
-    }
-    body = json.dumps(problem) if with_body else ""  # mitmproxy would send a body even to a HEAD
-    return http.Response.make(404, body, {"Content-Type": "application/problem+json"})
+def _answer(flow: http.HTTPFlow, problem: dict, extra: dict[str, str] | None = None) -> None:
+    """Answer the flow here with an RFC 9457 problem (without a body for a HEAD: mitmproxy
+    would send it)."""
+    body = "" if flow.request.method == "HEAD" else json.dumps(problem)
+    flow.response = http.Response.make(problem["status"], body, {"Content-Type": "application/problem+json", **(extra or {})})
 
 
 def _proxy_ports() -> set[int]:
@@ -345,6 +265,13 @@ def _proxy_ports() -> set[int]:
         with contextlib.suppress(ValueError):  # proxyserver refuses a bad mode itself
             ports.add(mode_specs.ProxyMode.parse(spec).listen_port(ctx.options.listen_port) or 0)
     return ports - {0}
+
+
+def _stop_mitmproxy(exc: Exception) -> None:
+    """The store did not start with mitmproxy: stop, as mitmproxy does on an error at start-up
+    (sys.exit in a hook: mitmproxy still calls every addon's `done`)."""
+    logger.error("%s; mitmproxy stops", exc)
+    sys.exit(1)
 
 
 def _quoted(fetch_id: str) -> str:

@@ -1,12 +1,14 @@
 """The store process: `python -m store --db PATH ...`, started by the addon beside mitmproxy.
 
 It reads its secrets from the first line of standard input, as JSON ({"secret": ...,
-"token": ..., "upstream_auth": ...}, kept out of the process list), and keeps reading: when
-the pipe closes (mitmproxy exited, even by `kill -9`), the store stops. One store owns a
-database at a time (an exclusive lock beside it). When ready it prints one JSON line to
-standard output: {"port": <internal port>, "listen_port": <public port or 0>}; after it, one
-line {"url": ...} for each URL a record takes, so the proxy knows which URLs to look up.
-A --db file that is not a bgfetch store stops it at once, with one line naming the file.
+"token": ..., "upstream_auth": ..., "webhook": ...}, kept out of the process list), and keeps
+reading: when the pipe closes (mitmproxy exited, even by `kill -9`), the store stops. One store
+owns a database at a time (an exclusive lock beside it). When ready it prints one JSON line to
+standard output: {"port": <internal port>, "listen_port": <public port or 0>}; after it, the
+announcements of `pipes.Announcer` (a fixed-size digest of each URL a record takes), so the
+proxy knows which URLs to look up. Its log goes to standard error; neither pipe ever blocks
+the store (`pipes`). A --db file that is not a bgfetch store stops it at once, with one line
+naming the file, before anything is made beside it.
 """
 
 import argparse
@@ -23,7 +25,7 @@ import httpx
 import tornado.httpserver
 import tornado.netutil
 
-from . import forgery, identity, wire
+from . import forgery, identity, pipes, wire
 from .app import make_app
 from .destinations import Destinations, checked_transport, refuse_in_hook
 from .service import Store
@@ -46,7 +48,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--insecure", action="store_true")
     parser.add_argument("--ca-file", default=None)
     parser.add_argument("--ca-dir", default=None)
-    parser.add_argument("--webhook", default=None, help="URL that receives each final event as a JSON POST")
     parser.add_argument("--proxy-port", type=int, action="append", default=[],
                         help="a port mitmproxy listens on: never fetched on loopback (repeat for each)")
     parser.add_argument("--refuse-private", action="store_true",
@@ -119,11 +120,11 @@ async def serve(args: argparse.Namespace, secrets: dict) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     transport, _ = await loop.connect_read_pipe(lambda: ParentWatch(stop), sys.stdin)
-    secret, token = secrets["secret"], secrets.get("token") or None
+    secret, token, hook = secrets["secret"], secrets.get("token") or None, secrets.get("webhook") or None
     destinations = Destinations(args.public_host, args.proxy_port, refuse_private=args.refuse_private)
     async with http_client(args, destinations, secrets.get("upstream_auth")) as client:
         store = Store(args.db, client, concurrency=args.concurrency, retry_cap=args.retry_cap, quota=args.quota)
-        webhook = Webhook(args.webhook, args.retry_cap) if args.webhook else None
+        webhook = Webhook(hook, args.retry_cap) if hook else None
         if webhook:
             store.events.listeners.append(webhook.listener)
         page_secret = forgery.new_secret()  # the dashboard's, the same on both ports (one page)
@@ -138,9 +139,12 @@ async def serve(args: argparse.Namespace, secrets: dict) -> None:
             servers.append(public)
         destinations.own_ports |= {port, listen_port} - {0}  # before any transfer starts
         print(json.dumps({"port": port, "listen_port": listen_port}), flush=True)
-        store.url_listeners.append(lambda url: print(json.dumps({"url": url}), flush=True))
+        announcer = pipes.Announcer(sys.stdout.fileno())
+        store.url_listeners.append(announcer.added)
+        store.removal_listeners.append(announcer.removed)
         await store.resume_all()
         await stop.wait()
+        announcer.close()
         transport.close()
         for server in servers:
             server.stop()
@@ -152,7 +156,7 @@ async def serve(args: argparse.Namespace, secrets: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    pipes.log_to_pipe(sys.stderr.fileno())
     logging.getLogger("tornado.access").setLevel(logging.ERROR)
     try:
         identity.check(args.db)  # before the lock file: nothing is made beside another program's file

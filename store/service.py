@@ -53,6 +53,7 @@ class Store:
         self._reclaim: asyncio.Task | None = None
         self._unwritten: dict[str, str] = {}  # registration id -> lastError of a pause held in memory
         self.url_listeners: list[Callable[[str], None]] = []  # told each URL a record takes
+        self.removal_listeners: list[Callable[[int], None]] = []  # told how many URLs records gave up
 
     # -- reads -------------------------------------------------------------
 
@@ -142,8 +143,10 @@ class Store:
             except lifecycle.LifecycleError:
                 pass  # it finished meanwhile
         await self.transfers.stop(reg_id)
+        urls = self.db.execute("SELECT count(*) FROM records WHERE registration_id = ?", [reg_id]).fetchone()[0]
         await self.writer.submit(tables.delete, reg_id)
         self._unwritten.pop(reg_id, None)
+        self._announce_removed(urls)
         self.notify()
         self.reclaim()
 
@@ -161,6 +164,10 @@ class Store:
         for url in urls:
             for listener in self.url_listeners:
                 listener(url)
+
+    def _announce_removed(self, count: int) -> None:
+        for listener in self.removal_listeners:
+            listener(count)
 
     async def set_response(self, record_id: int, status: int, fields: list, size: int | None) -> int:
         """Record the response's status, headers and size; returns `held(record_id)` as of

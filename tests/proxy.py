@@ -23,9 +23,11 @@ def free_port() -> int:
 class Proxy:
     """mitmdump with the bgfetch addon; its store's API also on a listen port for the tests."""
 
-    def __init__(self, workdir: Path, *options: str) -> None:
+    def __init__(self, workdir: Path, *options: str, home: Path | None = None) -> None:
         self.workdir = workdir
         self.options = options
+        self.home = home  # given: HOME for mitmdump, with its default confdir ~/.mitmproxy, as a user runs it
+        self.confdir = home / ".mitmproxy" if home else workdir / "conf"
         self.db = workdir / "bgfetch.sqlite3"
         self.port = free_port()
         self.listen_port = free_port()
@@ -37,16 +39,8 @@ class Proxy:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30) -> "Proxy":
-        args = [
-            str(MITMDUMP), "-s", str(ROOT / "addon.py"), "-p", str(self.port),
-            "--listen-host", "127.0.0.1", "--set", f"confdir={self.workdir / 'conf'}",
-            "--set", f"bgfetch_db={self.db}", "--set", f"bgfetch_listen_port={self.listen_port}",
-            "--set", "bgfetch_retry_cap=1",
-        ]
-        for option in self.options:
-            args += ["--set", option]
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        """Start mitmdump and wait until its store answers on the listen port."""
+        self.spawn()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -57,6 +51,23 @@ class Proxy:
             except httpx.TransportError:
                 time.sleep(0.1)
         raise RuntimeError(f"mitmdump did not get ready:\n{self.log.read_text()}")
+
+    def spawn(self) -> "Proxy":
+        """Start mitmdump, and return at once."""
+        args = [
+            str(MITMDUMP), "-s", str(ROOT / "addon.py"), "-p", str(self.port),
+            "--listen-host", "127.0.0.1",
+            "--set", f"bgfetch_db={self.db}", "--set", f"bgfetch_listen_port={self.listen_port}",
+            "--set", "bgfetch_retry_cap=1",
+        ]
+        if not self.home:
+            args += ["--set", f"confdir={self.confdir}"]
+        for option in self.options:
+            args += ["--set", option]
+        env = {**os.environ, "HOME": str(self.home)} if self.home else None
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, env=env)
+        return self
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

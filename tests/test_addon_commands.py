@@ -34,7 +34,8 @@ def test_commands_fetch_list_abort_and_delete(origin, tmp_path):
             run = tctx.master.commands.execute
             with pytest.raises(exceptions.CommandError, match="not running"):
                 run("bgfetch.list")
-            await addon.running()
+            addon.running()  # starts the store in the background
+            await until(lambda: addon.keeper.ready)
             try:
                 derived = run(f"bgfetch.fetch {origin.url('/cmd.bin')}")
                 assert derived.startswith("bgf-")

@@ -239,7 +239,11 @@ def test_commands_refuse_bgfetch_itself(origin, tmp_path):
         addon = BackgroundFetch()
         with taddons.context(addon, proxyserver.Proxyserver(), tlsconfig.TlsConfig(), upstream_auth.UpstreamAuth()) as tctx:
             tctx.configure(addon, confdir=str(tmp_path), bgfetch_db=str(tmp_path / "cmd.sqlite3"), listen_port=8765)
-            await addon.running()
+            addon.running()  # starts the store in the background
+            for _ in range(400):
+                if addon.keeper.ready:
+                    break
+                await asyncio.sleep(0.05)
             try:
                 run = tctx.master.commands.execute
                 with pytest.raises(exceptions.CommandError, match="bgfetch.internal is bgfetch's own host"):

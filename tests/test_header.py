@@ -2,10 +2,12 @@
 
 import base64
 import hashlib
+import time
 
 import pytest
 
 from rules import HeaderError, parse_header
+from rules.header import MAX_BYTES, HeaderTooLarge
 
 DIGEST = "sha256-" + base64.b64encode(hashlib.sha256(b"body").digest()).decode()
 
@@ -181,3 +183,69 @@ def test_error_is_a_value_error_with_a_problem_object():
 
 def test_syntax_error_problem_has_an_empty_key():
     assert error("!!").problem()["key"] == ""
+
+
+# -- bounds: the size of the value and of its structure, checked before parsing ----------
+
+
+def test_a_value_over_4096_bytes_is_refused_unparsed_with_431():
+    err = error('id="' + "x" * 1_000_000 + '"')
+    assert isinstance(err, HeaderTooLarge) and err.status == 431
+    assert err.problem() == {
+        "type": "https://bgfetch.dev/problems/header-too-large",
+        "title": "Background-Fetch header too large",
+        "status": 431,
+        "detail": "Background-Fetch: the value is 1000005 bytes; at most 4096 are allowed",
+        "key": "",
+        "header": "Background-Fetch",
+        "limit": 4096,
+    }
+
+
+def test_a_value_of_exactly_4096_bytes_is_parsed():
+    value = 'id="x",' + " " * (MAX_BYTES - 16) + 'title="y"'
+    assert len(value) == MAX_BYTES
+    assert parse_header(value) == {"id": "x", "title": "y"}
+    assert error("é" * (MAX_BYTES // 2 + 1)).status == 431  # bytes, not characters
+
+
+def test_the_longest_valid_header_fits():
+    escaped = '\\"' * 256
+    value = f'id="{escaped}", title="{escaped * 4}", download-total=999999999999999, respond=accepted, integrity="{DIGEST}"'
+    assert len(value) < MAX_BYTES
+    assert parse_header(value)["title"] == '"' * 1024
+
+
+@pytest.mark.parametrize("value", [",".join(["a"] * 100), "a=(" + " 1" * 100 + ")", "id" + ";p" * 100])
+def test_many_members_parameters_or_list_items_are_refused_before_parsing(value):
+    err = error(value)
+    assert err.key == "" and err.status == 400
+    assert "separators outside quoted strings, at most 64" in str(err)
+
+
+WORST = {
+    "members": ",".join(["a"] * 2048),
+    "inner list": "a=(" + " 1" * 2046 + ")",
+    "parameters": "a" + ";b" * 2047,
+    "64 members": ",".join(["k" * 62] * 64),
+    "long string": 'id="' + "x" * 4090 + '"',
+    "escapes": 'title="' + '\\\\' * 2040 + '"',
+    "long key": "k" * 4096,
+    "long token": "respond=" + "a" * 4088,
+    "byte sequence": "a=:" + "A" * 4090 + ":",
+    "integer": "download-total=" + "1" * 4081,
+}
+
+
+@pytest.mark.parametrize("name", WORST)
+def test_the_worst_4_kib_parses_in_a_few_milliseconds(name):
+    value = WORST[name][:MAX_BYTES]
+    best = float("inf")
+    for _ in range(5):
+        started = time.thread_time()  # this thread's CPU time: other processes' load does not count
+        try:
+            parse_header(value)
+        except HeaderError:
+            pass
+        best = min(best, time.thread_time() - started)
+    assert best < 0.005, f"{name}: {best * 1000:.1f} ms"

@@ -1,0 +1,229 @@
+"""store/bloom.py and store/lookup.py: a fixed-size filter of URL digests before an indexed query; end to
+end, 100,000 URLs created and deleted through the API leave mitmdump's memory flat, and lookups right."""
+
+import asyncio
+import os
+import random
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from store import bloom, schema
+from store.bloom import BloomFilter, url_digest
+from store.lookup import STALE_MIN, Lookup
+
+
+def test_every_url_added_is_maybe_there():
+    found = BloomFilter()
+    urls = [f"http://example.com/{n}" for n in range(50_000)]
+    for url in urls:
+        found.add(url_digest(url))
+    assert all(url_digest(url) in found for url in urls)
+    assert found.added == 50_000
+
+
+def test_at_capacity_a_false_maybe_is_rare_and_the_memory_is_what_it_was():
+    found = BloomFilter(1 << 20)
+    size = len(found.array)
+    for _ in range(found.capacity):
+        found.add(random.randbytes(16))
+    assert not found.full
+    false = sum(random.randbytes(16) in found for _ in range(50_000))
+    assert false / 50_000 < 0.02
+    assert len(found.array) == size == (1 << 20) // 8
+    found.add(random.randbytes(16))
+    assert found.full
+
+
+def test_sizes_are_powers_of_two_within_bounds():
+    assert bloom.bits_for(0) == bloom.MIN_BITS
+    assert bloom.bits_for(10**9) == bloom.MAX_BITS
+    assert bloom.bits_for(1_000_000) == 1 << 25  # 20 bits a URL, rounded up
+    with pytest.raises(ValueError):
+        BloomFilter(1000)
+
+
+def test_a_digest_is_fixed_size_whatever_the_url():
+    assert len(url_digest("http://a/")) == len(url_digest("http://a/" + "x" * 100_000)) == bloom.DIGEST_BYTES
+    assert url_digest("http://a/\udc80") != url_digest("http://a/")  # lone surrogates do not raise
+
+
+# -- the lookup over a real database ------------------------------------------------
+
+
+def database(path: Path, urls: list[str], start: int = 0) -> None:
+    """Add one successful registration per URL (what the store writes)."""
+    conn = schema.connect(str(path))
+    schema.migrate(conn)
+    conn.execute("BEGIN")
+    for n, url in enumerate(urls, start):
+        conn.execute("INSERT INTO registrations (id, state, result, created_at, updated_at)"
+                     " VALUES (?, 'done', 'success', 0, 0)", [f"r{n}"])
+        conn.execute("INSERT INTO records (registration_id, idx, url, status, complete) VALUES (?, 0, ?, 200, 1)",
+                     [f"r{n}", url])
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def delete(path: Path, urls: list[str]) -> None:
+    conn = schema.connect(str(path))
+    conn.executemany("DELETE FROM registrations WHERE id IN (SELECT registration_id FROM records WHERE url = ?)",
+                     [[url] for url in urls])
+    conn.close()
+
+
+async def settled(lookup: Lookup) -> None:
+    while lookup._build is not None and not lookup._build.done():
+        await asyncio.sleep(0.01)
+
+
+def test_a_url_never_stored_costs_no_query_and_a_stored_one_is_found(tmp_path):
+    db = tmp_path / "db.sqlite3"
+    database(db, ["http://a/stored"])
+
+    async def scenario():
+        lookup = Lookup(str(db))
+        assert lookup.find("http://a/stored", []) is None  # nothing known before the first build
+        await lookup.open()
+        queries = []
+        lookup.conn.set_trace_callback(queries.append)
+        try:
+            assert all(lookup.find(f"http://a/never/{n}", []) is None for n in range(10_000))
+            assert queries == []
+            assert lookup.find("http://a/stored", []) is not None
+            assert len(queries) == 1
+            assert lookup.find("http://a/stored", [("Cookie", "a=b")]) is None  # credentials are part of the key
+        finally:
+            lookup.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_announced_url_is_found_at_once(tmp_path):
+    db = tmp_path / "db.sqlite3"
+    database(db, ["http://a/first"])
+
+    async def scenario():
+        lookup = Lookup(str(db))
+        await lookup.open()
+        try:
+            database(db, ["http://a/later"], start=1)
+            assert lookup.find("http://a/later", []) is None
+            lookup.add_digest(url_digest("http://a/later"))
+            assert lookup.find("http://a/later", []) is not None
+        finally:
+            lookup.close()
+
+    asyncio.run(scenario())
+
+
+def test_removals_make_it_rebuild_without_the_removed_urls(tmp_path):
+    db = tmp_path / "db.sqlite3"
+    urls = [f"http://a/{n}" for n in range(3 * STALE_MIN)]
+    database(db, urls)
+
+    async def scenario():
+        lookup = Lookup(str(db))
+        await lookup.open()
+        try:
+            first = lookup.filter
+            delete(db, urls[:2 * STALE_MIN])
+            lookup.forget(STALE_MIN - 1)
+            assert lookup._build is None  # too few to be worth a read of the database
+            lookup.forget(STALE_MIN + 1)
+            await settled(lookup)
+            assert lookup.filter is not first
+            assert lookup.filter.added == STALE_MIN and lookup.removed == 0
+            assert lookup.find(urls[-1], []) is not None and lookup.find(urls[0], []) is None
+        finally:
+            lookup.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_full_filter_is_rebuilt_bigger_and_what_came_meanwhile_is_kept(tmp_path):
+    db = tmp_path / "db.sqlite3"
+    database(db, ["http://a/0"])
+    urls = [f"http://a/{n}" for n in range(1, 110_001)]
+
+    async def scenario():
+        lookup = Lookup(str(db))
+        await lookup.open()
+        try:
+            assert len(lookup.filter.array) * 8 == bloom.MIN_BITS
+            database(db, urls, start=1)
+            for url in urls:  # as the store announces them
+                lookup.add_digest(url_digest(url))
+            assert lookup._build is not None  # it filled
+            lookup.add_digest(url_digest("http://a/not-yet-committed"))
+            await settled(lookup)
+            assert len(lookup.filter.array) * 8 == bloom.bits_for(110_001) > bloom.MIN_BITS
+            assert not lookup.filter.full
+            assert all(url_digest(url) in lookup.filter for url in random.sample(urls, 2000))
+            assert url_digest("http://a/not-yet-committed") in lookup.filter
+            assert lookup.find(urls[-1], []) is not None
+        finally:
+            lookup.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_rebuild_that_cannot_read_keeps_the_filter_in_use(tmp_path, caplog):
+    db = tmp_path / "db.sqlite3"
+    database(db, ["http://a/kept"])
+
+    async def scenario():
+        lookup = Lookup(str(db))
+        await lookup.open()
+        try:
+            kept = lookup.filter
+            os.rename(db, tmp_path / "elsewhere")
+            lookup.rebuild()
+            await settled(lookup)
+            assert lookup.filter is kept and url_digest("http://a/kept") in lookup.filter
+        finally:
+            lookup.close()
+
+    asyncio.run(scenario())
+    assert any("was not rebuilt" in r.message for r in caplog.records)
+
+
+# -- end to end ----------------------------------------------------------------------
+
+
+def rss(pid: int) -> int:
+    """The process's resident memory in bytes (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+RSS_GROWTH_BOUND = 16 << 20
+
+
+def test_100000_urls_created_and_deleted_leave_mitmdump_flat_and_lookups_right(origin, proxy):
+    origin.add("/kept.bin", size=20_000)
+    origin.add("/gone.bin", size=20_000)
+    for name in ("kept", "gone"):
+        proxy.background(origin.url(f"/{name}.bin"), f'id="{name}"')
+        proxy.wait_for(name, result="success")
+    with proxy.client() as client:  # both served from the store once, so the code of every path is loaded
+        assert client.get(origin.url("/gone.bin")).content == origin.data("/gone.bin")
+    assert proxy.api("DELETE", "/api/fetches/gone").status_code == 204
+    before = rss(proxy.proc.pid)
+    padding = "q" * 300  # 36 MB of URLs in all, which a set of them would hold
+    for round in range(100):
+        urls = [origin.url(f"/many/{round}/{n}?{padding}") for n in range(1000)]
+        created = proxy.api("POST", "/api/fetches", json={"id": f"many-{round}", "requests": urls})
+        assert created.status_code == 201, created.text[:300]
+        assert proxy.api("DELETE", f"/api/fetches/many-{round}").status_code == 204
+    time.sleep(2)  # the last announcements reach mitmdump
+    grown = rss(proxy.proc.pid) - before
+    assert grown < RSS_GROWTH_BOUND, f"mitmdump grew by {grown / 2**20:.1f} MiB"
+    origin.stop()
+    with proxy.client() as client:
+        assert client.get(origin.url("/kept.bin")).content == origin.data("/kept.bin")
+        assert client.get(origin.url("/gone.bin")).status_code == 502  # not stored: to the origin, which is down

@@ -295,10 +295,8 @@ def document(public_host: str) -> dict:
                 "NotJson": _problem("The body must be Content-Type: application/json."),
                 "TooLarge": _problem(f"The body is over {validate.MAX_BODY_BYTES} bytes."),
                 "RangeNotSatisfiable": _problem("The Range lies past the body's end."),
-                "Unavailable": _problem(
-                    "The fetch is paused (its lastError says why), or the store cannot write now: its disk"
-                    " is full or another process holds its database's lock. Retry-After says when to try again."
-                ),
+                "Unavailable": _problem("The fetch is paused (lastError says why), or the store cannot write now (a full"
+                                        " disk, another process's lock); Retry-After says when to try again."),
             },
         },
     }

@@ -44,7 +44,17 @@ class ApiHandler(StoreHandler):
         self.received = 0
         if _declares_too_much(self.request.headers):
             raise too_large()  # answered before the body is read; the connection then closes
-        super().prepare()
+        try:
+            super().prepare()
+        except Problem as problem:
+            refusal = problem  # the except clause unbinds its own name
+            # Answered now, before the body is read, the refusal would close the connection
+            # (tornado cannot keep it alive with a body unread), and mitmproxy, reusing it for
+            # the client's next request, would answer that one 502: refuse once it is read.
+            def refuse(*_args: str) -> None:
+                raise refusal
+
+            setattr(self, self.request.method.lower(), refuse)
 
     def data_received(self, chunk: bytes) -> None:
         self.received += len(chunk)

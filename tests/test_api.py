@@ -1,5 +1,6 @@
 """End to end: every call of the control API through a real mitmdump, its error codes included."""
 
+import http.client
 import sqlite3
 import time
 
@@ -251,6 +252,26 @@ def test_delete_removes_records_bodies_and_their_space(origin, proxy):
         assert client.get(f"{API}/fetches/live").status_code == 404
         assert client.get(f"{API}/fetches", params={"all": "1"}).json() == {"ids": []}
     assert steady(lambda: origin.body_bytes_sent("/live.bin")) < 8 * MiB
+
+
+def test_a_refused_call_keeps_its_connection(make_proxy):
+    """A refusal (401, 403, 421) answered before the body was read would close the connection,
+    and mitmproxy, reusing it for the client's next request, answers that one 502."""
+    proxy = make_proxy("bgfetch_token=s3cret").start()
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.listen_port, timeout=10)
+    try:
+        for method, path, body in [("GET", "/api/fetches", None), ("DELETE", "/api/fetches/x", None),
+                                   ("POST", "/api/fetches", b"{}"), ("GET", "/api/fetches/x/records/0/body", None)]:
+            conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+            answer = conn.getresponse()
+            assert answer.status == 401 and answer.read()
+            sock = conn.sock
+            time.sleep(0.2)  # a close would have arrived by now
+            conn.request("GET", "/api/fetches", headers={"Authorization": "Bearer s3cret"})
+            answer = conn.getresponse()
+            assert conn.sock is sock and answer.status == 200 and answer.read(), (method, path)
+    finally:
+        conn.close()
 
 
 def test_token_is_required_on_every_port_and_compared_exactly(origin, make_proxy):

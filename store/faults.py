@@ -27,9 +27,10 @@ class StorageFault(Exception):
 class StorageFull(StorageFault):
     """The disk that holds the database is full, or below the reserve the store keeps free."""
 
-    def __init__(self, path: str, free: int | None = None) -> None:
+    def __init__(self, path: str, free: int | None = None, held: int = 0) -> None:
         self.free = free_bytes(path) if free is None else free
-        super().__init__(f"disk full: {self.free} bytes free at {path}")
+        held_back = f" ({held} of them held back for the write-ahead log and the reserve)" if held else ""
+        super().__init__(f"disk full: {self.free} bytes free at {path}{held_back}")
 
 
 class StorageBusy(StorageFault):

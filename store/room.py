@@ -45,6 +45,11 @@ class Budget:
     left: int
     spare: int
 
+    @property
+    def held(self) -> int:
+        """Free bytes that chunks may not have: the reserve, and what the WAL owes the database."""
+        return self.free - self.left
+
     def fits(self, size: int) -> bool:
         return self._cost(size) <= self.left
 

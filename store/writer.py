@@ -141,7 +141,7 @@ class Writer:
 
     def _apply(self, fn: Work, args: tuple, size: int, future, budget: Budget | None) -> tuple:
         if size and budget is not None and not budget.take(size):
-            return future, None, faults.StorageFull(self.path, budget.free)
+            return future, None, faults.StorageFull(self.path, budget.free, budget.held)
         self.conn.execute("SAVEPOINT work")
         try:
             result = fn(self.conn, *args)

@@ -6,6 +6,7 @@ all along: it never goes back.
 
 import asyncio
 import hashlib
+import json
 import re
 import sqlite3
 import subprocess
@@ -21,7 +22,7 @@ from store.service import Store
 from tests.disk import MiB, fill, free, small_disk
 from tests.proxy import Proxy
 
-DISK_FULL = re.compile(r"^disk full: (\d+) bytes free at (.+)$")
+DISK_FULL = re.compile(r"^disk full: (\d+) bytes free at (.+?)(?: \((\d+) of them held back for the write-ahead log and the reserve\))?$")
 
 
 def sha256(data: bytes) -> str:
@@ -97,7 +98,8 @@ def test_a_full_disk_pauses_keeps_the_bytes_the_api_answers_and_it_resumes_by_it
         paused = proxy.wait_until("big", lambda r: r["state"] == "paused" and r["lastError"].startswith("disk full"))
         found = DISK_FULL.match(paused["lastError"])
         assert found and found.group(2) == str(proxy.db), paused["lastError"]
-        assert int(found.group(1)) < 12 * MiB and paused["downloaded"] > 0 and paused["result"] == ""
+        usable = int(found.group(1)) - int(found.group(3) or 0)  # a WAL not yet copied holds some back
+        assert usable < 12 * MiB and paused["downloaded"] > 0 and paused["result"] == ""
 
         # the API keeps answering while the disk is full: reads, a new fetch (it pauses), abort
         assert proxy.api("GET", "/api/fetches/keep").status_code == 200
@@ -109,12 +111,25 @@ def test_a_full_disk_pauses_keeps_the_bytes_the_api_answers_and_it_resumes_by_it
         aborted = proxy.api("POST", "/api/fetches/late/abort", json={})
         assert aborted.status_code == 200 and aborted.json()["failureReason"] == "aborted"
 
-        # a client asking through the proxy, when no byte can be stored: 503 paused, not a hang
+        # a client asking through the proxy while the disk is full: 503 paused when no byte could be
+        # stored, or the bytes that could (a checkpoint may have given a little space back), then
+        # the end: never a hang
         started = time.monotonic()
-        with proxy.client() as client:
-            asked = client.get(origin.url("/late.bin"), headers={"Background-Fetch": 'id="asked"'})
-        assert asked.status_code == 503 and asked.headers["Retry-After"], asked.text
-        assert asked.json()["registration"]["lastError"].startswith("disk full") and time.monotonic() - started < 30
+        got = bytearray()
+        with proxy.client() as client, client.stream(
+            "GET", origin.url("/late.bin"), headers={"Background-Fetch": 'id="asked"'}
+        ) as asked:
+            try:
+                for piece in asked.iter_raw():
+                    got += piece
+            except httpx.RemoteProtocolError:
+                pass  # the short body
+        if asked.status_code == 503:
+            assert asked.headers["Retry-After"] and json.loads(got)["registration"]["lastError"].startswith("disk full")
+        else:
+            assert asked.status_code == 200 and len(got) < 4 * MiB and got == origin.data("/late.bin")[: len(got)]
+        assert time.monotonic() - started < 30
+        assert proxy.registration("asked")["state"] == "paused"
         assert proxy.api("POST", "/api/fetches/asked/abort", json={}).status_code == 200
 
         # a client streaming the paused fetch gets what is stored, then the end: never a hang

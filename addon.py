@@ -22,8 +22,8 @@ from mitmproxy.utils.human import pretty_size
 
 import rules
 from rules.config import parse_size
-from store import headers as fields
-from store import answers, keeper, launch
+from store.engine import headers as fields
+from store.proxyside import answers, keeper, launch
 
 logger = logging.getLogger("bgfetch")
 

@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from store.process import MALLOC_TUNABLES
+from store.proxyside.process import MALLOC_TUNABLES
 
 LOOPBACK = "127.0.0.1"
 

@@ -25,11 +25,14 @@ import httpx
 import tornado.httpserver
 import tornado.netutil
 
-from . import forgery, identity, pipes, wire
-from .app import make_app
-from .destinations import Destinations, checked_transport, refuse_in_hook
-from .service import Store
-from .webhook import Webhook
+from store.db import identity
+from store.engine import wire
+from store.proxyside import pipes
+from store.web import forgery
+from store.web.app import make_app
+from store.engine.destinations import Destinations, checked_transport, refuse_in_hook
+from store.engine.service import Store
+from store.engine.webhook import Webhook
 
 logger = logging.getLogger("store")
 MAX_HEADER_BYTES = 256 * 1024  # room for a long URL in a query, e.g. /records?url=...

@@ -3,7 +3,7 @@ origin's headers that describe the bytes."""
 
 import pytest
 
-from store import attachment
+from store.web import attachment
 
 
 @pytest.mark.parametrize("url, name", [

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store import validate
+from store.web import validate
 
 API = "http://bgfetch.internal/api"
 HUGE = "9" * 5000  # Python's int() refuses more than 4,300 digits

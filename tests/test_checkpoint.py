@@ -5,8 +5,8 @@ import os
 import time
 from types import SimpleNamespace
 
-from store import checkpoint, schema
-from store.writer import Writer
+from store.db import checkpoint, schema
+from store.db.writer import Writer
 
 PIECE = os.urandom(1024 * 1024)
 

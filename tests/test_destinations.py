@@ -15,7 +15,7 @@ from mitmproxy.addons import proxyserver, tlsconfig, upstream_auth
 from mitmproxy.test import taddons
 
 from addon import BackgroundFetch
-from store.destinations import CheckedBackend, Destinations, Refused, checked_transport, literal_address, non_global
+from store.engine.destinations import CheckedBackend, Destinations, Refused, checked_transport, literal_address, non_global
 
 API = "http://bgfetch.internal/api"
 OWN = 8181

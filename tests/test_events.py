@@ -11,10 +11,11 @@ import httpx
 import tornado.httpserver
 import tornado.netutil
 
-from store import api, events
-from store.app import make_app
-from store.events import EventBus
-from store.service import Store
+from store.engine import events
+from store.web import api
+from store.web.app import make_app
+from store.engine.events import EventBus
+from store.engine.service import Store
 from tests.test_api import API, wait_until
 
 MiB = 1 << 20

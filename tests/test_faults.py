@@ -17,8 +17,8 @@ import time
 import httpx
 import pytest
 
-from store import bodies, faults, schema, tables
-from store.service import Store
+from store.db import bodies, faults, schema, tables
+from store.engine.service import Store
 from tests.disk import MiB, fill, free, small_disk
 from tests.proxy import Proxy
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from store import forgery
+from store.web import forgery
 
 SECRET = forgery.new_secret()
 

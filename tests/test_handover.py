@@ -12,9 +12,9 @@ import pytest
 import tornado.httpserver
 import tornado.netutil
 
-from store import headers
-from store.app import make_app
-from store.service import Store
+from store.engine import headers
+from store.web.app import make_app
+from store.engine.service import Store
 from tests.test_api import problem_of
 
 INTERNAL_SECRET = "the-proxys-secret"

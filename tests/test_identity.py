@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from store import identity, schema
+from store.db import identity, schema
 from tests.proxy import ROOT
 
 
@@ -100,7 +100,7 @@ def test_a_new_store_carries_the_application_id_from_its_first_page(tmp_path):
 OLD_STORE = """
 import os, sqlite3, sys
 import sqlite_utils
-from store import schema
+from store.db import schema
 conn = sqlite3.connect(sys.argv[1], isolation_level=None)
 for pragma in ("page_size=65536", "auto_vacuum=INCREMENTAL", "journal_mode=WAL", "wal_autocheckpoint=0"):
     conn.execute("PRAGMA " + pragma)

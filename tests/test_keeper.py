@@ -19,7 +19,7 @@ from mitmproxy.addons import proxyserver, tlsconfig, upstream_auth
 from mitmproxy.test import taddons, tflow
 
 from addon import BackgroundFetch
-from store import keeper
+from store.proxyside import keeper
 
 from tests.origin import Origin
 from tests.proxy import Proxy

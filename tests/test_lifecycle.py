@@ -4,7 +4,8 @@ import itertools
 
 import pytest
 
-from store import lifecycle, schema, tables
+from store.db import schema, tables
+from store.engine import lifecycle
 
 STATES = ("pending", "fetching", "paused", "done")
 EVENTS = ("start", "pause", "retry", "succeed", "fail", "abort")

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from store import bloom, schema
-from store.bloom import BloomFilter, url_digest
-from store.lookup import STALE_MIN, Lookup
+from store.db import schema
+from store.proxyside import bloom
+from store.proxyside.bloom import BloomFilter, url_digest
+from store.proxyside.lookup import STALE_MIN, Lookup
 
 
 def test_every_url_added_is_maybe_there():

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from store import api, openapi
+from store.web import api, openapi
 
 ST = Path(sys.executable).parent / "st"
 CONFIG = Path(__file__).parent / "schemathesis.toml"

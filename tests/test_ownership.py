@@ -8,7 +8,8 @@ import pytest
 import sqlite_utils
 
 from rules import make_spec
-from store import ownership, schema, tables
+from store.db import schema, tables
+from store.engine import ownership
 from tests.test_api import problem_of, wait_until
 
 API = "http://bgfetch.internal/api"

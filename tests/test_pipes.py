@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from store import pipes
-from store.bloom import url_digest
+from store.proxyside import pipes
+from store.proxyside.bloom import url_digest
 
 NOTE = "{} lines dropped\n"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from store import process
+from store.proxyside import process
 
 
 def test_make_run_gives_mitmdump_the_stores_malloc_settings():

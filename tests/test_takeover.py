@@ -16,7 +16,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from store import forgery
+from store.web import forgery
 from tests import browser
 from tests.test_api import problem_of, wait_until
 

@@ -10,9 +10,10 @@ import ssl
 import httpx
 import pytest
 
-from store import bodies, lifecycle, tables
-from store.service import Store
-from store.transfer import backoff, content_range, validator
+from store.db import bodies, tables
+from store.engine import lifecycle
+from store.engine.service import Store
+from store.engine.transfer import backoff, content_range, validator
 
 URL = "http://origin.test/file.bin"
 DATA = hashlib.shake_256(b"file.bin").digest(300_000)
@@ -170,7 +171,7 @@ def test_a_206_at_the_wrong_offset_starts_again(tmp_path):
 @pytest.fixture
 def long_backoff(monkeypatch):
     """Every backoff lasts a minute: only `TransferLoop.wake` retries within a test."""
-    monkeypatch.setattr("store.transfer.backoff", lambda attempt, cap: 60.0)
+    monkeypatch.setattr("store.engine.transfer.backoff", lambda attempt, cap: 60.0)
 
 
 def test_a_body_that_ends_short_pauses_and_keeps_its_bytes(tmp_path, long_backoff):

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from store import validate
+from store.web import validate
 
 URL = "http://127.0.0.1:8000/a.bin"
 DIGEST = "sha256-" + "A" * 43 + "="

@@ -9,8 +9,8 @@ import h11._receivebuffer
 import httpcore
 import pytest
 
-from store import wire
-from store.wire import BodyBuffer
+from store.engine import wire
+from store.engine.wire import BodyBuffer
 
 ReceiveBuffer = h11._receivebuffer.ReceiveBuffer
 

@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-from store import faults, room, schema
-from store.writer import Writer
+from store.db import faults, room, schema
+from store.db.writer import Writer
 from tests.disk import MiB, fill, small_disk
 
 PIECE = os.urandom(MiB)

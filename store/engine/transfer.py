@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from . import bodies, headers, schema, tables
-from .bodies import BodySink
-from .faults import StorageFault, StorageFull
-from .outcomes import Failure, Limit, Pause, transport_problem
+from store.db import bodies, schema, tables
+from store.engine import headers
+from store.db.bodies import BodySink
+from store.db.faults import StorageFault, StorageFull
+from store.engine.outcomes import Failure, Limit, Pause, transport_problem
 
 if TYPE_CHECKING:
-    from .service import Store
+    from store.engine.service import Store
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,10 @@ import re
 import tornado.web
 from tornado.iostream import StreamClosedError
 
-from . import attachment, headers, lifecycle, openapi, records, tables, validate
-from .web import Problem, StoreHandler
+from store.db import tables
+from store.engine import headers, lifecycle
+from store.web import attachment, openapi, views as records, validate
+from store.web.handler import Problem, StoreHandler
 
 KEEPALIVE_SECONDS = 15.0
 LARGEST_INDEX = 2**31

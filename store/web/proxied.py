@@ -8,8 +8,10 @@ in place of a failed one that it made itself: otherwise a 409 problem names the 
 
 import json
 
-from . import headers, lifecycle, ownership, records, tables, validate
-from .web import Problem, StoreHandler
+from store.db import tables
+from store.engine import headers, lifecycle, ownership
+from store.web import views as records, validate
+from store.web.handler import Problem, StoreHandler
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 RESPONDS = ("stream", "accepted")

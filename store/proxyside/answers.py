@@ -1,6 +1,6 @@
 """The problems (RFC 9457) the proxy answers itself, before or instead of the store."""
 
-from .validate import MAX_TEXT as MAX_URL  # the longest URL the API takes, for every background fetch
+from store.web.validate import MAX_TEXT as MAX_URL  # the longest URL the API takes, for every background fetch
 
 TYPES = "https://bgfetch.dev/problems/"
 UNAVAILABLE = {

@@ -2,9 +2,10 @@
 
 import tornado.web
 
-from . import api, dashboard, forgery, headers, proxied
-from .destinations import Destinations
-from .service import Store
+from store.engine import headers
+from store.web import api, dashboard, forgery, proxied
+from store.engine.destinations import Destinations
+from store.engine.service import Store
 
 
 def make_app(

@@ -7,8 +7,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 
-from . import tables
-from .writer import Writer
+from store.db import tables
+from store.db.writer import Writer
 
 CHUNK_BYTES = 1024 * 1024
 FLUSH_SECONDS = 0.25

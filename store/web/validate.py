@@ -14,7 +14,7 @@ from itertools import accumulate
 
 import httpx
 
-from . import headers
+from store.engine import headers
 
 MAX_ID = 256
 MAX_TITLE = 1024

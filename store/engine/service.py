@@ -16,11 +16,12 @@ from collections.abc import Callable, Iterable
 
 import httpx
 
-from . import bodies, lifecycle, schema, tables
-from .events import EventBus
-from .faults import StorageFault
-from .transfer import TransferLoop
-from .writer import Writer
+from store.db import bodies, schema, tables
+from store.engine import lifecycle
+from store.engine.events import EventBus
+from store.db.faults import StorageFault
+from store.engine.transfer import TransferLoop
+from store.db.writer import Writer
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import logging
 
 import httpx
 
-from .events import FINAL
-from .transfer import backoff
+from store.engine.events import FINAL
+from store.engine.transfer import backoff
 
 logger = logging.getLogger(__name__)
 

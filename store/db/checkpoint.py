@@ -35,7 +35,7 @@ import sqlite3
 import threading
 import time
 
-from . import schema
+from store.db import schema
 
 logger = logging.getLogger(__name__)
 

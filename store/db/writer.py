@@ -15,9 +15,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from . import faults, schema
-from .checkpoint import Checkpointer
-from .room import Budget, Room
+from store.db import faults, schema
+from store.db.checkpoint import Checkpointer
+from store.db.room import Budget, Room
 
 logger = logging.getLogger(__name__)
 

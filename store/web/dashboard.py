@@ -17,7 +17,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from .web import StoreHandler
+from store.web.handler import StoreHandler
 
 PAGE = Path(__file__).with_name("dashboard.html").read_bytes()
 SECRET_SLOT = b"{{page-secret}}"  # in a <meta> tag, outside the hashed script and style

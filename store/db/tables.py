@@ -9,7 +9,7 @@ import sqlite3
 import time
 from datetime import UTC, datetime
 
-from . import headers, lifecycle, ownership
+from store.engine import headers, lifecycle, ownership
 
 
 class Conflict(Exception):

@@ -8,9 +8,11 @@ import logging
 import tornado.web
 from tornado.iostream import StreamClosedError
 
-from . import bodies, forgery, headers, tables
-from .faults import StorageFault
-from .service import Store
+from store.db import bodies, tables
+from store.engine import headers
+from store.web import forgery
+from store.db.faults import StorageFault
+from store.engine.service import Store
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import shutil
 import sqlite3
 from dataclasses import dataclass
 
-from . import faults
+from store.db import faults
 
 RESERVE_MOST = 64 * 1024**2
 RESERVE_SHARE = 16  # the reserve is at most this fraction of the file system

@@ -4,7 +4,7 @@ Written by hand beside `api.py` and `validate.py`; the schemathesis test in
 `tests/test_openapi.py` holds the three together.
 """
 
-from . import validate
+from store.web import validate
 
 TOKEN_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
 FLAG = {"type": "string", "enum": ["0", "1"], "default": "0"}

@@ -23,7 +23,7 @@ READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
 READ_BYTES = 65536
 MAX_LINE = 16384
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 # glibc's malloc gives freed memory back to the kernel as soon as 128 KiB-2 MiB of it is free at
 # the top of the heap, and serves anything over its mmap threshold from fresh pages: a process
 # that moves bodies through 256 KiB-1 MiB buffers then takes a page fault for every 4 KiB of

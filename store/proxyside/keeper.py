@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 import httpx
 
-from . import headers
-from .launch import Launch
-from .lookup import Lookup
-from .process import StoreError, StoreProcess
+from store.engine import headers
+from store.proxyside.launch import Launch
+from store.proxyside.lookup import Lookup
+from store.proxyside.process import StoreError, StoreProcess
 
 logger = logging.getLogger("bgfetch")
 

@@ -3,7 +3,7 @@
 import sqlite3
 import urllib.parse
 
-from . import headers
+from store.engine import headers
 
 
 def registration_path(reg_id: str) -> str:

@@ -6,7 +6,7 @@ import sqlite3
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from . import faults, identity
+from store.db import faults, identity
 
 PAGE_SIZE = 65536
 BUSY_TIMEOUT_MS = 5000  # a write waits this long for another process's lock, then pauses (faults.StorageBusy)

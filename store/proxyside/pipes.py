@@ -14,7 +14,7 @@ import os
 import threading
 from collections.abc import Callable
 
-from .bloom import url_digest
+from store.proxyside.bloom import url_digest
 
 QUEUE_BYTES = 1 << 20
 MAX_LOG_CHARS = 8192  # a longer log record is cut, with a note of how much

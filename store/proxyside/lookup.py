@@ -5,8 +5,9 @@ import logging
 import sqlite3
 from collections.abc import Iterable
 
-from . import headers, schema
-from .bloom import MAX_BITS, BloomFilter, bits_for, url_digest
+from store.db import schema
+from store.engine import headers
+from store.proxyside.bloom import MAX_BITS, BloomFilter, bits_for, url_digest
 
 logger = logging.getLogger("bgfetch.lookup")
 

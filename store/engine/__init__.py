@@ -1,0 +1,1 @@
+"""The engine: registrations, their lifecycle, transfers, events and the webhook."""

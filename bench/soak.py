@@ -1,6 +1,6 @@
 """`python -m bench.soak`: many background fetches through a real proxy while the origin cuts a third of them.
 
-Starts the misbehaving test origin (tests/origin.py) and `mitmdump -s addon.py` (tests/proxy.py)
+Starts the misbehaving test origin (harness/origin.py) and `mitmdump -s addon.py` (harness/proxy.py)
 on loopback, registers `--count` fetches of assorted sizes (log-uniform between `--min` and
 `--max`) with `respond=accepted`, and lets the origin cut a random third of the responses once
 each, somewhere in the body. When every registration is done it stops the origin, reads every
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.origin import Origin, parse_size
-from tests.proxy import Proxy
+from harness.origin import Origin, parse_size
+from harness.proxy import Proxy
 
 KiB = 1024
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from tests.origin import Origin
-from tests.proxy import Proxy
+from harness.origin import Origin
+from harness.proxy import Proxy
 
 
 @pytest.fixture

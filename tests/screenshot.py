@@ -11,8 +11,8 @@ import urllib.parse
 from pathlib import Path
 
 from tests import browser
-from tests.origin import Origin
-from tests.proxy import Proxy, free_port
+from harness.origin import Origin
+from harness.proxy import Proxy, free_port
 
 MiB = 1 << 20
 ROOT = Path(__file__).resolve().parent.parent

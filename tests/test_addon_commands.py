@@ -9,17 +9,9 @@ from mitmproxy.addons import proxyserver, tlsconfig, upstream_auth
 from mitmproxy.test import taddons
 
 from addon import BackgroundFetch
+from harness.poll import eventually_async
 
 MiB = 1 << 20
-
-
-async def until(check, timeout: float = 20):
-    """Await until `check()` is true; its value."""
-    for _ in range(int(timeout / 0.05)):
-        if value := check():
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError("timed out")
 
 
 def test_commands_fetch_list_abort_and_delete(origin, tmp_path):
@@ -35,13 +27,15 @@ def test_commands_fetch_list_abort_and_delete(origin, tmp_path):
             with pytest.raises(exceptions.CommandError, match="not running"):
                 run("bgfetch.list")
             addon.running()  # starts the store in the background
-            await until(lambda: addon.keeper.ready)
+            await eventually_async(lambda: addon.keeper.ready, 20, what="the store to be ready")
             try:
                 derived = run(f"bgfetch.fetch {origin.url('/cmd.bin')}")
                 assert derived.startswith("bgf-")
                 assert run(f"bgfetch.fetch {origin.url('/slow.iso')} iso") == "iso"
-                await until(lambda: f"{derived}  success  293k  cmd.bin" in run("bgfetch.list"))
-                await until(lambda: addon.lookup.find(origin.url("/slow.iso"), []) is not None)
+                await eventually_async(lambda: run("bgfetch.list"), 20, what=f"{derived} listed as a success",
+                                       until=lambda listed: f"{derived}  success  293k  cmd.bin" in listed)
+                await eventually_async(lambda: addon.lookup.find(origin.url("/slow.iso"), []) is not None, 20,
+                                       what="the lookup to know slow.iso")
                 run("bgfetch.abort iso")
                 assert "iso  failure (aborted)  0b  slow.iso" in run("bgfetch.list")
                 with pytest.raises(exceptions.CommandError, match="already ended"):

@@ -7,6 +7,8 @@ import time
 
 import httpx
 
+from harness.poll import eventually
+
 LONG = "/" + "u" * 9000  # over the 8192 characters a background fetch takes
 
 
@@ -58,10 +60,8 @@ def test_a_background_fetch_of_a_url_over_8192_characters_gets_414_by_header_or_
         accepted = client.get(origin.url("/fits" + LONG[:8000]), headers={"Background-Fetch": "respond=accepted"})
         assert accepted.status_code == 202
         rules.write_text("rules: []\n")
-        deadline = time.monotonic() + 15
-        while (plain := client.get(origin.url(LONG))).status_code != 200:  # once the rule is gone: passed through
-            assert time.monotonic() < deadline, plain.text
-            time.sleep(0.2)
+        plain = eventually(lambda: client.get(origin.url(LONG)), 15, until=lambda r: r.status_code == 200, interval=0.2,
+                           what="the rule to be gone and the request passed through", explain=lambda r: r.text)
         assert plain.content == b"long"
     assert proxy.wait_for(accepted.json()["id"], result="success")
     assert httpx.get(proxy.api_url("/api/fetches?all=1")).json()["ids"] == [accepted.json()["id"]]

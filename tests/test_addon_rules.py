@@ -1,7 +1,6 @@
 """Rules through the addon: OptionsError on a bad file, a matched request stored and served
 offline by a real proxy, and hot reload of the file (a bad edit keeps the rules in force)."""
 
-import time
 
 import pytest
 from mitmproxy import exceptions
@@ -41,13 +40,6 @@ def test_a_failed_reload_keeps_the_rules_in_force(tmp_path):
         assert fetch.rules.names == ["isos"]
 
 
-def _wait(predicate, timeout=15):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
-
-
 def test_a_rule_match_is_stored_and_served_offline(origin, make_proxy, tmp_path):
     path = tmp_path / "rules.yaml"
     path.write_text(GOOD)
@@ -78,11 +70,11 @@ def test_rules_file_reloads_on_edit_and_survives_a_bad_edit(origin, make_proxy, 
         assert proxy.api("GET", "/api/fetches?all=1").json()["ids"] == []
 
         path.write_text(GOOD + '  - name: films\n    url: "*://*.mp4"\n    id: "film"\n')
-        _wait(lambda: "isos, films" in proxy.log.read_text())
+        proxy.wait_for_log("isos, films", 15)
         assert client.get(origin.url("/film.mp4")).status_code == 200
         proxy.wait_for("film", result="success")
 
         path.write_text("rules:\n  - name: broken\n    url: 5\n")
-        _wait(lambda: "previous rules stay in force" in proxy.log.read_text())
+        proxy.wait_for_log("previous rules stay in force", 15)
         origin.add("/disc.iso", size=100)
         assert client.get(origin.url("/disc.iso")).status_code == 202

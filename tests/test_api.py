@@ -6,31 +6,23 @@ import time
 
 import httpx
 
+from harness.poll import eventually
+
 API = "http://bgfetch.internal/api"
 MiB = 1 << 20
 
 
-def wait_until(check, timeout: float = 20, what: str = "the condition"):
-    """Poll `check()` until it returns something true; that value."""
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return value
-
-
 def steady(read, interval: float = 0.5, timeout: float = 10):
     """The value of `read()` once two readings `interval` apart agree."""
-    deadline = time.monotonic() + timeout
-    before = read()
-    while time.monotonic() < deadline:
+    readings = [read()]
+
+    def last_two() -> list:
         time.sleep(interval)
-        now = read()
-        if now == before:
-            return now
-        before = now
-    raise AssertionError("the value never settled")
+        readings.append(read())
+        return readings[-2:]
+
+    return eventually(last_two, timeout, until=lambda pair: pair[0] == pair[1], interval=0,
+                      what="the value to settle")[1]
 
 
 def problem_of(response: httpx.Response, status: int) -> dict:
@@ -147,7 +139,7 @@ def test_abort_mid_transfer_stops_it_and_discards_the_bytes(origin, proxy):
     origin.add("/iso", size=8 * MiB)
     origin.behave("/iso", throttle=MiB)
     proxy.api("POST", "/api/fetches", json={"id": "iso", "requests": [origin.url("/iso")]})
-    wait_until(lambda: proxy.registration("iso")["downloaded"] > 0, what="the first bytes")
+    eventually(lambda: proxy.registration("iso")["downloaded"] > 0, what="the first bytes")
     with proxy.client() as client:
         aborted = client.post(f"{API}/fetches/iso/abort", json={})
         assert aborted.status_code == 200, aborted.text
@@ -187,10 +179,8 @@ def test_update_ui_and_new_credentials_for_a_paused_fetch(origin, proxy):
     proxy.wait_for("signed", state="paused")
     change = {"records": [{"index": 0, "url": origin.url("/fresh.bin"),
                            "headers": {"authorization": "Bearer new", "Cookie": None}}]}
-    response = wait_until(
-        lambda: (r := proxy.api("PATCH", "/api/fetches/signed", json=change)).status_code == 200 and r,
-        what="a PATCH while paused",
-    )
+    response = eventually(lambda: proxy.api("PATCH", "/api/fetches/signed", json=change),
+                          until=lambda r: r.status_code == 200, what="a PATCH while paused", explain=lambda r: r.text)
     assert response.json()["id"] == "signed"
     proxy.wait_for("signed", result="success")
     seen = origin.requests[-1]
@@ -247,7 +237,7 @@ def test_delete_removes_records_bodies_and_their_space(origin, proxy):
         assert steady(pages) < 4 * MiB
 
         client.post(f"{API}/fetches", json={"id": "live", "requests": [origin.url("/live.bin")]})
-        wait_until(lambda: proxy.registration("live")["downloaded"] > 0, what="the first bytes")
+        eventually(lambda: proxy.registration("live")["downloaded"] > 0, what="the first bytes")
         assert client.delete(f"{API}/fetches/live").status_code == 204  # an active one is aborted first
         assert client.get(f"{API}/fetches/live").status_code == 404
         assert client.get(f"{API}/fetches", params={"all": "1"}).json() == {"ids": []}

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests import browser
-from tests.proxy import free_port
+from harness.proxy import free_port
 
 MiB = 1 << 20
 WAIT_MS = 30_000  # for expect(): generous, the machine may be loaded

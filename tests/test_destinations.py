@@ -15,6 +15,7 @@ from mitmproxy.addons import proxyserver, tlsconfig, upstream_auth
 from mitmproxy.test import taddons
 
 from addon import BackgroundFetch
+from harness.poll import eventually_async
 from store.engine.destinations import CheckedBackend, Destinations, Refused, checked_transport, literal_address, non_global
 
 API = "http://bgfetch.internal/api"
@@ -240,10 +241,7 @@ def test_commands_refuse_bgfetch_itself(origin, tmp_path):
         with taddons.context(addon, proxyserver.Proxyserver(), tlsconfig.TlsConfig(), upstream_auth.UpstreamAuth()) as tctx:
             tctx.configure(addon, confdir=str(tmp_path), bgfetch_db=str(tmp_path / "cmd.sqlite3"), listen_port=8765)
             addon.running()  # starts the store in the background
-            for _ in range(400):
-                if addon.keeper.ready:
-                    break
-                await asyncio.sleep(0.05)
+            await eventually_async(lambda: addon.keeper.ready, 20, what="the store to be ready")
             try:
                 run = tctx.master.commands.execute
                 with pytest.raises(exceptions.CommandError, match="bgfetch.internal is bgfetch's own host"):

@@ -16,7 +16,8 @@ from store.web import api
 from store.web.app import make_app
 from store.engine.events import EventBus
 from store.engine.service import Store
-from tests.test_api import API, wait_until
+from harness.poll import eventually, eventually_async
+from tests.test_api import API
 
 MiB = 1 << 20
 
@@ -149,10 +150,8 @@ def test_a_stream_keeps_alive_and_ends_when_its_client_leaves_or_the_store_stops
                 lines = stream.aiter_lines()
                 assert [await anext(lines) for _ in range(4)] == ["retry: 2000", "", ": keep-alive", ""]
                 assert store.events.subscribers == 1
-            for _ in range(100):
-                if not store.events.subscribers:
-                    break
-                await asyncio.sleep(0.02)
+            await eventually_async(lambda: store.events.subscribers == 0, 2, interval=0.02,
+                                   what="the subscription to go")
             assert store.events.subscribers == 0  # the client left: its subscription is gone
             async with client.stream("GET", url) as stream:
                 lines = stream.aiter_lines()
@@ -170,7 +169,7 @@ def test_abort_event_and_a_stream_per_client(origin, proxy):
     with (httpx.stream("GET", proxy.api_url("/api/events"), timeout=10) as first,
           httpx.stream("GET", proxy.api_url("/api/events"), timeout=10) as second):
         proxy.api("POST", "/api/fetches", json={"id": "long", "requests": [origin.url("/long")]})
-        wait_until(lambda: proxy.registration("long")["downloaded"], what="the first bytes")
+        eventually(lambda: proxy.registration("long")["downloaded"], what="the first bytes")
         proxy.api("POST", "/api/fetches/long/abort", json={})
         for stream in (first, second):
             aborted = read_events(stream.iter_lines(), lambda e: e["event"] == "abort")[-1]
@@ -225,7 +224,7 @@ def test_webhook_gets_each_final_event_and_retries(origin, make_proxy):
         proxy.wait_for("ok", result="success")
         proxy.wait_for("missing", result="failure")
         proxy.api("POST", "/api/fetches/slow/abort", json={})
-        taken = wait_until(lambda: [r for r in hook.received if r["status"] == 200] if len(hook.received) >= 5 else None,
+        taken = eventually(lambda: [r for r in hook.received if r["status"] == 200] if len(hook.received) >= 5 else None,
                            what="five deliveries")
     finally:
         hook.close()

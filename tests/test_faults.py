@@ -20,7 +20,8 @@ import pytest
 from store.db import bodies, faults, schema, tables
 from store.engine.service import Store
 from tests.disk import MiB, fill, free, small_disk
-from tests.proxy import Proxy
+from harness.proxy import Proxy
+from harness.poll import eventually, eventually_async
 
 DISK_FULL = re.compile(r"^disk full: (\d+) bytes free at (.+?)(?: \((\d+) of them held back for the write-ahead log and the reserve\))?$")
 
@@ -143,9 +144,8 @@ def test_a_full_disk_pauses_keeps_the_bytes_the_api_answers_and_it_resumes_by_it
         before = free(disk)
         deleted = proxy.api("DELETE", "/api/fetches/keep")
         assert deleted.status_code == 204, (deleted.text, proxy.log.read_text()[-4000:])
-        deadline = time.monotonic() + 30
-        while free(disk) - before < 5 * MiB and time.monotonic() < deadline:
-            time.sleep(0.1)
+        eventually(lambda: free(disk), 30, until=lambda now: now - before >= 5 * MiB, interval=0.1,
+                   what="5 MiB given back to the file system", explain=lambda now: (before, now))
         assert free(disk) - before >= 5 * MiB, (before, free(disk))  # most of the 6 MiB body
 
         # space returns: it resumes by itself, with Range, and completes byte for byte
@@ -215,21 +215,17 @@ def test_a_pause_that_cannot_be_written_is_held_in_memory_and_written_later(tmp_
     origin.behave("/held.bin", throttle=2 * MiB)
     db = tmp_path / "bgfetch.sqlite3"
 
-    async def until(store: Store, test, timeout: float = 20) -> dict:
-        deadline = time.monotonic() + timeout
-        while not test(found := store.get("held")):
-            assert time.monotonic() < deadline, found
-            await asyncio.sleep(0.02)
-        return found
+    async def until(store: Store, test, what: str, timeout: float = 20) -> dict:
+        return await eventually_async(lambda: store.get("held"), timeout, until=test, interval=0.02, what=what)
 
     async def scenario() -> None:
         async with httpx.AsyncClient() as client:
             store = Store(str(db), client, retry_cap=0.2)
             try:
                 await store.fetch({"id": "held", "title": ""}, [{"url": origin.url("/held.bin")}])
-                await until(store, lambda r: r["downloaded"] >= MiB // 2)
+                await until(store, lambda r: r["downloaded"] >= MiB // 2, "half a MiB stored")
                 holder = await asyncio.to_thread(hold_lock, db, 3)
-                held = await until(store, lambda r: r["state"] == "paused")
+                held = await until(store, lambda r: r["state"] == "paused", "a pause")
                 assert held["lastError"] == f"database locked by another process: {db}" and held["result"] == ""
                 with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
                     written = conn.execute("SELECT state FROM registrations WHERE id = 'held'").fetchone()[0]
@@ -239,7 +235,7 @@ def test_a_pause_that_cannot_be_written_is_held_in_memory_and_written_later(tmp_
                 assert store.get("held")["state"] == "paused"
                 assert await asyncio.to_thread(holder.wait, 20) == 0
                 holder.stdout.close()
-                done = await until(store, lambda r: r["state"] == "done")
+                done = await until(store, lambda r: r["state"] == "done", "the end")
                 assert done["result"] == "success" and done["downloaded"] == 4 * MiB
                 record = tables.records(store.db, "held")[0]
                 body = b"".join(bodies.read(store.db, record["id"], 0, 2**62))

@@ -6,9 +6,7 @@ import json
 import socket
 import time
 
-import httpx
-
-from tests.proxy import curl
+from harness.proxy import curl
 
 MiB = 1 << 20
 

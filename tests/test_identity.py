@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from store.db import identity, schema
-from tests.proxy import ROOT
+from harness.proxy import ROOT
 
 
 def sha256(path: Path) -> str:

@@ -21,8 +21,9 @@ from mitmproxy.test import taddons, tflow
 from addon import BackgroundFetch
 from store.proxyside import keeper
 
-from tests.origin import Origin
-from tests.proxy import Proxy
+from harness.origin import Origin
+from harness.proxy import Proxy
+from harness.poll import eventually, eventually_async
 
 FLOOD_SECONDS = 4.0
 
@@ -89,26 +90,28 @@ def test_a_flood_from_the_first_moment_gets_proper_answers_and_the_proxy_stays_u
                         wrong.append(f"{kind} {url}: {problem}")
 
         threads = [threading.Thread(target=flood, args=(kind, client, 20 * i)) for i, (kind, client) in enumerate(zip(kinds, clients))]
+
+        def answered_at() -> float | None:
+            try:
+                httpx.get(proxy.api_url("/api/fetches"), timeout=1)
+            except httpx.TransportError:
+                return None
+            return time.monotonic()
+
         proxy.spawn()
         try:
             for thread in threads:
                 thread.start()
-            ready = None
-            deadline = time.monotonic() + 60
-            while ready is None and time.monotonic() < deadline:
-                try:
-                    httpx.get(proxy.api_url("/api/fetches"), timeout=1)
-                    ready = time.monotonic()
-                except httpx.TransportError:
-                    time.sleep(0.01)
-            for thread in threads:
-                thread.join(90)
+            try:
+                ready = eventually(answered_at, 60, interval=0.01, what="the store to get ready")
+            finally:
+                for thread in threads:
+                    thread.join(90)
             assert proxy.proc.poll() is None, "mitmdump exited"
             log = proxy.log.read_text()
             for sign in ("Addon error", "Traceback", "Errors logged during startup", "No TLS context"):
                 assert sign not in log, log[-3000:]
             assert not wrong, "\n".join(wrong[:20])
-            assert ready is not None, "the store did not get ready"
             early = Counter(kind for moment, kind in started if moment < ready)
             assert set(early) == set(kinds), f"only {early} were sent before the store was ready"
             assert all(answers[kind] >= 4 for kind in kinds), answers
@@ -141,16 +144,14 @@ def test_a_store_killed_with_kill_9_gives_503_or_the_body_never_502(origin, prox
     for round in range(2):
         killed = proxy.store_pid()
         os.kill(killed, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while not _dead(killed):
-            assert time.monotonic() < deadline, "the store did not die"
-            time.sleep(0.001)
+        eventually(lambda: _dead(killed), 5, interval=0.001, what="the store to die")
         statuses: Counter = Counter()
         after_restart = 0
-        deadline = time.monotonic() + 30
         with proxy.client() as client:
-            while after_restart < 5:
-                assert time.monotonic() < deadline, f"the store did not come back: {statuses}"
+
+            def ask() -> int:
+                """Three requests, each answered properly; how many rounds the new store has answered."""
+                nonlocal after_restart
                 for response in (
                     client.get(origin.url("/kept.bin")),
                     client.get("http://bgfetch.internal/api/fetches/kept"),
@@ -164,6 +165,10 @@ def test_a_store_killed_with_kill_9_gives_503_or_the_body_never_502(origin, prox
                     if response.request.url == origin.url("/kept.bin") and response.status_code == 200:
                         assert response.content == body
                 after_restart += statuses[200] > 0 and _store_pid(proxy) not in (None, killed)
+                return after_restart
+
+            eventually(ask, 30, until=lambda rounds: rounds >= 5, interval=0, what="the store to come back",
+                       explain=lambda _: statuses)
         assert 502 not in statuses
         assert "store process exited" in proxy.log.read_text()
 
@@ -177,7 +182,7 @@ def test_a_store_option_changed_at_run_time_makes_requests_wait_then_go_or_get_5
             tctx.configure(addon, confdir=str(tmp_path), bgfetch_db=str(tmp_path / "db.sqlite3"))
             addon.running()
             try:
-                await until(lambda: addon.keeper.ready)
+                await eventually_async(lambda: addon.keeper.ready, 20, interval=0.02, what="the store to be ready")
                 before = addon.keeper.port
                 tctx.configure(addon, bgfetch_concurrency=2)  # the store starts again
                 assert not addon.keeper.ready
@@ -205,13 +210,6 @@ def test_a_store_option_changed_at_run_time_makes_requests_wait_then_go_or_get_5
                 await addon.done()
 
     asyncio.run(scenario())
-
-
-async def until(check, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 def test_a_store_that_does_not_start_with_mitmdump_stops_it_with_the_reason(tmp_path):

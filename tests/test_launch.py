@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import httpx
 
 from store.proxyside import launch
-from tests.proxy import Proxy
+from harness.proxy import Proxy
 
 TOKEN = "tok-3f9c1d7be2a04e5f8a6b"
 

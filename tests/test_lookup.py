@@ -4,7 +4,6 @@ end, 100,000 URLs created and deleted through the API leave mitmdump's memory fl
 import asyncio
 import os
 import random
-import sqlite3
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from store.db import schema
 from store.proxyside import bloom
 from store.proxyside.bloom import BloomFilter, url_digest
 from store.proxyside.lookup import STALE_MIN, Lookup
+from harness.poll import eventually_async
 
 
 def test_every_url_added_is_maybe_there():
@@ -76,8 +76,8 @@ def delete(path: Path, urls: list[str]) -> None:
 
 
 async def settled(lookup: Lookup) -> None:
-    while lookup._build is not None and not lookup._build.done():
-        await asyncio.sleep(0.01)
+    await eventually_async(lambda: lookup._build is None or lookup._build.done(), 10, interval=0.01,
+                           what="the filter's rebuild to end")
 
 
 def test_a_url_never_stored_costs_no_query_and_a_stored_one_is_found(tmp_path):

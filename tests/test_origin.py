@@ -1,4 +1,4 @@
-"""The test origin does what the end-to-end tests rely on, seen by real clients."""
+"""The test origin (harness/origin.py) does what the end-to-end tests rely on, seen by real clients."""
 
 import contextlib
 import email.utils
@@ -17,7 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.origin import Origin, parse_size
+import harness.origin
+from harness.origin import Origin, parse_size
+from harness.poll import eventually
 
 SIZE = 100_000
 
@@ -306,8 +308,7 @@ def test_stop_is_prompt_with_a_request_waiting(origin, file):
 
     thread = threading.Thread(target=fetch)
     thread.start()
-    while origin.count("/f") == 0:
-        time.sleep(0.01)
+    eventually(lambda: origin.count("/f"), 5, interval=0.01, what="the request to reach the origin")
     began = time.monotonic()
     origin.stop()
     thread.join(5)
@@ -365,7 +366,7 @@ def test_command_line():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    script = Path(__file__).with_name("origin.py")
+    script = Path(harness.origin.__file__)
     process = subprocess.Popen(
         [sys.executable, str(script), "--port", str(port), "--size", "1KiB", "/a.bin"],
         stdout=subprocess.PIPE, text=True,

@@ -10,7 +10,8 @@ import sqlite_utils
 from rules import make_spec
 from store.db import schema, tables
 from store.engine import ownership
-from tests.test_api import problem_of, wait_until
+from harness.poll import eventually
+from tests.test_api import problem_of
 
 API = "http://bgfetch.internal/api"
 TOKEN = {"Authorization": "Bearer t0ken"}
@@ -31,7 +32,7 @@ def finish(conn, reg_id: str, event: str = "succeed") -> None:
 
 def succeeded(proxy, reg_id: str) -> None:
     """Wait for a registration's success on a proxy that wants the token."""
-    wait_until(lambda: proxy.api("GET", f"/api/fetches/{reg_id}", headers=TOKEN).json()["result"] == "success",
+    eventually(lambda: proxy.api("GET", f"/api/fetches/{reg_id}", headers=TOKEN).json()["result"] == "success",
                what=f"{reg_id} to succeed")
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from store.proxyside import pipes
 from store.proxyside.bloom import url_digest
+from harness.poll import eventually
 
 NOTE = "{} lines dropped\n"
 
@@ -66,10 +67,7 @@ def test_the_note_comes_where_the_dropped_lines_would_have_been():
     writer = pipes.PipeWriter(write_end, _note, limit=100_000)
     first = b"a" * 70_000 + b"\n"  # more than the pipe holds: the thread waits on it
     assert writer.put(first)
-    deadline = time.monotonic() + 5
-    while writer.queued:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    eventually(lambda: not writer.queued, 5, interval=0.01, what="the queue to empty into the pipe")
     assert writer.put(b"b" * 60_000 + b"\n")
     assert not writer.put(b"c" * 60_000 + b"\n")
     assert writer.put(b"d\n")
@@ -169,10 +167,7 @@ def test_a_70_kb_url_and_a_log_flood_while_mitmdump_is_stopped_leave_the_store_a
     assert slowest < 5.0
     os.kill(proxy.proc.pid, signal.SIGCONT)
 
-    deadline = time.monotonic() + 20
-    while "log lines dropped" not in proxy.log.read_text():
-        assert time.monotonic() < deadline, proxy.log.read_text()[-2000:]
-        time.sleep(0.1)
+    proxy.wait_for_log("log lines dropped", 20)
     origin.add("/after.bin", size=50_000)
     assert proxy.api("POST", "/api/fetches", json={"id": "after", "requests": [origin.url("/after.bin")]}).status_code == 201
     proxy.wait_for("after", result="success")

@@ -7,12 +7,12 @@ import logging
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from store.proxyside import process
+from harness.poll import eventually, eventually_async
 
 
 def test_make_run_gives_mitmdump_the_stores_malloc_settings():
@@ -55,13 +55,6 @@ def child(script: str, listener=None) -> process.StoreProcess:
     return process.StoreProcess([], {"secret": "s"}, listener or Heard(), program=[sys.executable, "-c", script])
 
 
-async def until(check, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
-
-
 def test_no_line_ends_a_reader_and_long_ones_are_cut_with_a_note(caplog):
     caplog.set_level(logging.INFO, logger="bgfetch.store")
 
@@ -70,9 +63,10 @@ def test_no_line_ends_a_reader_and_long_ones_are_cut_with_a_note(caplog):
         store = child(TALKER, heard)
         assert await store.start() == {"port": 1, "listen_port": 0}
         try:
-            await until(lambda: ("rebuild",) in heard.calls)
+            await eventually_async(lambda: ("rebuild",) in heard.calls, 10, interval=0.01, what="a rebuild heard")
             assert heard.calls == [("add", bytes.fromhex("ab" * 16)), ("forget", 2), ("rebuild",)]
-            await until(lambda: any("as usual" in r.message for r in caplog.records))
+            await eventually_async(lambda: any("as usual" in r.message for r in caplog.records), 10, interval=0.01,
+                                   what="the store's log line")
             assert store.alive()
         finally:
             await store.stop()
@@ -118,10 +112,8 @@ def test_alive_knows_of_a_kill_before_the_event_loop_does():
         await store.start()
         assert store.alive()
         os.kill(store.proc.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while store.alive():  # no await: the event loop hears nothing meanwhile
-            assert time.monotonic() < deadline
-            time.sleep(0.001)
+        # no await: the event loop hears nothing meanwhile
+        eventually(lambda: not store.alive(), 5, interval=0.001, what="alive() to know of the kill")
         assert store.proc.returncode is None
         await store.stop()
 

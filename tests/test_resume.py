@@ -12,12 +12,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
-from tests.proxy import ROOT
+from harness.poll import eventually
+from harness.proxy import ROOT
 
 MiB = 1 << 20
 
@@ -226,16 +226,15 @@ def test_a_store_that_dies_is_started_again_and_serves_what_it_had(origin, proxy
     proxy.wait_for("kept", result="success")
     first = proxy.store_pid()
     os.kill(first, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def started_again() -> bool:
         try:
-            if proxy.store_pid() != first and proxy.api("GET", "/api/fetches/kept").status_code == 200:
-                break
-        except (AssertionError, httpx.TransportError):
-            pass
-        time.sleep(0.1)
-    else:
-        raise AssertionError("the store was not started again:\n" + proxy.log.read_text()[-2000:])
+            return proxy.store_pid() != first and proxy.api("GET", "/api/fetches/kept").status_code == 200
+        except (AssertionError, httpx.TransportError):  # between two stores
+            return False
+
+    eventually(started_again, 30, interval=0.1, what="the store to be started again",
+               explain=lambda _: proxy.log.read_text()[-2000:])
     assert "store process exited" in proxy.log.read_text()
     origin.stop()
     with proxy.client() as client:

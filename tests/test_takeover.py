@@ -8,9 +8,7 @@ it, the same defences checked header by header with httpx, through the proxy and
 listen port.
 """
 
-import json
 import re
-import time
 
 import httpx
 import pytest
@@ -18,7 +16,8 @@ from playwright.sync_api import expect
 
 from store.web import forgery
 from tests import browser
-from tests.test_api import problem_of, wait_until
+from harness.poll import eventually
+from tests.test_api import problem_of
 
 API = "http://bgfetch.internal/api"
 WAIT_MS = 30_000
@@ -120,10 +119,11 @@ def test_a_hostile_page_cannot_take_over_the_api(origin, proxy, chromium):
         page.on("framenavigated", lambda frame: frame == page.main_frame and committed.append(frame.url))
         page.on("download", lambda download: downloads.append(download))
         page.goto(origin.url("/evil.html"))
-        deadline = time.monotonic() + WAIT_MS / 1000
-        while not downloads and "/collect?done=1" not in seen(origin, "/collect"):  # the body's fate
-            assert time.monotonic() < deadline, seen(origin, "/progress")
-            page.wait_for_timeout(100)  # playwright's events arrive while it waits
+        eventually(  # the body's fate; playwright's events arrive while the page waits
+            lambda: downloads or "/collect?done=1" in seen(origin, "/collect"), WAIT_MS / 1000, interval=0.1,
+            pause=lambda seconds: page.wait_for_timeout(seconds * 1000), what="a download or the page's last report",
+            explain=lambda _: seen(origin, "/progress"),
+        )
         page.wait_for_timeout(2000)  # room for anything that would still run
         assert seen(origin, "/collect") == []  # nothing reached the hostile origin's collector
         # The stored copy came as a file to save, and nothing of it was shown as a page.

@@ -14,6 +14,7 @@ from store.db import bodies, tables
 from store.engine import lifecycle
 from store.engine.service import Store
 from store.engine.transfer import backoff, content_range, validator
+from harness.poll import eventually_async
 
 URL = "http://origin.test/file.bin"
 DATA = hashlib.shake_256(b"file.bin").digest(300_000)
@@ -89,13 +90,10 @@ async def start(store: Store, reg_id: str = "f", url: str = URL, **record) -> No
 async def until(store: Store, reg_id: str, timeout: float = 10, **expected) -> dict:
     """The registration once every `expected` field has its value (`state` defaults to done)."""
     expected = expected or {"state": "done"}
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        found = store.get(reg_id)
-        if all(found[k] == v for k, v in expected.items()):
-            return found
-        assert asyncio.get_running_loop().time() < deadline, f"wanted {expected}, have {found}"
-        await store.changed(0.02)
+    return await eventually_async(
+        lambda: store.get(reg_id), timeout, until=lambda found: all(found[k] == v for k, v in expected.items()),
+        interval=0.02, pause=store.changed, what=f"{reg_id}: {expected}",
+    )
 
 
 def stored_body(store: Store, reg_id: str = "f") -> bytes:
@@ -236,9 +234,8 @@ def test_refused_credentials_on_resume_pause_until_new_headers_come(tmp_path, lo
             await until(store, "f", state="paused", downloaded=100_000)
             store.transfers.wake("f")
             paused = await until(store, "f", state="paused", updatedAt=store.get("f")["updatedAt"])
-            while "credentials" not in paused["lastError"]:
-                await store.changed(0.02)
-                paused = store.get("f")
+            paused = await eventually_async(lambda: store.get("f"), 10, until=lambda r: "credentials" in r["lastError"],
+                                            interval=0.02, pause=store.changed, what="f: a lastError about credentials")
             assert paused["state"] == "paused" and paused["downloaded"] == 100_000
             assert "(403)" in paused["lastError"] and "bytes are kept" in paused["lastError"]
             old_key = tables.records(store.db, "f")[0]["credential"]

@@ -9,14 +9,14 @@ import socket
 import sqlite3
 import ssl
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.origin import Origin
-from tests.proxy import MITMDUMP, free_port
+from harness.origin import Origin
+from harness.poll import eventually
+from harness.proxy import MITMDUMP, free_port
 
 MiB = 1 << 20
 
@@ -159,11 +159,13 @@ def plain_mitmdump(workdir, *options: str):
         args += ["--set", option]
     with open(log, "wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+
+    def listening() -> bool:
+        assert proc.poll() is None, log.read_text()
+        return _listening(port)
+
     try:
-        deadline = time.monotonic() + 30
-        while not _listening(port):
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+        eventually(listening, 30, interval=0.1, what="the upstream proxy to listen", explain=lambda _: log.read_text())
         yield port, log
     finally:
         proc.terminate()

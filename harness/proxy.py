@@ -5,10 +5,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
+
+from harness.poll import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 MITMDUMP = Path(sys.executable).parent / "mitmdump"
@@ -41,16 +42,18 @@ class Proxy:
     def start(self, timeout: float = 30) -> "Proxy":
         """Start mitmdump and wait until its store answers on the listen port."""
         self.spawn()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def answers() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mitmdump exited {self.proc.returncode}:\n{self.log.read_text()}")
             try:
-                if httpx.get(self.api_url("/api/fetches"), timeout=1).status_code in (200, 401):
-                    return self
+                return httpx.get(self.api_url("/api/fetches"), timeout=1).status_code in (200, 401)
             except httpx.TransportError:
-                time.sleep(0.1)
-        raise RuntimeError(f"mitmdump did not get ready:\n{self.log.read_text()}")
+                return False
+
+        eventually(answers, timeout, interval=0.1, what="mitmdump's store to answer on the listen port",
+                   explain=lambda _: f"no answer; mitmdump's log:\n{self.log.read_text()}")
+        return self
 
     def spawn(self) -> "Proxy":
         """Start mitmdump, and return at once."""
@@ -88,9 +91,8 @@ class Proxy:
         self._wait_store_gone()
 
     def _wait_store_gone(self, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _store_running(self.db):
-            time.sleep(0.05)
+        eventually(lambda: not _store_running(self.db), timeout, what=f"the store to let go of {self.db}",
+                   explain=lambda _: f"it still holds the lock\n{self.log.read_text()[-3000:]}")
 
     def store_pid(self) -> int:
         """The pid of the store process this mitmdump started (its child running `-m store`)."""
@@ -122,15 +124,18 @@ class Proxy:
 
     def wait_until(self, reg_id: str, test, timeout: float = 30, wanted: object = "") -> dict:
         """Poll the registration until `test(registration)` is true."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def read() -> dict:
             response = self.api("GET", f"/api/fetches/{reg_id}")
-            found = response.json() if response.status_code == 200 else {}
-            if found and test(found):
-                return found
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{reg_id}: wanted {wanted or test}, have {found}\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.05)
+            return response.json() if response.status_code == 200 else {}
+
+        return eventually(read, timeout, until=lambda found: found and test(found), what=f"{reg_id}: {wanted or test}",
+                          explain=lambda found: f"{found}\n{self.log.read_text()[-3000:]}")
+
+    def wait_for_log(self, text: str, timeout: float = 20) -> str:
+        """Poll mitmdump's log until it holds `text`; the log."""
+        return eventually(self.log.read_text, timeout, until=lambda log: text in log, interval=0.1,
+                          what=f"{text!r} in mitmdump's log", explain=lambda log: log[-2000:])
 
     def background(self, url: str, fields: str = "", headers: dict | None = None) -> dict:
         """Start a background fetch of `url` through the proxy (`respond=accepted`): its registration."""

@@ -10,7 +10,7 @@
 
 Files are served for any method (HEAD without a body); `Range` (one range) and `If-Range` are
 honoured for GET. The server runs in background threads, one per connection, with HTTP/1.1
-keep-alive. Run it by hand: `python tests/origin.py --port 8000 --size 64MiB /big.bin`.
+keep-alive. Run it by hand: `python harness/origin.py --port 8000 --size 64MiB /big.bin`.
 """
 
 from __future__ import annotations

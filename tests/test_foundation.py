@@ -26,7 +26,8 @@ def test_client_leaves_and_the_store_finishes(origin, proxy):
         )
         received = b""
         while len(received) < 256 * 1024:
-            received += sock.recv(65536)
+            assert (piece := sock.recv(65536)), f"the connection closed after {len(received)} bytes"
+            received += piece
         assert received.startswith(b"HTTP/1.1 200")
     registration = proxy.wait_for("ep5", timeout=20, result="success")
     assert registration["downloaded"] == 6 * MiB

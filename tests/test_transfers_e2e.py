@@ -1,4 +1,6 @@
-"""End to end: one upstream transfer per URL, limits, redirects, TLS, upstream proxies, credentials, integrity."""
+"""End to end: one upstream transfer per URL, limits, redirects, TLS, upstream proxies, credentials, integrity.
+
+Through a real mitmdump and origin; the transfer loop's own unit tests are in test_transfer_loop.py."""
 
 import base64
 import contextlib

@@ -1,4 +1,5 @@
-"""End to end: a header-triggered background fetch through a real mitmdump, stored, served offline."""
+"""End to end: a fetch the Background-Fetch header starts, through a real mitmdump: stored, served offline,
+and what the origin and plain traffic see. The header's own parsing: test_header.py."""
 
 import hashlib
 import http.client

@@ -1,4 +1,5 @@
-"""Unit tests of the transfer loop (store/transfer.py) over httpx.MockTransport: resume, restart, limits, errors."""
+"""Unit tests of the transfer loop (store/engine/transfer.py) over httpx.MockTransport: resume, restart, limits,
+errors. The same transfers through a real mitmdump and origin: test_transfers_e2e.py."""
 
 import asyncio
 import base64

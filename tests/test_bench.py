@@ -1,6 +1,5 @@
-"""Unit tests of the bench's arithmetic and verdicts on made-up runs: medians, paired ratios, PASS/MISS/n/a.
-
-`pytest bench/` runs them (they need no server)."""
+"""Unit tests of the bench's arithmetic and verdicts on made-up runs: medians, paired ratios, PASS/MISS/n/a,
+the report, Squid's log, free ports. They need no server; bench/soak.py's own run: test_soak.py."""
 
 from pathlib import Path
 

@@ -288,3 +288,14 @@ def test_listen_port_answers_only_local_host_names(proxy):
     assert proxy.api("GET", "/api/fetches", headers={"Host": "bgfetch.internal"}).status_code == 200
     rebound = proxy.api("GET", "/api/fetches", headers={"Host": "evil.example:8080"})
     assert problem_of(rebound, 421)["type"].endswith("/misdirected-request")
+
+
+def test_api_through_the_proxy_lists_ids(origin, proxy):
+    origin.add("/one.bin", size=10)
+    with proxy.client() as client:
+        client.get(origin.url("/one.bin"), headers={"Background-Fetch": 'id="one"'})
+        proxy.wait_for("one", result="success")
+        assert client.get("http://bgfetch.internal/api/fetches").json() == {"ids": []}
+        assert client.get("http://bgfetch.internal/api/fetches?all=1").json() == {"ids": ["one"]}
+        missing = client.get("http://bgfetch.internal/api/fetches/nope")
+        assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"

@@ -84,3 +84,9 @@ def test_a_bad_hand_over_is_a_400_problem_naming_what_is_wrong(tmp_path):
                 await store.close()
 
     asyncio.run(scenario())
+
+
+def test_store_port_refuses_requests_without_the_secret(proxy):
+    # the internal port is not published; the public one (the listen port) has no flow routes
+    response = proxy.api("GET", "/_bgfetch/stored", headers={"X-Bgfetch-Record": "1"})
+    assert response.status_code == 404

@@ -3,7 +3,6 @@ and what the origin and plain traffic see. The header's own parsing: test_header
 
 import hashlib
 import http.client
-import json
 import socket
 import time
 
@@ -158,23 +157,6 @@ def test_download_total_exceeded(origin, proxy):
     registration = proxy.wait_for("big", result="failure")
     assert registration["failureReason"] == "download-total-exceeded"
     assert registration["downloaded"] == 0
-
-
-def test_api_through_the_proxy_lists_ids(origin, proxy):
-    origin.add("/one.bin", size=10)
-    with proxy.client() as client:
-        client.get(origin.url("/one.bin"), headers={"Background-Fetch": 'id="one"'})
-        proxy.wait_for("one", result="success")
-        assert client.get("http://bgfetch.internal/api/fetches").json() == {"ids": []}
-        assert client.get("http://bgfetch.internal/api/fetches?all=1").json() == {"ids": ["one"]}
-        missing = client.get("http://bgfetch.internal/api/fetches/nope")
-        assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
-
-
-def test_store_port_refuses_requests_without_the_secret(proxy):
-    port = json.loads  # the internal port is not published; the public one has no flow routes
-    response = proxy.api("GET", "/_bgfetch/stored", headers={"X-Bgfetch-Record": "1"})
-    assert response.status_code == 404
 
 
 def test_a_fetch_made_through_the_api_is_served_through_the_proxy(origin, proxy):

@@ -1,6 +1,7 @@
-"""store/keeper.py: a flood of HTTP and HTTPS requests from mitmdump's first moment, a store killed with
-`kill -9`, and a store started again because an option changed: every request gets a proper answer
-(passthrough, the body, or 503 with Retry-After), never an addon error, a dead proxy or a bare 502."""
+"""store/proxyside/keeper.py: a flood of HTTP and HTTPS requests from mitmdump's first moment, a store
+killed with `kill -9` (started again, serving what it had), and a store started again because an option
+changed: every request gets a proper answer (passthrough, the body, or 503 with Retry-After), never an
+addon error, a dead proxy or a bare 502."""
 
 import asyncio
 import inspect
@@ -26,6 +27,7 @@ from harness.proxy import Proxy
 from harness.poll import eventually, eventually_async
 
 FLOOD_SECONDS = 4.0
+MiB = 1 << 20
 
 
 def _proper(response: httpx.Response, bodies: tuple[bytes, ...]) -> str | None:
@@ -223,3 +225,25 @@ def test_a_store_that_does_not_start_with_mitmdump_stops_it_with_the_reason(tmp_
     log = proxy.log.read_text()
     assert "FileNotFoundError" in log and str(proxy.db) in log and "mitmproxy stops" in log, log
     assert not proxy.store_running
+
+
+def test_a_store_that_dies_is_started_again_and_serves_what_it_had(origin, proxy):
+    origin.add("/kept.bin", size=MiB)
+    with proxy.client() as client:
+        client.get(origin.url("/kept.bin"), headers={"Background-Fetch": 'id="kept"'})
+    proxy.wait_for("kept", result="success")
+    first = proxy.store_pid()
+    os.kill(first, signal.SIGKILL)
+
+    def started_again() -> bool:
+        try:
+            return _store_pid(proxy) not in (None, first) and proxy.api("GET", "/api/fetches/kept").status_code == 200
+        except httpx.TransportError:  # between two stores
+            return False
+
+    eventually(started_again, 30, interval=0.1, what="the store to be started again",
+               explain=lambda _: proxy.log.read_text()[-2000:])
+    assert "store process exited" in proxy.log.read_text()
+    origin.stop()
+    with proxy.client() as client:
+        assert client.get(origin.url("/kept.bin")).content == origin.data("/kept.bin")

@@ -4,20 +4,12 @@ Every test checks the SHA-256 of what a client gets; a resume also has to cost t
 most 1.05 times the body's size in all.
 """
 
-import fcntl
 import hashlib
-import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 
 import httpx
 import pytest
 
-from harness.poll import eventually
-from harness.proxy import ROOT
 
 MiB = 1 << 20
 
@@ -136,49 +128,6 @@ def test_kill_9_mid_transfer_then_restart_resumes_with_range(origin, proxy):
     assert origin.body_bytes_sent("/k.iso") <= 1.05 * 6 * MiB
 
 
-def run_store(db, *args: str) -> subprocess.Popen:
-    """`python -m store` by hand, its secrets already on its standard input (kept open)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "store", "--db", str(db), *args],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
-    )
-    proc.stdin.write(b'{"secret": "s"}\n')
-    proc.stdin.flush()
-    return proc
-
-
-def test_a_second_store_on_the_same_database_refuses_to_run(proxy):
-    second = run_store(proxy.db, "--lock-wait", "0.3")
-    second.stdin.close()
-    err = second.stderr.read()
-    second.wait(30)
-    second.stdout.close()
-    second.stderr.close()
-    assert second.returncode != 0 and b"another bgfetch store is running" in err
-
-
-def test_a_store_waits_for_the_previous_one_to_go_and_goes_with_its_parent(tmp_path):
-    db = tmp_path / "bgfetch.sqlite3"
-    with open(f"{db}.lock", "w") as previous:
-        fcntl.flock(previous, fcntl.LOCK_EX)
-        store = run_store(db)
-        try:
-            store.wait(0.5)
-        except subprocess.TimeoutExpired:
-            pass
-        assert store.returncode is None  # still waiting for the lock
-    try:
-        assert json.loads(store.stdout.readline())["port"] > 0
-        store.stdin.close()  # the parent is gone: the store stops by itself
-        assert store.wait(15) == 0
-    finally:
-        if store.poll() is None:
-            store.kill()
-        store.wait()
-        store.stdout.close()
-        store.stderr.close()
-
-
 @pytest.mark.parametrize("restart", [False, True])
 def test_a_client_coming_back_with_range_is_served_from_the_stored_bytes(origin, proxy, restart):
     origin.add("/back.bin", size=4 * MiB)
@@ -217,25 +166,3 @@ def test_expired_credentials_on_resume_pause_and_keep_the_bytes(origin, proxy):
         body = client.get(origin.url("/signed.bin"), headers={"Authorization": "Bearer t1"}).content
     assert sha256(body) == origin.sha256("/signed.bin")
     assert origin.body_bytes_sent("/signed.bin") <= 1.05 * 3 * MiB
-
-
-def test_a_store_that_dies_is_started_again_and_serves_what_it_had(origin, proxy):
-    origin.add("/kept.bin", size=MiB)
-    with proxy.client() as client:
-        client.get(origin.url("/kept.bin"), headers={"Background-Fetch": 'id="kept"'})
-    proxy.wait_for("kept", result="success")
-    first = proxy.store_pid()
-    os.kill(first, signal.SIGKILL)
-
-    def started_again() -> bool:
-        try:
-            return proxy.store_pid() != first and proxy.api("GET", "/api/fetches/kept").status_code == 200
-        except (AssertionError, httpx.TransportError):  # between two stores
-            return False
-
-    eventually(started_again, 30, interval=0.1, what="the store to be started again",
-               explain=lambda _: proxy.log.read_text()[-2000:])
-    assert "store process exited" in proxy.log.read_text()
-    origin.stop()
-    with proxy.client() as client:
-        assert client.get(origin.url("/kept.bin")).content == origin.data("/kept.bin")

@@ -165,3 +165,9 @@ def json_nested(depth: int) -> list:
     for _ in range(depth - 1):
         value = [value]
     return value
+
+
+@pytest.mark.parametrize("text", ["", " ", "[", '"', '"\\', "[" * 40, '{"a": [1, {"b": "]]]]"}]}', '"[[[[[[["'])
+def test_nesting_counts_brackets_outside_strings_only(text):
+    expected = {"": 0, " ": 0, "[": 1, '"': 0, '"\\': 0, "[" * 40: 40, '{"a": [1, {"b": "]]]]"}]}': 3, '"[[[[[[["': 0}
+    assert validate.nesting(text) == expected[text]

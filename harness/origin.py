@@ -305,6 +305,11 @@ class Origin:
         with self._lock:
             return self._files[path].etag
 
+    def last_modified(self, path: str) -> str:
+        """The Last-Modified of the current version, as sent."""
+        with self._lock:
+            return self._files[path].last_modified
+
     # -- misbehaviour -----------------------------------------------------------------------
 
     def behave(self, path: str, **knobs: object) -> None:

@@ -124,6 +124,8 @@ def test_range_positions_of_any_length(origin, proxy):
         ("bytes=\u0663-5".encode(), None, 200, data, None),  # an Arabic-Indic digit is no DIGIT
         ("bytes=0-9", HUGE, 200, data, None),  # If-Range of another version: the whole body
         ("bytes=0-9", etag, 206, data[:10], "bytes 0-9/1000"),
+        ("bytes=0-9", origin.last_modified("/r.bin"), 206, data[:10], "bytes 0-9/1000"),  # the stored date
+        ("bytes=0-9", "W/" + etag, 200, data, None),  # a weak validator never matches (RFC 9110 13.1.5)
     ]
     urls = [proxy.api_url("/api/fetches/r/records/0/body"), f"{API}/fetches/r/records/0/body", origin.url("/r.bin")]
     with proxy.client() as through:

@@ -20,6 +20,15 @@ HUGE = "9" * 5000
     ("bytes=5-4", 100, None), ("bytes=-", 100, None), ("bytes=0-9,20-29", 100, None), ("items=0-9", 100, None),
     ("bytes=\u0663-5", 100, None), ("bytes=\u00b2-5", 100, None),  # DIGIT is 0-9 only
     (" bytes=0-9 ", 100, (0, 10)),
+    # the first byte, the last byte, suffixes up to the whole body; an unknown size is the whole body
+    ("bytes=0-0", 100, (0, 1)), ("bytes=99-99", 100, (99, 100)), ("bytes=99-", 100, (99, 100)),
+    ("bytes=-1", 100, (99, 100)), ("bytes=-100", 100, (0, 100)), ("bytes=-0010", 100, (90, 100)),
+    ("bytes=-5", None, None), ("bytes=90-", None, None),
+    # several ranges, even each one valid alone: the whole body (RFC 9110 14.2 lets a server ignore them)
+    ("bytes=0-9, 20-29", 100, None), ("bytes=90-,-5", 100, None), ("bytes=0-9,", 100, None), ("bytes=,0-9", 100, None),
+    # not the grammar: spaces inside, signs, other number forms
+    ("bytes = 0-9", 100, None), ("bytes=0 -9", 100, None), ("bytes=0- 9", 100, None), ("bytes=-5-9", 100, None),
+    ("bytes=--5", 100, None), ("bytes=+5-9", 100, None), ("bytes=0x10-20", 100, None), ("bytes=5.0-9", 100, None),
 ])
 def test_ranges(header, size, expected):
     assert parse_range(header, size) == expected
@@ -28,6 +37,7 @@ def test_ranges(header, size, expected):
 @pytest.mark.parametrize("header, size", [
     (f"bytes={HUGE}-", 100), (f"bytes={HUGE}-{HUGE}", 100), ("bytes=100-", 100), ("bytes=-0", 100), ("bytes=-5", 0),
     (f"bytes=-{'0' * 5000}", 100), ("bytes=0-", 0),
+    ("bytes=100-200", 100), ("bytes=150-199", 100), ("bytes=0-9", 0), ("bytes=-0", 0),
 ])
 def test_ranges_past_the_end_are_unsatisfiable(header, size):
     with pytest.raises(Unsatisfiable):

@@ -1,4 +1,4 @@
-"""store/checkpoint.py: the WAL is copied into the database when the writer rests, and stays bounded when it never does."""
+"""store/db/checkpoint.py: the WAL is copied into the database when the writer rests, and stays bounded when it never does."""
 
 import asyncio
 import os

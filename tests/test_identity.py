@@ -1,4 +1,4 @@
-"""store/identity.py: only a bgfetch store (or a new file) is opened; any other file is refused, named and unchanged."""
+"""store/db/identity.py: only a bgfetch store (or a new file) is opened; any other file is refused, named and unchanged."""
 
 import hashlib
 import sqlite3

@@ -1,4 +1,4 @@
-"""store/launch.py: secrets reach the store on its standard input, never on a command line; with the
+"""store/proxyside/launch.py: secrets reach the store on its standard input, never on a command line; with the
 token in mitmproxy's config.yaml, no process list shows it at all (a real mitmdump)."""
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""The registration lifecycle (store/lifecycle.py): every edge of the table, and what finishing does to the tables."""
+"""The registration lifecycle (store/engine/lifecycle.py): every edge of the table, and what finishing does to the tables."""
 
 import itertools
 

@@ -1,4 +1,4 @@
-"""store/bloom.py and store/lookup.py: a fixed-size filter of URL digests before an indexed query; end to
+"""store/proxyside/bloom.py and lookup.py: a fixed-size filter of URL digests before an indexed query; end to
 end, 100,000 URLs created and deleted through the API leave mitmdump's memory flat, and lookups right."""
 
 import asyncio

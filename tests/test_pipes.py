@@ -1,4 +1,4 @@
-"""store/pipes.py: the store's log and announcements never block it, whatever mitmproxy does; and end to
+"""store/proxyside/pipes.py: the store's log and announcements never block it, whatever mitmproxy does; and end to
 end, a 70 KB URL and a flood of log lines while mitmdump is stopped leave the store answering."""
 
 import http.client

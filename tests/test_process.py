@@ -1,4 +1,4 @@
-"""store/process.py: the malloc settings the store always gets are the ones `make run` gives mitmdump;
+"""store/proxyside/process.py: the malloc settings the store always gets are the ones `make run` gives mitmdump;
 no line ends a reader of the store's pipes, a reader that dies stops the store, and the kernel tells
 when the store has died."""
 

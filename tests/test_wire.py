@@ -1,4 +1,4 @@
-"""store/wire.py: BodyBuffer behaves exactly like h11's receive buffer, minus the copies of body bytes."""
+"""store/engine/wire.py: BodyBuffer behaves exactly like h11's receive buffer, minus the copies of body bytes."""
 
 import asyncio.selector_events
 import random

@@ -1,4 +1,4 @@
-"""store/writer.py, store/faults.py and store/room.py: every SQLite error survived, storage ones translated once.
+"""store/db/writer.py, faults.py and room.py: every SQLite error survived, storage ones translated once.
 
 The full disk is a real tmpfs, the lock a real second connection holding BEGIN IMMEDIATE.
 """

@@ -1,5 +1,5 @@
 """The mitmproxy commands bgfetch.fetch/abort/list/delete, run through mitmproxy's command manager
-against a real store process."""
+against a real store process; and the check of the bgfetch_webhook option."""
 
 import asyncio
 

@@ -10,9 +10,9 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from tests import browser
 from harness.origin import Origin
 from harness.proxy import Proxy, free_port
+from tests import browser
 
 MiB = 1 << 20
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests import browser
 from harness.proxy import free_port
+from tests import browser
 
 MiB = 1 << 20
 WAIT_MS = 30_000  # for expect(): generous, the machine may be loaded

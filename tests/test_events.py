@@ -8,12 +8,12 @@ import httpx
 import tornado.httpserver
 import tornado.netutil
 
+from harness.poll import eventually, eventually_async
 from store.engine import events
 from store.web import api
 from store.web.app import make_app
 from store.engine.events import EventBus
 from store.engine.service import Store
-from harness.poll import eventually, eventually_async
 from tests.test_api import API
 
 MiB = 1 << 20

@@ -17,11 +17,11 @@ import time
 import httpx
 import pytest
 
+from harness.poll import eventually, eventually_async
+from harness.proxy import Proxy
 from store.db import bodies, faults, schema, tables
 from store.engine.service import Store
 from tests.disk import MiB, fill, free, small_disk
-from harness.proxy import Proxy
-from harness.poll import eventually, eventually_async
 
 DISK_FULL = re.compile(r"^disk full: (\d+) bytes free at (.+?)(?: \((\d+) of them held back for the write-ahead log and the reserve\))?$")
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from store.db import identity, schema
 from harness.proxy import ROOT
+from store.db import identity, schema
 
 
 def sha256(path: Path) -> str:

@@ -20,11 +20,11 @@ from mitmproxy.addons import proxyserver, tlsconfig, upstream_auth
 from mitmproxy.test import taddons, tflow
 
 from addon import BackgroundFetch
+from harness.origin import Origin
+from harness.poll import eventually, eventually_async
+from harness.proxy import Proxy
 from store.proxyside import keeper
 
-from harness.origin import Origin
-from harness.proxy import Proxy
-from harness.poll import eventually, eventually_async
 
 FLOOD_SECONDS = 4.0
 MiB = 1 << 20

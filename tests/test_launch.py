@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import httpx
 
-from store.proxyside import launch
 from harness.proxy import Proxy
+from store.proxyside import launch
 
 TOKEN = "tok-3f9c1d7be2a04e5f8a6b"
 

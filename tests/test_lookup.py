@@ -4,16 +4,17 @@ end, 100,000 URLs created and deleted through the API leave mitmdump's memory fl
 import asyncio
 import os
 import random
+import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
+from harness.poll import eventually_async
 from store.db import schema
 from store.proxyside import bloom
 from store.proxyside.bloom import BloomFilter, url_digest
 from store.proxyside.lookup import STALE_MIN, Lookup
-from harness.poll import eventually_async
 
 
 def test_every_url_added_is_maybe_there():

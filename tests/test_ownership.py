@@ -7,10 +7,10 @@ import sqlite3
 import pytest
 import sqlite_utils
 
+from harness.poll import eventually
 from rules import make_spec
 from store.db import schema, tables
 from store.engine import ownership
-from harness.poll import eventually
 from tests.test_api import problem_of
 
 API = "http://bgfetch.internal/api"

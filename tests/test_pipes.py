@@ -11,9 +11,9 @@ import time
 
 import pytest
 
+from harness.poll import eventually
 from store.proxyside import pipes
 from store.proxyside.bloom import url_digest
-from harness.poll import eventually
 
 NOTE = "{} lines dropped\n"
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from store.proxyside import process
 from harness.poll import eventually, eventually_async
+from store.proxyside import process
 
 
 def test_make_run_gives_mitmdump_the_stores_malloc_settings():
@@ -55,6 +55,10 @@ def child(script: str, listener=None) -> process.StoreProcess:
     return process.StoreProcess([], {"secret": "s"}, listener or Heard(), program=[sys.executable, "-c", script])
 
 
+async def until(check, timeout: float = 10) -> None:
+    await eventually_async(check, timeout, interval=0.01)
+
+
 def test_no_line_ends_a_reader_and_long_ones_are_cut_with_a_note(caplog):
     caplog.set_level(logging.INFO, logger="bgfetch.store")
 
@@ -63,10 +67,9 @@ def test_no_line_ends_a_reader_and_long_ones_are_cut_with_a_note(caplog):
         store = child(TALKER, heard)
         assert await store.start() == {"port": 1, "listen_port": 0}
         try:
-            await eventually_async(lambda: ("rebuild",) in heard.calls, 10, interval=0.01, what="a rebuild heard")
+            await until(lambda: ("rebuild",) in heard.calls)
             assert heard.calls == [("add", bytes.fromhex("ab" * 16)), ("forget", 2), ("rebuild",)]
-            await eventually_async(lambda: any("as usual" in r.message for r in caplog.records), 10, interval=0.01,
-                                   what="the store's log line")
+            await until(lambda: any("as usual" in r.message for r in caplog.records))
             assert store.alive()
         finally:
             await store.stop()

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
+from harness.poll import eventually
 from store.web import forgery
 from tests import browser
-from harness.poll import eventually
 from tests.test_api import problem_of
 
 API = "http://bgfetch.internal/api"

@@ -11,11 +11,11 @@ import ssl
 import httpx
 import pytest
 
+from harness.poll import eventually_async
 from store.db import bodies, tables
 from store.engine import lifecycle
 from store.engine.service import Store
 from store.engine.transfer import backoff, content_range, validator
-from harness.poll import eventually_async
 
 URL = "http://origin.test/file.bin"
 DATA = hashlib.shake_256(b"file.bin").digest(300_000)

@@ -26,13 +26,14 @@ import tornado.httpserver
 import tornado.netutil
 
 from store.db import identity
+from store.db.sqlite import SqliteStorage
 from store.engine import wire
+from store.engine.service import Store
+from store.engine.destinations import Destinations, checked_transport, refuse_in_hook
+from store.engine.webhook import Webhook
 from store.proxyside import pipes
 from store.web import forgery
 from store.web.app import make_app
-from store.engine.destinations import Destinations, checked_transport, refuse_in_hook
-from store.engine.service import Store
-from store.engine.webhook import Webhook
 
 logger = logging.getLogger("store")
 MAX_HEADER_BYTES = 256 * 1024  # room for a long URL in a query, e.g. /records?url=...
@@ -123,38 +124,51 @@ async def serve(args: argparse.Namespace, secrets: dict) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     transport, _ = await loop.connect_read_pipe(lambda: ParentWatch(stop), sys.stdin)
-    secret, token, hook = secrets["secret"], secrets.get("token") or None, secrets.get("webhook") or None
+    hook = secrets.get("webhook") or None
     destinations = Destinations(args.public_host, args.proxy_port, refuse_private=args.refuse_private)
     async with http_client(args, destinations, secrets.get("upstream_auth")) as client:
-        store = Store(args.db, client, concurrency=args.concurrency, retry_cap=args.retry_cap, quota=args.quota)
+        store = Store(SqliteStorage.open(args.db), client, concurrency=args.concurrency, retry_cap=args.retry_cap,
+                      quota=args.quota)
         webhook = Webhook(hook, args.retry_cap) if hook else None
-        if webhook:
-            store.events.listeners.append(webhook.listener)
-        page_secret = forgery.new_secret()  # the dashboard's, the same on both ports (one page)
-        app_options = {
-            "token": token, "public_host": args.public_host, "page_secret": page_secret, "destinations": destinations,
-        }
-        internal, port = listen(make_app(store, secret=secret, **app_options), 0)
-        servers = [internal]
-        listen_port = 0
-        if args.listen_port:
-            public, listen_port = listen(make_app(store, secret=None, **app_options), args.listen_port)
-            servers.append(public)
-        destinations.own_ports |= {port, listen_port} - {0}  # before any transfer starts
-        print(json.dumps({"port": port, "listen_port": listen_port}), flush=True)
+        servers: list[tornado.httpserver.HTTPServer] = []
         announcer = pipes.Announcer(sys.stdout.fileno())
-        store.url_listeners.append(announcer.added)
-        store.removal_listeners.append(announcer.removed)
-        await store.resume_all()
-        await stop.wait()
-        announcer.close()
-        transport.close()
-        for server in servers:
-            server.stop()
-        await store.close()
-        if webhook:
-            await webhook.close()
+        try:
+            if webhook:
+                webhook.start()
+                store.events.listeners.append(webhook.listener)
+            ports = listen_all(args, store, destinations, secrets, servers)
+            print(json.dumps(ports), flush=True)
+            store.url_listeners.append(announcer.added)
+            store.removal_listeners.append(announcer.removed)
+            await store.start()
+            await stop.wait()
+        finally:
+            announcer.close()
+            transport.close()
+            for server in servers:
+                server.stop()
+            await store.close()
+            if webhook:
+                await webhook.close()
     logger.info("store stopped")
+
+
+def listen_all(args: argparse.Namespace, store: Store, destinations: Destinations, secrets: dict,
+               servers: list) -> dict:
+    """The internal app on a port of its own, the public one on the listen port if asked; their ports."""
+    app_options = {
+        "token": secrets.get("token") or None, "public_host": args.public_host,
+        "page_secret": forgery.new_secret(),  # the dashboard's, the same on both ports (one page)
+        "destinations": destinations,
+    }
+    internal, port = listen(make_app(store, secret=secrets["secret"], **app_options), 0)
+    servers.append(internal)
+    listen_port = 0
+    if args.listen_port:
+        public, listen_port = listen(make_app(store, secret=None, **app_options), args.listen_port)
+        servers.append(public)
+    destinations.own_ports |= {port, listen_port} - {0}  # before any transfer starts
+    return {"port": port, "listen_port": listen_port}
 
 
 def main(argv: list[str] | None = None) -> None:

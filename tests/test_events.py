@@ -10,9 +10,10 @@ import tornado.netutil
 
 from harness.poll import eventually, eventually_async
 from store.engine import events
-from store.web import api
+from store.web.api import events as api_events
 from store.web.app import make_app
 from store.engine.events import EventBus
+from store.db.sqlite import SqliteStorage
 from store.engine.service import Store
 from tests.test_api import API
 
@@ -134,11 +135,11 @@ def test_event_stream_through_the_proxy_and_replay_after_reconnect(origin, proxy
 
 
 def test_a_stream_keeps_alive_and_ends_when_its_client_leaves_or_the_store_stops(tmp_path, monkeypatch):
-    monkeypatch.setattr(api, "KEEPALIVE_SECONDS", 0.1)
+    monkeypatch.setattr(api_events, "KEEPALIVE_SECONDS", 0.1)
 
     async def scenario():
         async with httpx.AsyncClient(timeout=5) as client:
-            store = Store(str(tmp_path / "events.sqlite3"), client)
+            store = Store(SqliteStorage.open(str(tmp_path / "events.sqlite3")), client)
             sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
             server = tornado.httpserver.HTTPServer(make_app(store, secret=None, token=None, public_host="bgfetch.internal"))
             server.add_sockets(sockets)

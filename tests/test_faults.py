@@ -19,7 +19,8 @@ import pytest
 
 from harness.poll import eventually, eventually_async
 from harness.proxy import Proxy
-from store.db import bodies, faults, schema, tables
+from store.db import chunks, faults, schema
+from store.db.sqlite import SqliteStorage
 from store.engine.service import Store
 from tests.disk import MiB, fill, free, small_disk
 
@@ -220,7 +221,7 @@ def test_a_pause_that_cannot_be_written_is_held_in_memory_and_written_later(tmp_
 
     async def scenario() -> None:
         async with httpx.AsyncClient() as client:
-            store = Store(str(db), client, retry_cap=0.2)
+            store = Store(SqliteStorage.open(str(db)), client, retry_cap=0.2)
             try:
                 await store.fetch({"id": "held", "title": ""}, [{"url": origin.url("/held.bin")}])
                 await until(store, lambda r: r["downloaded"] >= MiB // 2, "half a MiB stored")
@@ -237,8 +238,8 @@ def test_a_pause_that_cannot_be_written_is_held_in_memory_and_written_later(tmp_
                 holder.stdout.close()
                 done = await until(store, lambda r: r["state"] == "done", "the end")
                 assert done["result"] == "success" and done["downloaded"] == 4 * MiB
-                record = tables.records(store.db, "held")[0]
-                body = b"".join(bodies.read(store.db, record["id"], 0, 2**62))
+                record = store.records("held")[0]
+                body = b"".join(chunks.read(store.storage.db, record.id, 0, 2**62))
                 assert sha256(body) == origin.sha256("/held.bin")
                 shown = [r for _, kind, r in store.events.log if kind == "progress" and r["state"] == "paused"]
                 assert any(r["lastError"].startswith("database locked by another process") for r in shown)

@@ -14,6 +14,7 @@ import tornado.netutil
 
 from store.engine import headers
 from store.web.app import make_app
+from store.db.sqlite import SqliteStorage
 from store.engine.service import Store
 from tests.test_api import problem_of
 
@@ -61,7 +62,7 @@ BAD_HANDOVERS = [
 def test_a_bad_hand_over_is_a_400_problem_naming_what_is_wrong(tmp_path):
     async def scenario():
         async with httpx.AsyncClient(timeout=10) as client:
-            store = Store(str(tmp_path / "handover.sqlite3"), client)
+            store = Store(SqliteStorage.open(str(tmp_path / "handover.sqlite3")), client)
             sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
             app = make_app(store, secret=INTERNAL_SECRET, token=None, public_host="bgfetch.internal")
             server = tornado.httpserver.HTTPServer(app)
@@ -78,7 +79,7 @@ def test_a_bad_hand_over_is_a_400_problem_naming_what_is_wrong(tmp_path):
                         assert problem["type"].endswith("/bad-handover") and named in problem["detail"], (path, extra)
                 gone = await client.get(base + headers.STORED_PATH, headers={headers.SECRET: INTERNAL_SECRET, headers.RECORD: "999"})
                 assert problem_of(gone, 404)["type"].endswith("/not-found")
-                assert store.ids(everything=True) == []
+                assert store.ids(active_only=False) == []
             finally:
                 server.stop()
                 await store.close()

@@ -4,11 +4,12 @@ import itertools
 
 import pytest
 
-from store.db import schema, tables
-from store.engine import lifecycle
+from store.db import NewRecord, chunks, records, registrations, schema
+from store.db.storage import Conflict, NotFound
+from store.engine import lifecycle, service
 
 STATES = ("pending", "fetching", "paused", "done")
-EVENTS = ("start", "pause", "retry", "succeed", "fail", "abort")
+EVENTS = ("start", "pause", "retry", "succeed", "fail", "abort", "hold", "requeue")
 PAIRS = list(itertools.product(STATES, EVENTS))
 
 # The whole table, written out: (state, event) -> next state; every other pair is refused.
@@ -23,6 +24,12 @@ EDGES = {
     ("pending", "abort"): "done",
     ("fetching", "abort"): "done",
     ("paused", "abort"): "done",
+    ("pending", "hold"): "paused",
+    ("fetching", "hold"): "paused",
+    ("paused", "hold"): "paused",
+    ("pending", "requeue"): "pending",
+    ("fetching", "requeue"): "pending",
+    ("paused", "requeue"): "pending",
 }
 
 
@@ -49,6 +56,8 @@ def test_the_table_is_the_one_written_here():
         ("start", "", ("", "")),
         ("pause", "", ("", "")),
         ("retry", "", ("", "")),
+        ("hold", "", ("", "")),
+        ("requeue", "", ("", "")),
     ],
 )
 def test_outcome(event, reason, outcome):
@@ -68,14 +77,22 @@ def conn(tmp_path):
     connection.close()
 
 
+def create(conn, registration: dict, requests: list[dict]) -> None:
+    registrations.create(conn, {"owner": "api", **registration}, [NewRecord(**r) for r in requests], service._may_replace)
+
+
+def transition(conn, reg_id: str, event: str, reason: str = "", error: str = "") -> str:
+    return registrations.transition(conn, reg_id, event, lifecycle.step, reason, error)
+
+
 def registration_at(conn, path: list[str]) -> None:
     """A registration 'r' with one record holding two stored bytes, walked along `path`."""
-    tables.create(conn, {"id": "r", "title": ""}, [{"url": "http://o/x", "headers": [["Cookie", "c=1"]], "body": b"q"}])
-    record = tables.records(conn, "r")[0]["id"]
-    tables.set_response(conn, record, 200, [], 2)
-    tables.append_chunk(conn, record, 0, 0, [b"ab"])
+    create(conn, {"id": "r", "title": ""}, [{"url": "http://o/x", "headers": [("Cookie", "c=1")], "body": b"q"}])
+    record = records.records(conn, "r")[0].id
+    records.set_response(conn, record, 200, [], 2)
+    chunks.append(conn, record, 0, 0, [b"ab"])
     for event in path:
-        tables.transition(conn, "r", event)
+        transition(conn, "r", event)
 
 
 PATHS = {  # a way to reach each state from a new registration
@@ -92,31 +109,32 @@ def test_every_edge_through_the_tables(conn, state, event):
     reason = "bad-status" if event == "fail" else ""
     if (state, event) not in EDGES:
         with pytest.raises(lifecycle.LifecycleError):
-            tables.transition(conn, "r", event, reason)
-        assert tables.registration(conn, "r")["state"] == state
+            transition(conn, "r", event, reason)
+        assert registrations.registration(conn, "r")["state"] == state
         return
-    assert tables.transition(conn, "r", event, reason, error="why") == EDGES[(state, event)]
-    shown = tables.registration(conn, "r")
-    record = tables.records(conn, "r")[0]
+    assert transition(conn, "r", event, reason, error="why") == EDGES[(state, event)]
+    shown = registrations.registration(conn, "r")
+    record = records.records(conn, "r")[0]
     assert (shown["state"], shown["lastError"]) == (EDGES[(state, event)], "why")
     assert (shown["result"], shown["failureReason"]) == lifecycle.outcome(event, reason)
     finished = shown["state"] == "done"
-    assert (record["request_headers"] is None, record["request_body"] is None) == (finished, finished)
+    kept_headers, kept_body = conn.execute("SELECT request_headers, request_body FROM records").fetchone()
+    assert (kept_headers is None, kept_body is None) == (finished, finished)
     kept = shown["result"] != "failure"
-    assert (record["stored"], shown["recordsAvailable"]) == ((2, True) if kept else (0, False))
+    assert (record.stored, shown["recordsAvailable"]) == ((2, True) if kept else (0, False))
     assert conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0] == (1 if kept else 0)
 
 
 def test_a_missing_registration(conn):
-    with pytest.raises(tables.NotFound):
-        tables.transition(conn, "nope", "start")
+    with pytest.raises(NotFound):
+        transition(conn, "nope", "start")
 
 
 def test_an_active_id_cannot_be_created_again_but_a_done_one_is_replaced(conn):
     registration_at(conn, ["start"])
-    with pytest.raises(tables.Conflict):
-        tables.create(conn, {"id": "r", "title": ""}, [{"url": "http://o/y"}])
-    tables.transition(conn, "r", "succeed")
-    tables.create(conn, {"id": "r", "title": "again"}, [{"url": "http://o/y"}])
-    assert tables.registration(conn, "r")["state"] == "pending"
-    assert [row["url"] for row in tables.records(conn, "r")] == ["http://o/y"]
+    with pytest.raises(Conflict):
+        create(conn, {"id": "r", "title": ""}, [{"url": "http://o/y"}])
+    transition(conn, "r", "succeed")
+    create(conn, {"id": "r", "title": "again"}, [{"url": "http://o/y"}])
+    assert registrations.registration(conn, "r")["state"] == "pending"
+    assert [record.url for record in records.records(conn, "r")] == ["http://o/y"]

@@ -9,8 +9,9 @@ import sqlite_utils
 
 from harness.poll import eventually
 from rules import make_spec
-from store.db import schema, tables
-from store.engine import ownership
+from store.db import NewRecord, records, registrations, schema
+from store.db.storage import Conflict
+from store.engine import lifecycle, ownership, service
 from tests.test_api import problem_of
 
 API = "http://bgfetch.internal/api"
@@ -25,9 +26,13 @@ def conn(tmp_path):
     connection.close()
 
 
+def create(conn, registration: dict, requests: list[NewRecord]) -> None:
+    registrations.create(conn, registration, requests, service._may_replace)
+
+
 def finish(conn, reg_id: str, event: str = "succeed") -> None:
-    tables.transition(conn, reg_id, "start")
-    tables.transition(conn, reg_id, event, "bad-status" if event == "fail" else "")
+    registrations.transition(conn, reg_id, "start", lifecycle.step)
+    registrations.transition(conn, reg_id, event, lifecycle.step, "bad-status" if event == "fail" else "")
 
 
 def succeeded(proxy, reg_id: str) -> None:
@@ -36,8 +41,8 @@ def succeeded(proxy, reg_id: str) -> None:
                what=f"{reg_id} to succeed")
 
 
-def request(url: str = "http://o/a", method: str = "GET", body: bytes | None = None, credential: str = "") -> dict:
-    return {"url": url, "method": method, "body": body, "credential": credential}
+def request(url: str = "http://o/a", method: str = "GET", body: bytes | None = None, credential: str = "") -> NewRecord:
+    return NewRecord(url, method, body=body, credential=credential, body_hash=ownership.body_hash(body))
 
 
 # -- the rules -------------------------------------------------------------------------------
@@ -62,29 +67,29 @@ def test_only_the_api_or_the_failed_registrations_own_request_may_replace_it():
 
 def test_create_keeps_the_owner_and_a_hash_of_the_body_after_it_is_dropped(conn):
     key = ownership.record_key(request(method="POST", body=b"payload"))
-    tables.create(conn, {"id": "r", "owner": key}, [request(method="POST", body=b"payload")])
+    create(conn, {"id": "r", "owner": key}, [request(method="POST", body=b"payload")])
     finish(conn, "r")
-    row = tables.records(conn, "r")[0]
-    assert row["request_body"] is None and row["body_hash"] == hashlib.sha256(b"payload").hexdigest()
+    row = records.records(conn, "r")[0]
+    assert row.request_body is None and row.body_hash == hashlib.sha256(b"payload").hexdigest()
     assert ownership.record_key(row) == key
     assert conn.execute("SELECT owner FROM registrations").fetchone()[0] == key
 
 
 def test_a_proxy_request_replaces_only_its_own_failed_registration(conn):
     mine = ownership.record_key(request())
-    tables.create(conn, {"id": "r", "owner": mine}, [request()])
+    create(conn, {"id": "r", "owner": mine}, [request()])
     finish(conn, "r", "fail")
-    with pytest.raises(tables.Conflict):
-        tables.create(conn, {"id": "r", "owner": "someone else"}, [request("http://o/b")])
-    tables.create(conn, {"id": "r", "owner": mine}, [request()])  # the retry
+    with pytest.raises(Conflict):
+        create(conn, {"id": "r", "owner": "someone else"}, [request("http://o/b")])
+    create(conn, {"id": "r", "owner": mine}, [request()])  # the retry
     finish(conn, "r")
-    with pytest.raises(tables.Conflict):  # a success is joined, not replaced, even by its maker
-        tables.create(conn, {"id": "r", "owner": mine}, [request()])
-    tables.create(conn, {"id": "r", "owner": ownership.API}, [request("http://o/c")])
-    assert tables.records(conn, "r")[0]["url"] == "http://o/c"
+    with pytest.raises(Conflict):  # a success is joined, not replaced, even by its maker
+        create(conn, {"id": "r", "owner": mine}, [request()])
+    create(conn, {"id": "r", "owner": ownership.API}, [request("http://o/c")])
+    assert records.records(conn, "r")[0].url == "http://o/c"
     finish(conn, "r")
-    with pytest.raises(tables.Conflict):
-        tables.create(conn, {"id": "r", "owner": mine}, [request()])
+    with pytest.raises(Conflict):
+        create(conn, {"id": "r", "owner": mine}, [request()])
 
 
 def test_the_migration_keeps_what_it_can_of_older_registrations(tmp_path):

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store.db.bodies import Unsatisfiable, parse_range
+from store.web.ranges import Unsatisfiable, parse_range
 
 HUGE = "9" * 5000
 

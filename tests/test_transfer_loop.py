@@ -4,18 +4,23 @@ errors. The same transfers through a real mitmdump and origin: test_transfers_e2
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import hashlib
-import json
 import ssl
 
 import httpx
 import pytest
 
 from harness.poll import eventually_async
-from store.db import bodies, tables
+from store.db import NewRecord, chunks
+from store.db.sqlite import SqliteStorage
+from store.db.storage import NotFound, NotPaused
 from store.engine import lifecycle
 from store.engine.service import Store
-from store.engine.transfer import backoff, content_range, validator
+from store.engine import lifecycle, service
+from store.engine.decision import content_range
+from store.engine.record_fetch import validator
+from store.engine.retry import backoff
 
 URL = "http://origin.test/file.bin"
 DATA = hashlib.shake_256(b"file.bin").digest(300_000)
@@ -76,7 +81,7 @@ class FakeOrigin:
 async def running(tmp_path, handler, **options):
     options.setdefault("retry_cap", 0.05)
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        store = Store(str(tmp_path / "bgfetch.sqlite3"), client, **options)
+        store = Store(SqliteStorage.open(str(tmp_path / "bgfetch.sqlite3")), client, **options)
         try:
             yield store
         finally:
@@ -98,8 +103,8 @@ async def until(store: Store, reg_id: str, timeout: float = 10, **expected) -> d
 
 
 def stored_body(store: Store, reg_id: str = "f") -> bytes:
-    record = tables.records(store.db, reg_id)[0]
-    return b"".join(bodies.read(store.db, record["id"], 0, 2**62))
+    record = store.records(reg_id)[0]
+    return b"".join(chunks.read(store.storage.db, record.id, 0, 2**62))
 
 
 def fetch_once(tmp_path, handler, options: dict | None = None, **record) -> tuple[dict, dict, bytes]:
@@ -109,7 +114,7 @@ def fetch_once(tmp_path, handler, options: dict | None = None, **record) -> tupl
         async with running(tmp_path, handler, **(options or {})) as store:
             await start(store, **record)
             registration = await until(store, "f")
-            return registration, dict(tables.records(store.db, "f")[0]), stored_body(store)
+            return registration, dataclasses.asdict(store.records("f")[0]), stored_body(store)
 
     return asyncio.run(scenario())
 
@@ -194,11 +199,11 @@ def test_a_body_that_ends_short_pauses_and_keeps_its_bytes(tmp_path, long_backof
 
 async def crashed_after_the_whole_body(store: Store, announced: int | None) -> None:
     """A registration as a kill -9 leaves it: every byte committed, `complete` not yet set."""
-    await store.writer.submit(tables.create, {"id": "f", "title": ""}, [{"url": URL}])
-    record = tables.records(store.db, "f")[0]
-    await store.writer.submit(tables.transition, "f", "start")
-    await store.set_response(record["id"], 200, [["ETag", '"v1"']], announced)
-    await store.writer.submit(tables.append_chunk, record["id"], 0, 0, [DATA])
+    await store.storage.create({"id": "f", "title": "", "owner": "api"}, [NewRecord(URL)], service._may_replace)
+    record = store.records("f")[0]
+    await store.storage.transition("f", "start", lifecycle.step)
+    await store.storage.set_response(record.id, 200, [("ETag", '"v1"')], announced)
+    await store.storage.append(record.id, 0, 0, [DATA], len(DATA))
 
 
 @pytest.mark.parametrize("announced", [len(DATA), None])
@@ -210,7 +215,7 @@ def test_a_body_whole_before_a_crash_completes_at_restart(tmp_path, announced):
         async with running(tmp_path, origin) as store:
             await crashed_after_the_whole_body(store, announced)
         async with running(tmp_path, origin) as store:
-            await store.resume_all()
+            await store.start()
             registration = await until(store, "f")
             assert (registration["result"], registration["downloaded"]) == ("success", len(DATA))
             assert stored_body(store) == DATA
@@ -239,15 +244,15 @@ def test_refused_credentials_on_resume_pause_until_new_headers_come(tmp_path, lo
                                             interval=0.02, pause=store.changed, what="f: a lastError about credentials")
             assert paused["state"] == "paused" and paused["downloaded"] == 100_000
             assert "(403)" in paused["lastError"] and "bytes are kept" in paused["lastError"]
-            old_key = tables.records(store.db, "f")[0]["credential"]
+            old_key = store.records("f")[0].credential
             await store.update("f", None, None, [{"index": 0, "headers": [("Authorization", "Bearer new")], "url": URL + "?sig=2"}])
             registration = await until(store, "f")
             assert registration["result"] == "success"
             assert stored_body(store) == DATA
-            record = tables.records(store.db, "f")[0]
-            assert record["url"] == URL + "?sig=2"
-            assert record["credential"] not in ("", old_key)
-            assert record["request_headers"] is None
+            record = store.records("f")[0]
+            assert record.url == URL + "?sig=2"
+            assert record.credential not in ("", old_key)
+            assert store.storage.db.execute("SELECT request_headers FROM records").fetchone()[0] is None
 
     asyncio.run(scenario())
     last = origin.requests[-1]
@@ -263,9 +268,9 @@ def test_new_request_headers_are_only_for_a_paused_registration(tmp_path):
         async with running(tmp_path, origin) as store:
             await start(store)
             await until(store, "f", result="success")
-            with pytest.raises(tables.NotPaused, match="done"):
+            with pytest.raises(NotPaused, match="done"):
                 await store.update("f", None, None, [{"index": 0, "headers": [("Cookie", "a=b")]}])
-            with pytest.raises(tables.NotFound):
+            with pytest.raises(NotFound):
                 await store.update("nope", None, None, [{"index": 0, "headers": [], "url": URL}])
 
     asyncio.run(scenario())
@@ -274,15 +279,15 @@ def test_new_request_headers_are_only_for_a_paused_registration(tmp_path):
 def test_new_request_headers_merge_by_name(tmp_path):
     async def scenario():
         async with running(tmp_path, FakeOrigin(), concurrency=1) as store:
-            await store.writer.submit(
-                tables.create, {"id": "p", "title": ""},
-                [{"url": URL, "headers": [["Cookie", "old"], ["Accept", "*/*"], ["X-Gone", "1"]]}],
+            await store.storage.create(
+                {"id": "p", "title": "", "owner": "api"},
+                [NewRecord(URL, headers=[("Cookie", "old"), ("Accept", "*/*"), ("X-Gone", "1")])], service._may_replace,
             )
-            await store.writer.submit(tables.transition, "p", "start")
-            await store.writer.submit(tables.transition, "p", "pause")
+            await store.storage.transition("p", "start", lifecycle.step)
+            await store.storage.transition("p", "pause", lifecycle.step)
             await store.update("p", None, None, [{"index": 0, "headers": [("cookie", "new"), ("X-Gone", None)]}])
-            record = tables.records(store.db, "p")[0]
-            assert json.loads(record["request_headers"]) == [["Accept", "*/*"], ["cookie", "new"]]
+            record = store.records("p")[0]
+            assert record.request_headers == [("Accept", "*/*"), ("cookie", "new")]
 
     asyncio.run(scenario())
 
@@ -436,8 +441,8 @@ def test_integrity_is_checked_when_the_body_completes(tmp_path):
             await start(store, "bad", integrity=bad)
             failed = await until(store, "bad")
             assert failed["failureReason"] == "fetch-error" and "integrity" in failed["lastError"]
-            assert tables.records(store.db, "bad")[0]["stored"] == 0
-            assert store.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0] > 0  # the good one's
+            assert store.records("bad")[0].stored == 0
+            assert store.storage.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0] > 0  # the good one's
 
     asyncio.run(scenario())
 

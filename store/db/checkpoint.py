@@ -35,7 +35,7 @@ import sqlite3
 import threading
 import time
 
-from store.db import schema
+from store.db import faults, schema
 
 logger = logging.getLogger(__name__)
 
@@ -120,9 +120,17 @@ class Checkpointer:
             try:
                 busy, _, _ = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
             except sqlite3.Error as exc:
-                busy = exc
-        if busy:
-            logger.debug("checkpoint %s did not finish: %s", mode, busy)
+                fault = faults.translate(exc, self.path)
+                if isinstance(fault, (faults.StorageFull, faults.StorageBusy)):  # passes: tried again later
+                    logger.info("checkpoint %s did not finish: %s", mode, fault)
+                else:  # the WAL keeps every committed byte, but it cannot be copied into the database
+                    logger.error(
+                        "checkpoint %s of %s failed: %s; committed data stays in the write-ahead log"
+                        " (%s-wal): check the disk, and keep that file with the database", mode, self.path, fault, self.path,
+                    )
+                return False
+        if busy:  # a reader is still on an older snapshot
+            logger.debug("checkpoint %s did not finish: a reader holds the write-ahead log", mode)
         return not busy
 
     def wal_size(self) -> int:

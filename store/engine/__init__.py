@@ -1,1 +1,10 @@
-"""The engine: registrations, their lifecycle, transfers, events and the webhook."""
+"""The engine: registrations, their lifecycle, transfers, events and the webhook.
+
+The web layer imports what this module exports (and `service.Store`); storage is reached only
+through the contract of `store.db`.
+"""
+
+from store.db import Conflict, NotFound, NotPaused, Record, StorageFault
+from store.engine.lifecycle import LifecycleError
+
+__all__ = ["Conflict", "LifecycleError", "NotFound", "NotPaused", "Record", "StorageFault"]

@@ -9,8 +9,11 @@ States follow the spec's registration plus bgfetch's transfer view:
        +----retry----- paused
     pending/fetching/paused --abort--> done (failure, "aborted")
     pending/fetching/paused --fail---> done (failure, the reason)
+    pending/fetching/paused --hold---> paused   (a pause held in memory, written at last)
+    pending/fetching/paused --requeue-> pending (start-up: every active one runs again)
 
-A transition that the table does not hold raises `LifecycleError`.
+A transition that the table does not hold raises `LifecycleError`. `step` is the one function
+storage applies inside its transaction.
 """
 
 ACTIVE = ("pending", "fetching", "paused")
@@ -29,6 +32,8 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     ("fetching", "succeed"): "done",
     **{(state, "fail"): "done" for state in ACTIVE},
     **{(state, "abort"): "done" for state in ACTIVE},
+    **{(state, "hold"): "paused" for state in ACTIVE},
+    **{(state, "requeue"): "pending" for state in ACTIVE},
 }
 
 
@@ -54,3 +59,8 @@ def outcome(event: str, reason: str = "") -> tuple[str, str]:
             raise LifecycleError(f"unknown failure reason {reason!r}")
         return "failure", reason
     return "", ""
+
+
+def step(state: str, event: str, reason: str = "") -> tuple[str, str, str]:
+    """(next state, result, failureReason) of `event` in `state`; LifecycleError if not allowed."""
+    return (next_state(state, event), *outcome(event, reason))

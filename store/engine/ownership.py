@@ -25,9 +25,8 @@ def request_key(method: str, url: str, credential: str, body_digest: str) -> str
 
 
 def record_key(record) -> str:
-    """The key of a stored record (a row) or of a new one (a dict with its body)."""
-    digest = record["body_hash"] if "body_hash" in record.keys() else body_hash(record.get("body"))
-    return request_key(record["method"], record["url"], record["credential"], digest)
+    """The key of the request a stored record (`store.db.Record`) was made for."""
+    return request_key(record.method, record.url, record.credential, record.body_hash)
 
 
 def may_replace(owner: str, existing_owner: str, existing_result: str) -> bool:

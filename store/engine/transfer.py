@@ -1,83 +1,49 @@
-"""The transfer loop: runs registrations on the store's own httpx client, pausing and resuming.
+"""The transfer loop: runs each active registration as a task, pausing and resuming.
 
-Errors are sorted at this boundary, as httpx maps httpcore's: transport trouble (refused,
-reset, timeout, DNS, a body cut short) becomes `Pause` — the registration waits and retries
-with capped exponential backoff, resuming with `Range`/`If-Range`; a bad status, a limit, an
-integrity mismatch or an origin that no retry can fix (an untrusted certificate, a scheme httpx
-cannot fetch) becomes `Failure` and ends it. A storage fault (`faults.StorageFault`: the disk
-is full, another process holds the database's lock) is a pause too: every committed byte
-stays, and the retry resumes from them; after a full disk the retry first asks the writer
-for room for a chunk, so the origin is not asked for bytes that could not be stored.
+`concurrency` registrations fetch at once, the rest wait their turn. A try that cannot go on
+(`Pause`, or a storage fault: a full disk, another process's lock) leaves the registration
+paused; it is tried again after a capped exponential backoff (`retry.backoff`), resuming from
+its committed bytes. After a full disk the retry first asks storage for room for a chunk, so
+the origin is not asked for bytes that could not be stored. A `Failure` ends it.
 
-Resuming: a `206` whose `Content-Range` starts at the stored length appends; a `200` means the
-origin ignored `Range` or the entity changed, so the record starts again from byte 0 under a new
-generation (readers of the old one are cut off: two versions are never mixed). A record whose
-response had neither a strong ETag nor Last-Modified is never resumed: nothing could tell a
-changed entity from the same one, so it starts again from byte 0.
+The loop reports every state change to the registrations it runs for (`Registrations`: the
+engine's `Store`) and reads and writes records only through the storage contract.
 """
 
 import asyncio
-import base64
-import hashlib
 import logging
-import random
-import re
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import httpx
 
-from store.db import bodies, schema, tables
-from store.engine import headers
-from store.db.bodies import BodySink
-from store.db.faults import StorageFault, StorageFull
-from store.engine.outcomes import Failure, Limit, Pause, transport_problem
-
-if TYPE_CHECKING:
-    from store.engine.service import Store
+from store.db import Storage, StorageFault, StorageFull
+from store.engine.outcomes import Failure, Pause
+from store.engine.record_fetch import RecordFetch
+from store.engine.retry import backoff
+from store.engine.sink import CHUNK_BYTES
 
 logger = logging.getLogger(__name__)
 
-RETRY_BASE = 0.5
 
+class Registrations(Protocol):
+    """What the loop tells about the registrations it runs."""
 
-def backoff(attempt: int, cap: float) -> float:
-    """Seconds to wait before retry `attempt` (0-based): doubling, capped, with jitter."""
-    delay = min(cap, RETRY_BASE * 2**attempt)
-    return delay * random.uniform(0.5, 1.0)
+    async def transition(self, reg_id: str, event: str, reason: str = "", error: str = "") -> None:
+        """A lifecycle event; StorageFault when it cannot be written (a pause is then held)."""
 
-
-def validator(fields: list) -> str | None:
-    """What `If-Range` may carry: a strong ETag, else Last-Modified."""
-    etag = headers.first(fields, "etag")
-    if etag and not etag.startswith("W/"):
-        return etag
-    return headers.first(fields, "last-modified")
-
-
-_CONTENT_RANGE = re.compile(r"^bytes (?:(\d+)-\d+|\*)/(\d+|\*)$")
-
-
-def content_range(value: str | None) -> tuple[int | None, int | None] | None:
-    """(first byte, complete length) of a `Content-Range` response header, None for an unknown
-    part; `bytes */N` (a 416's) gives (None, N)."""
-    match = _CONTENT_RANGE.match((value or "").strip())
-    if not match:
-        return None
-    first, total = match.groups()
-    return None if first is None else int(first), None if total == "*" else int(total)
+    def committed(self, reg_id: str, progress: bool) -> None:
+        """Something of `reg_id` was committed (with `progress`: body bytes)."""
 
 
 class TransferLoop:
-    """Runs each active registration as a task; `concurrency` of them fetch at once."""
-
     def __init__(
-        self, store: "Store", client: httpx.AsyncClient, concurrency: int, retry_cap: float,
-        quota: int | None = None,
+        self, storage: Storage, client: httpx.AsyncClient, registrations: Registrations, *,
+        concurrency: int, retry_cap: float, quota: int | None = None,
     ) -> None:
-        self.store = store
-        self.client = client
+        self.storage = storage
+        self.registrations = registrations
         self.retry_cap = retry_cap
-        self.quota = quota
+        self.fetch = RecordFetch(storage, client, quota, registrations.committed)
         self.slots = asyncio.Semaphore(concurrency)
         self.tasks: dict[str, asyncio.Task] = {}
         self._wake: dict[str, asyncio.Event] = {}
@@ -128,33 +94,35 @@ class TransferLoop:
             if paused:
                 await self._sleep(reg_id, backoff(attempt, self.retry_cap))
                 try:
-                    await self.store.transition(reg_id, "retry")
+                    await self.registrations.transition(reg_id, "retry")
                 except StorageFault:  # still paused (in memory): the database takes no writes yet
                     attempt += 1
                     continue
             async with self.slots:
-                received = self.store.received(reg_id)
+                received = self.storage.received(reg_id)
                 if await self._attempt(reg_id):
                     return
             paused = True
-            attempt = 0 if self.store.received(reg_id) > received else attempt + 1
+            attempt = 0 if self.storage.received(reg_id) > received else attempt + 1
 
     async def _attempt(self, reg_id: str) -> bool:
         """One try, with a slot held; whether the registration has ended."""
         try:
-            await self.store.transition(reg_id, "start")
+            await self.registrations.transition(reg_id, "start")
         except StorageFault:
             return False  # the store holds it as paused
         try:
             if reg_id in self._short_of_room:  # room for a chunk before the origin is asked
-                await self.store.room_for_chunk()
-            await self._fetch_all(reg_id)
+                await self.storage.ensure_room(CHUNK_BYTES)
+            for record in self.storage.records(reg_id):
+                if not record.complete:
+                    await self.fetch.run(record)
         except (Pause, StorageFault) as exc:
             logger.info("%s paused: %s", reg_id, exc)
             self._short_of_room.discard(reg_id)
             if isinstance(exc, StorageFull):
                 self._short_of_room.add(reg_id)
-            await self.store.transition(reg_id, "pause", error=str(exc))
+            await self.registrations.transition(reg_id, "pause", error=str(exc))
             return False
         except Failure as exc:
             logger.info("%s failed (%s): %s", reg_id, exc.reason, exc)
@@ -168,10 +136,10 @@ class TransferLoop:
         """Write the registration's end; when the database takes no writes it pauses instead,
         and the next try ends it."""
         try:
-            await self.store.transition(reg_id, event, **details)
+            await self.registrations.transition(reg_id, event, **details)
         except StorageFault as exc:
             logger.info("%s paused: %s", reg_id, exc)
-            await self.store.transition(reg_id, "pause", error=str(exc))
+            await self.registrations.transition(reg_id, "pause", error=str(exc))
             return False
         return True
 
@@ -186,114 +154,3 @@ class TransferLoop:
         finally:
             self._wake.pop(reg_id, None)
             self._woken.discard(reg_id)
-
-    async def _fetch_all(self, reg_id: str) -> None:
-        for record in tables.records(self.store.db, reg_id):
-            if not record["complete"]:
-                await self._fetch_record(reg_id, record)
-
-    async def _fetch_record(self, reg_id: str, record) -> None:
-        stored, generation = record["stored"], record["generation"]
-        if stored and stored == record["size"]:  # whole when the store stopped, not yet marked
-            await self._complete(record, stored)
-            return
-        fields = headers.upstream(headers.parse(record["request_headers"]))
-        if stored:
-            if check := validator(headers.parse(record["response_headers"])):
-                fields += [("Range", f"bytes={stored}-"), ("If-Range", check)]
-            else:  # without a validator a resumed body could mix two versions: start again
-                generation, stored = await self.store.restart_record(record["id"]), 0
-        fields.append(("Accept-Encoding", "identity"))
-        sink = None
-        try:
-            async with self.client.stream(
-                record["method"], record["url"], headers=fields, content=record["request_body"]
-            ) as response:
-                generation, offset, size, held = await self._accept(record, response, stored, generation)
-                limit = self._limit(reg_id, record["id"], held)
-                if limit and size is not None and size > limit.most:
-                    raise limit.failure(record["url"])
-                sink = BodySink(
-                    self.store.writer, record["id"], generation, offset,
-                    lambda _rid: self.store.committed(reg_id),
-                )
-                if offset != size:
-                    async for data in response.aiter_raw():
-                        if limit and sink.position + len(data) > limit.most:
-                            raise limit.failure(record["url"])
-                        await sink.write(data)
-        except httpx.TransportError as exc:
-            raise transport_problem(record["url"], exc) from exc
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:  # too many redirects, a bad URL
-            raise Failure("fetch-error", f"{record['url']}: {exc}") from exc
-        finally:
-            if sink is not None:
-                await sink.close()
-        if size is not None and sink.offset != size:
-            raise Pause(f"{record['url']}: body ended at {sink.offset} of {size} bytes")
-        await self._complete(record, sink.offset)
-
-    async def _accept(self, record, response: httpx.Response, stored: int, generation: int):
-        """Decide what the response means for the stored bytes.
-
-        Returns (generation, offset the body continues at, complete size or None, bytes
-        that every other record holds or expects)."""
-        status, url = response.status_code, record["url"]
-        if stored and status in (206, 416):
-            found = content_range(response.headers.get("content-range")) or (None, None)
-            first, total = found if status == 206 else (stored, found[1])
-            same_length = None in (record["size"], total) or record["size"] == total
-            if first == stored and same_length:
-                size = total if total is not None else record["size"]
-                return generation, stored, size, self.store.held(record["id"])
-            await self.store.restart_record(record["id"])
-            raise Pause(
-                f"{url}: the resume was answered {status} with Content-Range"
-                f" {response.headers.get('content-range')!r}; starting again from byte 0"
-            )
-        if status in (401, 403) and stored:
-            raise Pause(
-                f"{url}: the origin refused the stored credentials ({status}) when resuming after"
-                f" {stored} bytes; the bytes are kept: give the record new headers or a new URL"
-                " (PATCH /api/fetches/{id})"
-            )
-        if not 200 <= status < 300 or status == 206:
-            await self.store.set_response(record["id"], status, list(response.headers.multi_items()), None)
-            raise Failure("bad-status", f"{url} answered {status}")
-        if stored:
-            generation = await self.store.restart_record(record["id"])
-        size = int(response.headers["content-length"]) if "content-length" in response.headers else None
-        held = await self.store.set_response(record["id"], status, list(response.headers.multi_items()), size)
-        return generation, 0, size, held
-
-    def _limit(self, reg_id: str, record_id: int, held: int) -> Limit | None:
-        """The tighter of downloadTotal and the store's quota, for this record."""
-        limits = []
-        if (room := self.store.download_limit(reg_id, record_id)) is not None:
-            limits.append(Limit(room, "download-total-exceeded", "downloadTotal"))
-        if self.quota is not None:
-            limits.append(Limit(self.quota - held, "quota-exceeded", "bgfetch_quota"))
-        return min(limits, key=lambda limit: limit.most, default=None)
-
-    async def _complete(self, record, size: int) -> None:
-        await self._check_integrity(record, size)
-        await self.store.complete_record(record["id"])
-
-    async def _check_integrity(self, record, size: int) -> None:
-        if not record["integrity"]:
-            return
-        digest = await asyncio.to_thread(_sha256, self.store.path, record["id"], size)
-        expected = record["integrity"].removeprefix("sha256-")
-        if base64.b64encode(digest).decode() != expected:
-            raise Failure("fetch-error", f"{record['url']}: body does not match integrity {record['integrity']}")
-
-
-def _sha256(path: str, record_id: int, size: int) -> bytes:
-    conn = schema.connect(path, readonly=True)
-    try:
-        digest = hashlib.sha256()
-        for data in bodies.read(conn, record_id, 0, size):
-            digest.update(data)
-        return digest.digest()
-    finally:
-        conn.close()

@@ -11,7 +11,7 @@ import logging
 import httpx
 
 from store.engine.events import FINAL
-from store.engine.transfer import backoff
+from store.engine.retry import backoff
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,10 @@ class Webhook:
         self.retry_cap = retry_cap
         self.queue: asyncio.Queue[dict] = asyncio.Queue(maxsize=WAITING)
         self.client = httpx.AsyncClient(timeout=10.0, trust_env=False, headers={"User-Agent": "bgfetch"})
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        """Start delivering, on a task of its own."""
         self.task = asyncio.create_task(self._run(), name="bgfetch webhook")
 
     def listener(self, event_id: int, type_: str, registration: dict) -> None:
@@ -65,6 +69,7 @@ class Webhook:
         return False
 
     async def close(self) -> None:
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
         await self.client.aclose()

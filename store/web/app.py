@@ -3,9 +3,9 @@
 import tornado.web
 
 from store.engine import headers
-from store.web import api, dashboard, forgery, proxied
-from store.engine.destinations import Destinations
 from store.engine.service import Store
+from store.engine.destinations import Destinations
+from store.web import api, dashboard, forgery, proxied
 
 
 def make_app(

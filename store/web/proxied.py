@@ -8,10 +8,10 @@ in place of a failed one that it made itself: otherwise a 409 problem names the 
 
 import json
 
-from store.db import tables
-from store.engine import headers, lifecycle, ownership
-from store.web import views as records, validate
+from store.engine import Conflict, NotFound, headers, lifecycle, ownership
+from store.web import validate, views
 from store.web.handler import Problem, StoreHandler
+from store.web.serving import BodyServing
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 RESPONDS = ("stream", "accepted")
@@ -48,7 +48,7 @@ def parse_spec(text: str) -> dict:
     return spec
 
 
-class ProxiedFetch(StoreHandler):
+class ProxiedFetch(BodyServing, StoreHandler):
     """A request the proxy marked as a background fetch: start or join it, then answer as
     `respond` asks — the body as it arrives, or `202 Accepted` with the registration.
     A fetch that has already succeeded is simply served from the store."""
@@ -72,10 +72,10 @@ class ProxiedFetch(StoreHandler):
             "credential": headers.credential_key(fields),
         }
         record_id = await self._join_or_start(spec, record)
-        if spec["respond"] == "accepted" and not tables.record(self.store.db, record_id)["complete"]:
+        if spec["respond"] == "accepted" and not self.store.record(record_id).complete:
             registration = self.store.get(spec["id"])
             host = self.settings["public_host"]
-            self.set_header("Location", f"http://{host}{records.registration_path(spec['id'])}")
+            self.set_header("Location", f"http://{host}{views.registration_path(spec['id'])}")
             self.send_json(registration, 202)
         else:
             await self.serve_record(record_id)
@@ -85,21 +85,21 @@ class ProxiedFetch(StoreHandler):
     async def _join_or_start(self, spec: dict, record: dict) -> int:
         """The record to answer from: this same request's in a live or successful registration
         of this id, else a new registration's (owned by this request). 409 otherwise."""
-        key = ownership.record_key(record)
+        key = ownership.request_key(record["method"], record["url"], record["credential"], ownership.body_hash(record["body"]))
         for _ in range(2):  # a client that starts the same id a moment earlier wins; join it
             existing = self.store.snapshot(spec["id"])
             if existing and existing["result"] != "failure":
-                for row in tables.records(self.store.db, spec["id"]):
+                for row in self.store.records(spec["id"]):
                     if ownership.record_key(row) == key:
-                        return row["id"]
+                        return row.id
             registration = {
                 "id": spec["id"], "title": spec["title"], "download_total": spec["download_total"], "owner": key,
             }
             try:
                 await self.store.fetch(registration, [record])
-            except tables.Conflict:
+            except Conflict:
                 continue
-            return tables.records(self.store.db, spec["id"])[0]["id"]
+            return self.store.records(spec["id"])[0].id
         active = (self.store.snapshot(spec["id"]) or {}).get("state") in lifecycle.ACTIVE
         raise Problem(
             409, "id-in-use",
@@ -110,7 +110,7 @@ class ProxiedFetch(StoreHandler):
         )
 
 
-class ProxiedStored(StoreHandler):
+class ProxiedStored(BodyServing, StoreHandler):
     """A GET or HEAD the proxy found in the store: answered from SQLite, never from the origin."""
 
     SUPPORTED_METHODS = ("GET", "HEAD")
@@ -122,7 +122,7 @@ class ProxiedStored(StoreHandler):
             raise Problem(400, "bad-handover", f"{headers.RECORD} must be a record number.")
         try:
             await self.serve_record(int(value))
-        except tables.NotFound:
+        except NotFound:
             raise Problem(404, "not-found", "That record is gone (deleted meanwhile).") from None
 
     head = get

@@ -1,9 +1,8 @@
 """A registration's records as the API shows them, picked with the Cache API's match rules."""
 
-import sqlite3
 import urllib.parse
 
-from store.engine import headers
+from store.engine import Record, headers
 
 
 def registration_path(reg_id: str) -> str:
@@ -11,38 +10,38 @@ def registration_path(reg_id: str) -> str:
     return f"/api/fetches/{urllib.parse.quote(reg_id, safe='')}"
 
 
-def view(reg_id: str, row: sqlite3.Row) -> dict:
+def view(reg_id: str, record: Record) -> dict:
     """A record: its request, its response once known, how much is stored, where the body is."""
     response = None
-    if row["status"] is not None:
+    if record.status is not None:
         response = {
-            "status": row["status"],
-            "headers": [list(field) for field in headers.replayed(headers.parse(row["response_headers"]))],
-            "size": row["size"],
+            "status": record.status,
+            "headers": [list(field) for field in headers.replayed(record.response_headers)],
+            "size": record.size,
         }
     return {
-        "index": row["idx"],
-        "request": {"url": row["url"], "method": row["method"]},
+        "index": record.index,
+        "request": {"url": record.url, "method": record.method},
         "response": response,
-        "stored": row["stored"],
-        "complete": bool(row["complete"]),
-        "bodyUrl": f"{registration_path(reg_id)}/records/{row['idx']}/body",
+        "stored": record.stored,
+        "complete": record.complete,
+        "bodyUrl": f"{registration_path(reg_id)}/records/{record.index}/body",
     }
 
 
 def matching(
-    rows: list[sqlite3.Row], url: str | None, method: str = "GET",
+    records: list[Record], url: str | None, method: str = "GET",
     ignore_search: bool = False, ignore_method: bool = False,
-) -> list[sqlite3.Row]:
-    """`matchAll(request, options)`: every row without a `url`; else the rows whose URL equals
-    it (its query ignored with `ignore_search`). As in the Cache API, a query request whose
-    method is not GET matches nothing unless `ignore_method`."""
+) -> list[Record]:
+    """`matchAll(request, options)`: every record without a `url`; else the records whose URL
+    equals it (its query ignored with `ignore_search`). As in the Cache API, a query request
+    whose method is not GET matches nothing unless `ignore_method`."""
     if url is None:
-        return rows
+        return records
     if method != "GET" and not ignore_method:
         return []
     wanted = _key(url, ignore_search)
-    return [row for row in rows if _key(row["url"], ignore_search) == wanted]
+    return [record for record in records if _key(record.url, ignore_search) == wanted]
 
 
 def _key(url: str, ignore_search: bool) -> str:

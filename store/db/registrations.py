@@ -1,0 +1,154 @@
+"""SQL of registrations: create, change state, update, delete, and read them as the spec names them.
+
+Write functions take the writer's connection as first argument and run inside its
+transaction (`writer.Writer.submit`); read functions run on any connection.
+"""
+
+import json
+import sqlite3
+import time
+from datetime import UTC, datetime
+
+from store.db.storage import Conflict, MayReplace, NewRecord, NotFound, NotPaused, RequestChange, Step
+
+ACTIVE_SQL = "state != 'done'"
+
+
+def create(conn: sqlite3.Connection, registration: dict, records: list[NewRecord], may_replace: MayReplace) -> None:
+    """Insert a registration and its records; an inactive one of the same id goes first when
+    `may_replace(owner, state, result, its owner)` says so, else Conflict."""
+    reg_id, owner = registration["id"], registration["owner"]
+    row = conn.execute("SELECT state, result, owner FROM registrations WHERE id = ?", [reg_id]).fetchone()
+    if row and not may_replace(owner, row["state"], row["result"], row["owner"]):
+        raise Conflict(reg_id)
+    if row:
+        conn.execute("DELETE FROM registrations WHERE id = ?", [reg_id])
+    now = time.time()
+    conn.execute(
+        "INSERT INTO registrations (id, title, icons, download_total, upload_total,"
+        " created_at, updated_at, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [reg_id, registration.get("title", ""), json.dumps(registration.get("icons", [])),
+         registration.get("download_total"), sum(len(r.body or b"") for r in records), now, now, owner],
+    )
+    conn.executemany(
+        "INSERT INTO records (registration_id, idx, method, url, credential,"
+        " request_headers, request_body, body_hash, integrity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [[reg_id, idx, r.method, r.url, r.credential, json.dumps(list(r.headers)), r.body, r.body_hash, r.integrity]
+         for idx, r in enumerate(records)],
+    )
+
+
+def transition(conn: sqlite3.Connection, reg_id: str, event: str, step: Step, reason: str = "",
+               error: str = "", held_pause: str | None = None) -> str:
+    """Apply a lifecycle event; returns the new state. Ending drops the request headers and
+    bodies; a failure drops the partial bodies. A pause the engine held in memory
+    (`held_pause`, its lastError) is written first: the row is brought to `paused`."""
+    row = conn.execute("SELECT state FROM registrations WHERE id = ?", [reg_id]).fetchone()
+    if row is None:
+        raise NotFound(reg_id)
+    state = row["state"]
+    if held_pause is not None and state != "done":
+        state = _write_state(conn, reg_id, *step(state, "hold", ""), error if event == "pause" else held_pause)
+        if event == "pause":
+            return state
+    state, result, failure = step(state, event, reason)
+    _write_state(conn, reg_id, state, result, failure, error)
+    if state == "done":
+        conn.execute(
+            "UPDATE records SET request_headers = NULL, request_body = NULL WHERE registration_id = ?", [reg_id]
+        )
+    if result == "failure":
+        conn.execute("DELETE FROM chunks WHERE record_id IN (SELECT id FROM records WHERE registration_id = ?)", [reg_id])
+        conn.execute("UPDATE records SET stored = 0, complete = 0 WHERE registration_id = ?", [reg_id])
+    return state
+
+
+def _write_state(conn: sqlite3.Connection, reg_id: str, state: str, result: str, failure: str, error: str) -> str:
+    conn.execute(
+        "UPDATE registrations SET state = ?, result = ?, failure_reason = ?, last_error = ?, updated_at = ?"
+        " WHERE id = ?",
+        [state, result, failure, error, time.time(), reg_id],
+    )
+    return state
+
+
+def requeue_active(conn: sqlite3.Connection, step: Step) -> list[str]:
+    """Every active registration takes the `requeue` event (start-up); their ids, in order."""
+    found = ids(conn, active_only=True)
+    for reg_id in found:
+        state = conn.execute("SELECT state FROM registrations WHERE id = ?", [reg_id]).fetchone()["state"]
+        next_state, _, _ = step(state, "requeue", "")
+        conn.execute("UPDATE registrations SET state = ? WHERE id = ?", [next_state, reg_id])
+    return found
+
+
+def update(conn: sqlite3.Connection, reg_id: str, title: str | None, icons: list | None,
+           changes: list[RequestChange]) -> None:
+    """`updateUI(title, icons)`; `changes` (new request headers, credential key and URL per
+    record) only while paused, NotPaused otherwise."""
+    row = conn.execute("SELECT state FROM registrations WHERE id = ?", [reg_id]).fetchone()
+    if row is None:
+        raise NotFound(reg_id)
+    if changes and row["state"] != "paused":
+        raise NotPaused(f"background fetch {reg_id!r} is {row['state']}, not paused")
+    for change in changes:
+        updated = conn.execute(
+            "UPDATE records SET request_headers = ?, credential = ?, url = COALESCE(?, url)"
+            " WHERE registration_id = ? AND idx = ?",
+            [json.dumps(change.headers), change.credential, change.url, reg_id, change.index],
+        ).rowcount
+        if not updated:
+            raise NotFound(f"{reg_id} record {change.index}")
+    if title is not None:
+        conn.execute("UPDATE registrations SET title = ? WHERE id = ?", [title, reg_id])
+    if icons is not None:
+        conn.execute("UPDATE registrations SET icons = ? WHERE id = ?", [json.dumps(icons), reg_id])
+    conn.execute("UPDATE registrations SET updated_at = ? WHERE id = ?", [time.time(), reg_id])
+
+
+def delete(conn: sqlite3.Connection, reg_id: str) -> int:
+    """Remove a registration, its records and chunks; how many records it had."""
+    count = conn.execute("SELECT count(*) FROM records WHERE registration_id = ?", [reg_id]).fetchone()[0]
+    if not conn.execute("DELETE FROM registrations WHERE id = ?", [reg_id]).rowcount:
+        raise NotFound(reg_id)
+    return count
+
+
+REGISTRATION_SQL = """
+SELECT g.*, COUNT(r.id) AS record_count, COALESCE(SUM(r.stored), 0) AS downloaded
+FROM registrations g LEFT JOIN records r ON r.registration_id = g.id
+WHERE g.id = ? GROUP BY g.id
+"""
+
+
+def registration(conn: sqlite3.Connection, reg_id: str) -> dict:
+    """The registration as the API shows it, with the spec's names."""
+    row = conn.execute(REGISTRATION_SQL, [reg_id]).fetchone()
+    if row is None:
+        raise NotFound(reg_id)
+    return {
+        "id": row["id"],
+        "title": row["title"],
+        "icons": json.loads(row["icons"]),
+        "downloadTotal": row["download_total"] or 0,
+        "downloaded": row["downloaded"],
+        "uploadTotal": row["upload_total"],
+        "uploaded": row["uploaded"],
+        "result": row["result"],
+        "failureReason": row["failure_reason"],
+        "recordsAvailable": row["result"] != "failure",
+        "state": row["state"],
+        "records": row["record_count"],
+        "createdAt": _iso(row["created_at"]),
+        "updatedAt": _iso(row["updated_at"]),
+        "lastError": row["last_error"],
+    }
+
+
+def ids(conn: sqlite3.Connection, active_only: bool = True) -> list[str]:
+    where = f"WHERE {ACTIVE_SQL}" if active_only else ""
+    return [r[0] for r in conn.execute(f"SELECT id FROM registrations {where} ORDER BY rowid")]
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,127 @@
+"""The storage contract on SQLite: one file, written by one thread, read on the event loop.
+
+Writes go to the writer thread (`writer.Writer`), many to a transaction; reads use this
+process's read-only connection (WAL: they never wait for the writer). See `storage.Storage`.
+"""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable
+
+from store.db import chunks, records, registrations, schema
+from store.db.faults import StorageFault
+from store.db.storage import MayReplace, NewRecord, Record, RequestChange, Step, Storage
+from store.db.writer import Writer
+
+logger = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1024 * 1024  # what a transfer commits at a time: the room a retry asks for first
+RECLAIM_PAGES = 256  # pages given back per writer turn (16 MiB), so transfers keep writing
+
+
+class SqliteStorage(Storage):
+    def __init__(self, path: str, writer: Writer) -> None:
+        self.path = path
+        self.writer = writer
+        self.db = schema.connect(path, readonly=True)
+
+    @classmethod
+    def open(cls, path: str) -> "SqliteStorage":
+        """Check and migrate the database (refusing any file that is not a bgfetch store), then
+        start its writer thread. Call from the event loop that will await its writes."""
+        conn = schema.connect(path)
+        try:
+            schema.migrate(conn)
+        finally:
+            conn.close()
+        return cls(path, Writer(path, asyncio.get_running_loop()))
+
+    # -- registrations ---------------------------------------------------------
+
+    def registration(self, reg_id: str) -> dict:
+        return registrations.registration(self.db, reg_id)
+
+    def ids(self, active_only: bool = True) -> list[str]:
+        return registrations.ids(self.db, active_only)
+
+    async def create(self, registration: dict, new: list[NewRecord], may_replace: MayReplace) -> None:
+        await self.writer.submit(registrations.create, registration, new, may_replace)
+
+    async def transition(self, reg_id: str, event: str, step: Step, reason: str = "", error: str = "",
+                         held_pause: str | None = None) -> str:
+        return await self.writer.submit(registrations.transition, reg_id, event, step, reason, error, held_pause)
+
+    async def requeue_active(self, step: Step) -> list[str]:
+        return await self.writer.submit(registrations.requeue_active, step)
+
+    async def update(self, reg_id: str, title: str | None, icons: list | None, changes: list[RequestChange]) -> None:
+        await self.writer.submit(registrations.update, reg_id, title, icons, changes)
+
+    async def delete(self, reg_id: str) -> int:
+        return await self.writer.submit(registrations.delete, reg_id)
+
+    # -- records ---------------------------------------------------------------
+
+    def records(self, reg_id: str) -> list[Record]:
+        return records.records(self.db, reg_id)
+
+    def record(self, record_id: int) -> Record:
+        return records.record(self.db, record_id)
+
+    def record_at(self, reg_id: str, index: int) -> Record | None:
+        return records.record_at(self.db, reg_id, index)
+
+    def received(self, reg_id: str) -> int:
+        return records.received(self.db, reg_id)
+
+    def download_room(self, reg_id: str, record_id: int) -> int | None:
+        return records.download_room(self.db, reg_id, record_id)
+
+    def held(self, record_id: int) -> int:
+        return records.held(self.db, record_id)
+
+    async def set_response(self, record_id: int, status: int, fields: list, size: int | None) -> int:
+        return await self.writer.submit(records.set_response, record_id, status, fields, size)
+
+    async def restart_record(self, record_id: int) -> int:
+        return await self.writer.submit(records.restart, record_id)
+
+    async def complete_record(self, record_id: int) -> None:
+        await self.writer.submit(records.complete, record_id)
+
+    # -- bodies ----------------------------------------------------------------
+
+    def append(self, record_id: int, generation: int, offset: int, pieces: list[bytes], size: int) -> Awaitable[bool]:
+        return self.writer.submit(chunks.append, record_id, generation, offset, pieces, size=size)
+
+    async def read(self, record_id: int, start: int, end: int) -> AsyncIterator[bytes]:
+        for data in chunks.read(self.db, record_id, start, end):
+            yield data
+
+    async def digest(self, record_id: int, size: int) -> bytes:
+        return await asyncio.to_thread(self._digest, record_id, size)
+
+    def _digest(self, record_id: int, size: int) -> bytes:
+        conn = schema.connect(self.path, readonly=True)  # its own: this runs on another thread
+        try:
+            return chunks.sha256(conn, record_id, size)
+        finally:
+            conn.close()
+
+    async def ensure_room(self, size: int) -> None:
+        await self.writer.submit(chunks.nothing, size=size)
+
+    async def give_back_space(self) -> None:
+        """Page moves go through the WAL: on a small disk a turn moves what its reserve holds a
+        quarter of. A fault stops it: new chunks then take the free pages."""
+        pages = max(1, min(RECLAIM_PAGES, self.writer.room.reserve // (4 * schema.PAGE_SIZE)))
+        try:
+            while await self.writer.submit(chunks.reclaim_space, pages) == pages:
+                pass
+        except StorageFault as exc:
+            logger.warning("giving space back to the file system stopped: %s; new chunks use the free pages", exc)
+        self.writer.give_back()
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.writer.close)
+        self.db.close()

@@ -1,0 +1,191 @@
+"""The storage contract: what the engine reads and writes, whatever database holds it.
+
+Like httpx's transports, one small contract with implementations the engine never tells apart:
+SQLite (`store.db.sqlite`, the embedded default) today; PostgreSQL with object storage for a
+fleet next. The engine and the web layer import this module, never a database driver.
+
+- Reads of registrations and records are plain calls: an implementation answers them from a
+  connection or cache of its own without waiting on a remote peer (SQLite: an indexed read
+  of a local file, mostly from the page cache). Body bytes and digests are awaited.
+- Writes are awaited and resolve once committed. `append` queues a chunk and returns an
+  awaitable at once, so a transfer keeps a few chunks in flight; chunks are committed in the
+  order they are appended.
+- Domain rules stay with the engine: a write that needs one inside its transaction gets it as
+  a plain function (the lifecycle's next state, who may replace a registration).
+- Storage faults (`StorageFault`: a full disk, another process's lock) are pauses, not
+  failures; every committed byte stays.
+"""
+
+import abc
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+Fields = list[tuple[str, str]]
+# (state, event, reason) -> (next state, result, failure reason); raises when the table has no edge
+Step = Callable[[str, str, str], tuple[str, str, str]]
+# (owner of the new registration, state, result and owner of the one it would replace) -> may it?
+MayReplace = Callable[[str, str, str, str], bool]
+
+
+class NotFound(LookupError):
+    """No registration or record with that id."""
+
+
+class Conflict(Exception):
+    """A registration with that id is still active, or is not the creator's to replace."""
+
+
+class NotPaused(Exception):
+    """Only a paused registration takes new request headers or URLs."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One request of a registration and what is stored of its response."""
+
+    id: int
+    registration_id: str
+    index: int
+    method: str
+    url: str
+    credential: str
+    request_headers: Fields
+    request_body: bytes | None
+    body_hash: str
+    integrity: str | None
+    status: int | None
+    response_headers: Fields
+    size: int | None
+    stored: int
+    received: int
+    generation: int
+    complete: bool
+
+
+@dataclass(frozen=True)
+class NewRecord:
+    """A request to store as a record of a new registration."""
+
+    url: str
+    method: str = "GET"
+    headers: Fields = ()
+    body: bytes | None = None
+    integrity: str | None = None
+    credential: str = ""
+    body_hash: str = ""
+
+
+@dataclass(frozen=True)
+class RequestChange:
+    """New request headers (already merged) and URL for the record at `index` of a paused registration."""
+
+    index: int
+    headers: Fields
+    credential: str
+    url: str | None = None
+
+
+class Storage(abc.ABC):
+    """Registrations, their records and the records' body chunks."""
+
+    # -- registrations ---------------------------------------------------------
+
+    @abc.abstractmethod
+    def registration(self, reg_id: str) -> dict:
+        """The registration with the spec's names (`id`, `downloaded`, `result`, ...); NotFound."""
+
+    @abc.abstractmethod
+    def ids(self, active_only: bool = True) -> list[str]:
+        """Registration ids in the order they were made; only those not done, unless told."""
+
+    @abc.abstractmethod
+    async def create(self, registration: dict, records: list[NewRecord], may_replace: MayReplace) -> None:
+        """Store a new registration (`id`, `title`, `icons`, `download_total`, `owner`) and its
+        records; an inactive one of that id is replaced when `may_replace` allows, else Conflict."""
+
+    @abc.abstractmethod
+    async def transition(self, reg_id: str, event: str, step: Step, reason: str = "", error: str = "",
+                         held_pause: str | None = None) -> str:
+        """Apply a lifecycle event (`step` gives the next state); returns the new state. Ending drops
+        the request headers and bodies (credentials); a failure drops the partial bodies.
+        `held_pause`: the lastError of a pause the engine held in memory, written first."""
+
+    @abc.abstractmethod
+    async def requeue_active(self, step: Step) -> list[str]:
+        """At start-up: every active registration takes the `requeue` event; their ids."""
+
+    @abc.abstractmethod
+    async def update(self, reg_id: str, title: str | None, icons: list | None,
+                     changes: list[RequestChange]) -> None:
+        """`updateUI`: a new title or icons; `changes` need a paused registration (NotPaused)."""
+
+    @abc.abstractmethod
+    async def delete(self, reg_id: str) -> int:
+        """Remove a registration with its records and bodies; how many records it had. NotFound."""
+
+    # -- records ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    def records(self, reg_id: str) -> list[Record]:
+        """The registration's records, in the order of its requests."""
+
+    @abc.abstractmethod
+    def record(self, record_id: int) -> Record:
+        """One record; NotFound."""
+
+    @abc.abstractmethod
+    def record_at(self, reg_id: str, index: int) -> Record | None:
+        """The record at `index` of a registration, None if there is none."""
+
+    @abc.abstractmethod
+    def received(self, reg_id: str) -> int:
+        """Bytes ever received for the registration (restarts included): progress between tries."""
+
+    @abc.abstractmethod
+    def download_room(self, reg_id: str, record_id: int) -> int | None:
+        """Bytes `record_id` may hold before its registration exceeds downloadTotal (None: no limit)."""
+
+    @abc.abstractmethod
+    def held(self, record_id: int) -> int:
+        """Bytes every record but `record_id` holds or will hold (what the quota counts)."""
+
+    @abc.abstractmethod
+    async def set_response(self, record_id: int, status: int, fields: Fields, size: int | None) -> int:
+        """Record the response's status, header fields and announced size; returns `held(record_id)`
+        as of the same commit, so two transfers never both count on the same room."""
+
+    @abc.abstractmethod
+    async def restart_record(self, record_id: int) -> int:
+        """Forget a record's bytes (the entity changed); its new generation."""
+
+    @abc.abstractmethod
+    async def complete_record(self, record_id: int) -> None:
+        """The record's body is whole: its size is what is stored."""
+
+    # -- bodies ----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def append(self, record_id: int, generation: int, offset: int, pieces: list[bytes], size: int) -> Awaitable[bool]:
+        """Queue `size` bytes of `pieces` at `offset`; resolves once committed: False when the record
+        has moved on (another generation, another length). StorageFull when the disk has no room."""
+
+    @abc.abstractmethod
+    def read(self, record_id: int, start: int, end: int) -> AsyncIterator[bytes]:
+        """Committed bytes from `start` up to `end` (exclusive), in pieces; stops early where the
+        committed bytes end (the caller waits for more and asks again)."""
+
+    @abc.abstractmethod
+    async def digest(self, record_id: int, size: int) -> bytes:
+        """The SHA-256 of the first `size` bytes of a record's body."""
+
+    @abc.abstractmethod
+    async def ensure_room(self, size: int) -> None:
+        """StorageFull unless `size` bytes of chunks would fit now."""
+
+    @abc.abstractmethod
+    async def give_back_space(self) -> None:
+        """Return the space of deleted bodies to the file system (or object store), bit by bit."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Finish queued writes and let go of every connection."""

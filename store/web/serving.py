@@ -1,0 +1,132 @@
+"""Serving a stored body: Range and If-Range, HEAD, and the bytes as they are committed.
+
+`BodyServing` is mixed into the routes that answer with a record's body: the proxy's flows
+(as the origin sent it) and the API's body route (as a sandboxed attachment).
+"""
+
+import asyncio
+
+from tornado.iostream import StreamClosedError
+
+from store.engine import NotFound, Record, headers
+from store.web.handler import DEFAULT_FIELDS
+from store.web.ranges import Unsatisfiable, parse_range
+
+PAUSED_READER_SECONDS = 10.0  # a reader at the end of a paused fetch's bytes gets a short body after this
+WHOLE = 2**62  # "to the end" for a body whose size is not known yet
+
+
+class BodyServing:
+    """For a `StoreHandler`: `serve_record`."""
+
+    def body_fields(self, record: Record) -> list[tuple[str, str]]:
+        """The header fields a stored body goes out with: here, as the origin sent them."""
+        return headers.replayed(record.response_headers)
+
+    async def serve_record(self, record_id: int) -> None:
+        """Answer with a stored body — Range, HEAD, and read-while-writer included."""
+        record = await self._wait_for_response(record_id)
+        if record is None:
+            return
+        size = record.size
+        try:
+            span = parse_range(self._range_header(record), size)
+        except Unsatisfiable:
+            self.problem(
+                416, "range-not-satisfiable", f"The body has {size} bytes.",
+                headers={"Content-Range": f"bytes */{size}"},
+            )
+            return
+        start, end = span or (0, size)
+        for name in ("Content-Type", *DEFAULT_FIELDS):
+            self.clear_header(name)
+        for name, value in self.body_fields(record):
+            self.add_header(name, value)
+        self.set_header("Accept-Ranges", "bytes")
+        if span:
+            self.set_status(206)
+            self.set_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+        if end is not None:
+            self.set_header("Content-Length", str(end - start))
+        if self.request.method == "HEAD":
+            self.finish()
+            return
+        await self._stream(record, start, end)
+
+    def _range_header(self, record: Record) -> str | None:
+        """The client's Range, unless its If-Range names another version."""
+        wanted = self.request.headers.get("If-Range")
+        fields = record.response_headers
+        if wanted and wanted not in (headers.first(fields, "etag"), headers.first(fields, "last-modified")):
+            return None
+        return self.request.headers.get("Range")
+
+    async def _wait_for_response(self, record_id: int) -> Record | None:
+        """The record once its response headers are known (with `integrity`: once its whole
+        body is verified, so unchecked bytes are never served); None after a problem answer."""
+        while True:
+            record = self.store.record(record_id)
+            registration = self.store.get(record.registration_id)
+            if record.status is not None and 200 <= record.status < 300:
+                if registration["result"] != "failure" and (record.complete or not record.integrity):
+                    return record
+            if registration["result"] == "failure":
+                self.problem(
+                    record.status if (record.status or 0) >= 400 else 502,
+                    registration["failureReason"],
+                    registration["lastError"] or "The background fetch failed.",
+                    registration=registration,
+                )
+                return None
+            if registration["state"] == "paused":
+                self._paused(registration)
+                return None
+            await self.store.changed()
+
+    def _paused(self, registration: dict) -> None:
+        self.problem(
+            503, "paused", headers={"Retry-After": "5"}, detail=
+            f"The background fetch is paused ({registration['lastError']}); bgfetch keeps trying in the background.",
+            registration=registration,
+        )
+
+    async def _stream(self, record: Record, start: int, end: int | None) -> None:
+        """Write bytes as they are committed; a client that leaves costs nothing more.
+
+        One piece is read while the one before it is still being sent, so neither the disk
+        nor the socket waits for the other; at most two are buffered. At the end of the
+        stored bytes of a fetch that stays paused (the origin is gone, the disk is full) the
+        response ends short after PAUSED_READER_SECONDS: the client resumes with Range; with
+        no byte sent yet, it is the paused problem instead (503, Retry-After)."""
+        generation, pos = record.generation, start
+        sending, moved = None, asyncio.get_running_loop().time()
+        try:
+            while end is None or pos < end:
+                async for data in self.store.read(record.id, pos, end if end is not None else WHOLE):
+                    self.write(data)
+                    pos, moved = pos + len(data), asyncio.get_running_loop().time()
+                    if sending is not None:
+                        await sending
+                    sending = self.flush()
+                    await asyncio.sleep(0)  # a fast client must not keep the loop from the others
+                record = self.store.record(record.id)
+                if record.complete and pos >= record.stored and record.generation == generation:
+                    break
+                registration = self.store.get(record.registration_id)
+                if record.generation != generation or record.status is None or registration["result"] == "failure":
+                    return self._cut(sending)  # the entity changed or failed: never mix two versions
+                if pos >= record.stored:
+                    stuck = asyncio.get_running_loop().time() - moved >= PAUSED_READER_SECONDS
+                    if stuck and registration["state"] == "paused":
+                        # what is stored, then the end; with nothing sent yet, the paused problem
+                        return self._cut(sending) if sending is not None else self._paused(registration)
+                    await self.store.changed()
+            await self.finish()
+        except (StreamClosedError, NotFound):  # the client left, or the registration was deleted
+            self._cut(sending)
+
+    def _cut(self, sending) -> None:
+        """End the response short: the client sees a body that ended early, and may resume with Range."""
+        self.request.connection.close()
+        if sending is not None:  # it fails with the connection: nobody is left to care
+            sending.add_done_callback(lambda future: future.cancelled() or future.exception())

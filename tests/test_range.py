@@ -1,4 +1,4 @@
-"""Unit tests of reading a Range header (RFC 9110 14.2) for a stored body: one range, a suffix, positions of
+"""store/web/ranges.py: reading a Range header (RFC 9110 14.2) for a stored body: one range, a suffix, positions of
 any length, and what is ignored. If-Range and the answers (206, 416) end to end: test_bounds.py, test_header_e2e.py."""
 
 import pytest

@@ -1,5 +1,6 @@
-"""Unit tests of the transfer loop (store/engine/transfer.py) over httpx.MockTransport: resume, restart, limits,
-errors. The same transfers through a real mitmdump and origin: test_transfers_e2e.py."""
+"""Unit tests of the transfer loop (store/engine: transfer, record_fetch, decision, retry) over
+httpx.MockTransport: resume, restart, limits, errors. The same through a real mitmdump and origin:
+test_transfers_e2e.py."""
 
 import asyncio
 import base64

@@ -3,9 +3,8 @@
 from collections.abc import Iterable
 from pathlib import Path
 
-from rules import yaml_lines
 from rules.rule import Rule, RuleChecker, RulesError
-from rules.yaml_lines import Mapping, Sequence
+from rules.yaml_lines import Mapping, NotYaml, Sequence, load_yaml
 
 
 class RuleSet:
@@ -52,8 +51,8 @@ def load_file(path: str) -> RuleSet:
 def _document(path: str, text: str) -> object:
     """The YAML document in text; RulesError with the line of a syntax error."""
     try:
-        return yaml_lines.load(text)
-    except yaml_lines.NotYaml as exc:
+        return load_yaml(text)
+    except NotYaml as exc:
         where = f" (line {exc.line})" if exc.line else ""
         raise RulesError(f"{path}{where}: not valid YAML: {exc.problem}") from None
 

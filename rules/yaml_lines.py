@@ -58,7 +58,7 @@ _Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
 _Loader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
 
 
-def load(text: str) -> object:
+def load_yaml(text: str) -> object:
     """The YAML document in text; NotYaml with the line of a syntax error."""
     try:
         return yaml.load(text, Loader=_Loader)

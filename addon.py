@@ -21,7 +21,7 @@ from mitmproxy.proxy import mode_specs
 from mitmproxy.utils.human import pretty_size
 
 import rules
-from rules.config import parse_size
+from vocabulary import parse_size
 from store.engine import headers as fields
 from store.proxyside import answers, keeper, launch
 

@@ -12,9 +12,9 @@ from store.engine import Conflict, NotFound, headers, lifecycle, ownership
 from store.web import validate, views
 from store.web.handler import Problem, StoreHandler
 from store.web.serving import BodyServing
+from vocabulary import RESPONDS
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-RESPONDS = ("stream", "accepted")
 SPEC_FIELDS = {"id", "title", "download_total", "respond", "integrity"}
 LARGEST_RECORD = 2**63 - 1
 

@@ -21,13 +21,11 @@ from mitmproxy.proxy import mode_specs
 from mitmproxy.utils.human import pretty_size
 
 import rules
-from vocabulary import parse_size
-from store.engine import headers as fields
-from store.proxyside import answers, keeper, launch
+from store.proxyside import answers, keeper, launch, protocol
+from vocabulary import HEADER, credential_key, parse_size
 
 logger = logging.getLogger("bgfetch")
 
-HEADER = "Background-Fetch"
 RULES_POLL_SECONDS = 1.0
 
 
@@ -109,7 +107,7 @@ class BackgroundFetch:
         if value is not None:
             del request.headers[HEADER]
         if request.host == ctx.options.bgfetch_host:
-            if request.path.startswith(fields.INTERNAL_PATH):  # the proxy's own routes, not a client's
+            if request.path.startswith(protocol.INTERNAL_PATH):  # the proxy's own routes, not a client's
                 return _answer(flow, answers.not_found(request.path))
             return self._to_store(flow, request.path)
         try:
@@ -121,11 +119,11 @@ class BackgroundFetch:
         if given is not None or matched is not None:
             if len(url) > answers.MAX_URL:
                 return _answer(flow, answers.url_too_long(len(url)))
-            credential = fields.credential_key(request.headers.items(multi=True))
+            credential = credential_key(request.headers.items(multi=True))
             spec = rules.make_spec(request.method, url, matched or {}, given or {}, credential=credential)
             if self.lookup:  # known at once: a second client for this URL must find it
                 self.lookup.add(url)
-            return self._to_store(flow, fields.FETCH_PATH, {fields.SPEC: spec.to_json(), fields.URL: url})
+            return self._to_store(flow, protocol.FETCH_PATH, {protocol.SPEC: spec.to_json(), protocol.URL: url})
         if request.method in ("GET", "HEAD"):
             if self.lookup and self.lookup.ready:
                 return self._serve_stored(flow, url)
@@ -217,7 +215,7 @@ class BackgroundFetch:
         record = self.lookup.find(url, flow.request.headers.items(multi=True))
         if record is None:
             return None
-        return self._to_store(flow, fields.STORED_PATH, {fields.RECORD: str(record)})
+        return self._to_store(flow, protocol.STORED_PATH, {protocol.RECORD: str(record)})
 
     async def _serve_stored_when_ready(self, flow: http.HTTPFlow, url: str) -> None:
         await self.keeper.wait_ready()
@@ -228,14 +226,14 @@ class BackgroundFetch:
         """Point the flow at the store's internal port, with the secret and the fetch details."""
         request = flow.request
         flow.metadata["bgfetch"] = request.url
-        for name in [n for n in request.headers if n.lower().startswith(fields.INTERNAL_PREFIX)]:
+        for name in [n for n in request.headers if protocol.is_internal(n)]:
             del request.headers[name]
         request.scheme, request.host, request.port, request.path = "http", "127.0.0.1", port, path
         if flow.server_conn.via:  # upstream mode: the store is on this machine, go to it directly
             flow.server_conn = connection.Server(address=("127.0.0.1", port))
             if not (request.is_http2 or request.is_http3):
                 request.authority = ""  # origin-form, as in regular mode
-        request.headers[fields.SECRET] = self.secret
+        request.headers[protocol.SECRET] = self.secret
         for name, value in (extra or {}).items():
             request.headers[name] = value
 

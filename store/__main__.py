@@ -3,10 +3,10 @@
 It reads its secrets from the first line of standard input, as JSON ({"secret": ...,
 "token": ..., "upstream_auth": ..., "webhook": ...}, kept out of the process list), and keeps
 reading: when the pipe closes (mitmproxy exited, even by `kill -9`), the store stops. One store
-owns a database at a time (an exclusive lock beside it). When ready it prints one JSON line to
-standard output: {"port": <internal port>, "listen_port": <public port or 0>}; after it, the
-announcements of `pipes.Announcer` (a fixed-size digest of each URL a record takes), so the
-proxy knows which URLs to look up. Its log goes to standard error; neither pipe ever blocks
+owns a database at a time (an exclusive lock beside it). When ready it writes its ports to
+standard output, and after them the announcements of `pipes.Announcer` (a fixed-size digest
+of each URL a record takes), so the proxy knows which URLs to look up: the lines of
+`store.proxyside.protocol`. Its log goes to standard error; neither pipe ever blocks
 the store (`pipes`). A --db file that is not a bgfetch store stops it at once, with one line
 naming the file, before anything is made beside it.
 """
@@ -31,7 +31,7 @@ from store.engine import wire
 from store.engine.service import Store
 from store.engine.destinations import Destinations, checked_transport, refuse_in_hook
 from store.engine.webhook import Webhook
-from store.proxyside import pipes
+from store.proxyside import pipes, protocol
 from store.web import forgery
 from store.web.app import make_app
 
@@ -137,7 +137,8 @@ async def serve(args: argparse.Namespace, secrets: dict) -> None:
                 webhook.start()
                 store.events.listeners.append(webhook.listener)
             ports = listen_all(args, store, destinations, secrets, servers)
-            print(json.dumps(ports), flush=True)
+            sys.stdout.buffer.write(protocol.ready_line(ports["port"], ports["listen_port"]))
+            sys.stdout.buffer.flush()
             store.url_listeners.append(announcer.added)
             store.removal_listeners.append(announcer.removed)
             await store.start()

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from store.proxyside import pipes
-from store.proxyside.bloom import url_digest
+from store.proxyside.protocol import url_digest
 
 NOTE = "{} lines dropped\n"
 

@@ -16,16 +16,6 @@ NOT_UPSTREAM = HOP_BY_HOP | {
 }
 # Not replayed from a stored response: framing is the store's, cookies are per client.
 NOT_REPLAYED = HOP_BY_HOP | {"content-length", "content-range", "set-cookie", "date", "age"}
-# What the proxy adds to the flows it redirects to the store (client copies are removed first).
-SECRET = "X-Bgfetch-Secret"
-SPEC = "X-Bgfetch-Spec"
-URL = "X-Bgfetch-Url"
-RECORD = "X-Bgfetch-Record"
-# Where the proxy redirects those flows on the store's internal port. A client's own request
-# for a path under INTERNAL_PATH (on bgfetch_host) is refused: these routes are the proxy's.
-INTERNAL_PATH = "/_bgfetch/"
-FETCH_PATH = INTERNAL_PATH + "fetch"
-STORED_PATH = INTERNAL_PATH + "stored"
 
 
 def upstream(fields: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -10,6 +10,7 @@ import re
 import urllib.parse
 from collections.abc import Callable
 from itertools import accumulate
+from typing import TypeVar
 
 import httpx
 
@@ -95,6 +96,7 @@ def _not_json(name: str) -> None:
 
 
 Refusal = Callable[[str], str | None]  # why a transfer may not fetch a URL; None: it may
+Checked = TypeVar("Checked")
 
 
 def _anywhere(url: str) -> None:
@@ -225,7 +227,7 @@ def _text(value: object, field: str, longest: int) -> str:
     return value
 
 
-def _checked[T](check: Callable[[object], None], value: T, field: str) -> T:
+def _checked(check: Callable[[object], None], value: Checked, field: str) -> Checked:
     """value when the shared vocabulary's `check` passes it; Invalid naming the field otherwise."""
     try:
         check(value)

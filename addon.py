@@ -21,7 +21,7 @@ from mitmproxy.proxy import mode_specs
 from mitmproxy.utils.human import pretty_size
 
 import rules
-from store.proxyside import answers, keeper, launch, protocol
+from store.proxyside import answers, keeper, launch, options, protocol
 from vocabulary import HEADER, credential_key, parse_size
 
 logger = logging.getLogger("bgfetch")
@@ -38,43 +38,22 @@ class BackgroundFetch:
         self.tasks: set[asyncio.Task] = set()
 
     def load(self, loader) -> None:
-        loader.add_option("bgfetch_db", str, "", "The SQLite store (default: <confdir>/bgfetch.sqlite3).")
-        loader.add_option("bgfetch_rules", str, "", "YAML file of rules that make requests background fetches.")
-        loader.add_option("bgfetch_host", str, "bgfetch.internal", "Host name that serves the dashboard and API through the proxy.")
-        loader.add_option("bgfetch_listen_port", int, 0, "Also serve the dashboard and API on 127.0.0.1 at this port (0: off).")
-        loader.add_option("bgfetch_concurrency", int, 4, "Background fetches transferring at once; the rest wait as pending.")
-        loader.add_option("bgfetch_quota", str, "", "Most bytes the store may hold, e.g. 20GB (empty: no limit).")
-        loader.add_option("bgfetch_webhook", str, "", "URL that receives each background fetch event as a JSON POST.")
-        loader.add_option("bgfetch_token", str, "", "When set, the API requires Authorization: Bearer <token>.")
-        loader.add_option("bgfetch_retry_cap", int, 30, "Longest wait, in seconds, between retries of a paused fetch.")
-        loader.add_option("bgfetch_refuse_private", bool, False, "Refuse background fetches of loopback, private and other"
-                          " non-global addresses, checked after DNS, redirects too (not with mode upstream).")
+        for option in options.OPTIONS:
+            if option.type is not None:  # the others are mitmproxy's own
+                loader.add_option(option.name, option.type, option.default, option.help)
 
     def configure(self, updated: set[str]) -> None:
-        opts = ctx.options
+        """Check the options that changed; a change of one the store reads starts it again."""
         if "bgfetch_rules" in updated:
             try:
-                self._load_rules(opts.bgfetch_rules)
+                self._load_rules(ctx.options.bgfetch_rules)
             except rules.RulesError as exc:
                 raise exceptions.OptionsError(str(exc)) from exc
-        if opts.bgfetch_concurrency < 1:
-            raise exceptions.OptionsError("bgfetch_concurrency must be 1 or more")
-        if not 0 <= opts.bgfetch_listen_port < 65536:
-            raise exceptions.OptionsError("bgfetch_listen_port must be a port number, or 0 for none")
-        if opts.bgfetch_retry_cap < 1:
-            raise exceptions.OptionsError("bgfetch_retry_cap must be 1 second or more")
-        webhook = urllib.parse.urlsplit(opts.bgfetch_webhook)
-        if opts.bgfetch_webhook and (webhook.scheme not in ("http", "https") or not webhook.hostname):
-            raise exceptions.OptionsError(f"bgfetch_webhook must be an http or https URL, got {opts.bgfetch_webhook!r}")
-        if opts.bgfetch_quota:
-            try:
-                parse_size(opts.bgfetch_quota)
-            except ValueError as exc:
-                raise exceptions.OptionsError(f"bgfetch_quota: {exc}") from exc
-        if opts.bgfetch_refuse_private and any(m.startswith("upstream:") for m in opts.mode):
-            raise exceptions.OptionsError("bgfetch_refuse_private cannot be enforced in mode upstream: the upstream proxy"
-                                          " resolves names and connects; refuse private addresses there instead")
-        if self.keeper.started and updated & launch.OPTIONS:
+        try:
+            options.check(ctx.options, updated)
+        except ValueError as exc:
+            raise exceptions.OptionsError(str(exc)) from exc
+        if self.keeper.started and updated & options.RESTARTS:
             self.keeper.restart()
 
     def running(self) -> None:

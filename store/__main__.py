@@ -31,7 +31,7 @@ from store.engine import wire
 from store.engine.service import Store
 from store.engine.destinations import Destinations, checked_transport, refuse_in_hook
 from store.engine.webhook import Webhook
-from store.proxyside import pipes, protocol
+from store.proxyside import options, pipes, protocol
 from store.web import forgery
 from store.web.app import make_app
 
@@ -40,22 +40,11 @@ MAX_HEADER_BYTES = 256 * 1024  # room for a long URL in a query, e.g. /records?u
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The store's command line: the flags of the options table (as the addon's `launch` gives
+    them), and how long to wait for another store on the database to go."""
     parser = argparse.ArgumentParser(prog="python -m store", description=__doc__.splitlines()[0])
-    parser.add_argument("--db", required=True)
-    parser.add_argument("--listen-port", type=int, default=0)
-    parser.add_argument("--public-host", default="bgfetch.internal")
-    parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--retry-cap", type=float, default=30.0)
-    parser.add_argument("--quota", type=int, default=None, help="most bytes the store may hold")
+    options.store_arguments(parser)
     parser.add_argument("--lock-wait", type=float, default=10.0, help="seconds to wait for another store to go")
-    parser.add_argument("--upstream-proxy", default=None)
-    parser.add_argument("--insecure", action="store_true")
-    parser.add_argument("--ca-file", default=None)
-    parser.add_argument("--ca-dir", default=None)
-    parser.add_argument("--proxy-port", type=int, action="append", default=[],
-                        help="a port mitmproxy listens on: never fetched on loopback (repeat for each)")
-    parser.add_argument("--refuse-private", action="store_true",
-                        help="refuse loopback, private and other non-global addresses, after DNS")
     return parser.parse_args(argv)
 
 

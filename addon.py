@@ -30,6 +30,8 @@ RULES_POLL_SECONDS = 1.0
 
 
 class BackgroundFetch:
+    """The addon: its options, the hooks that hand flows to the store, and the commands."""
+
     def __init__(self) -> None:
         self.rules = rules.RuleSet([])
         self.rules_stamp: tuple | None = None

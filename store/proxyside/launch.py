@@ -32,8 +32,8 @@ def launch(opts, secret: str, quota: int | None, proxy_ports: list[int]) -> Laun
         "bgfetch_db": db, "bgfetch_quota": quota or None, "mode": options.upstream_proxy(opts.mode),
         "listen_port": proxy_ports,
     }
-    args, secrets = options.store_start(lambda name: worked_out[name] if name in worked_out else getattr(opts, name))
-    return Launch(args, {"secret": secret, **secrets}, db, opts.bgfetch_host)
+    args, hidden = options.store_start(lambda name: worked_out[name] if name in worked_out else getattr(opts, name))
+    return Launch(args, {"secret": secret, **hidden}, db, opts.bgfetch_host)
 
 
 def db_path(opts) -> str:

@@ -153,14 +153,14 @@ def store_arguments(parser) -> None:
 def store_start(value: Callable[[str], object]) -> tuple[list[str], dict[str, object]]:
     """The store's command line and secrets, `value(name)` giving the value of each option that
     reaches it (of two options that share a flag, the first gives its value)."""
-    args, secrets, flags = [], {}, set()
+    args, hidden, flags = [], {}, set()
     for option in OPTIONS:
         if option.secret:
-            secrets[option.secret] = value(option.name)
+            hidden[option.secret] = value(option.name)
         elif option.flag and option.flag not in flags:
             flags.add(option.flag)
             args += option.command_line(value(option.name))
-    return args, secrets
+    return args, hidden
 
 
 def readme_table() -> str:

@@ -21,17 +21,17 @@ from mitmproxy.proxy import mode_specs
 from mitmproxy.utils.human import pretty_size
 
 import rules
-from rules.config import parse_size
-from store.engine import headers as fields
-from store.proxyside import answers, keeper, launch
+from store.proxyside import answers, keeper, launch, options, protocol
+from vocabulary import HEADER, credential_key, parse_size
 
 logger = logging.getLogger("bgfetch")
 
-HEADER = "Background-Fetch"
 RULES_POLL_SECONDS = 1.0
 
 
 class BackgroundFetch:
+    """The addon: its options, the hooks that hand flows to the store, and the commands."""
+
     def __init__(self) -> None:
         self.rules = rules.RuleSet([])
         self.rules_stamp: tuple | None = None
@@ -40,43 +40,22 @@ class BackgroundFetch:
         self.tasks: set[asyncio.Task] = set()
 
     def load(self, loader) -> None:
-        loader.add_option("bgfetch_db", str, "", "The SQLite store (default: <confdir>/bgfetch.sqlite3).")
-        loader.add_option("bgfetch_rules", str, "", "YAML file of rules that make requests background fetches.")
-        loader.add_option("bgfetch_host", str, "bgfetch.internal", "Host name that serves the dashboard and API through the proxy.")
-        loader.add_option("bgfetch_listen_port", int, 0, "Also serve the dashboard and API on 127.0.0.1 at this port (0: off).")
-        loader.add_option("bgfetch_concurrency", int, 4, "Background fetches transferring at once; the rest wait as pending.")
-        loader.add_option("bgfetch_quota", str, "", "Most bytes the store may hold, e.g. 20GB (empty: no limit).")
-        loader.add_option("bgfetch_webhook", str, "", "URL that receives each background fetch event as a JSON POST.")
-        loader.add_option("bgfetch_token", str, "", "When set, the API requires Authorization: Bearer <token>.")
-        loader.add_option("bgfetch_retry_cap", int, 30, "Longest wait, in seconds, between retries of a paused fetch.")
-        loader.add_option("bgfetch_refuse_private", bool, False, "Refuse background fetches of loopback, private and other"
-                          " non-global addresses, checked after DNS, redirects too (not with mode upstream).")
+        for option in options.OPTIONS:
+            if option.type is not None:  # the others are mitmproxy's own
+                loader.add_option(option.name, option.type, option.default, option.help)
 
     def configure(self, updated: set[str]) -> None:
-        opts = ctx.options
+        """Check the options that changed; a change of one the store reads starts it again."""
         if "bgfetch_rules" in updated:
             try:
-                self._load_rules(opts.bgfetch_rules)
+                self._load_rules(ctx.options.bgfetch_rules)
             except rules.RulesError as exc:
                 raise exceptions.OptionsError(str(exc)) from exc
-        if opts.bgfetch_concurrency < 1:
-            raise exceptions.OptionsError("bgfetch_concurrency must be 1 or more")
-        if not 0 <= opts.bgfetch_listen_port < 65536:
-            raise exceptions.OptionsError("bgfetch_listen_port must be a port number, or 0 for none")
-        if opts.bgfetch_retry_cap < 1:
-            raise exceptions.OptionsError("bgfetch_retry_cap must be 1 second or more")
-        webhook = urllib.parse.urlsplit(opts.bgfetch_webhook)
-        if opts.bgfetch_webhook and (webhook.scheme not in ("http", "https") or not webhook.hostname):
-            raise exceptions.OptionsError(f"bgfetch_webhook must be an http or https URL, got {opts.bgfetch_webhook!r}")
-        if opts.bgfetch_quota:
-            try:
-                parse_size(opts.bgfetch_quota)
-            except ValueError as exc:
-                raise exceptions.OptionsError(f"bgfetch_quota: {exc}") from exc
-        if opts.bgfetch_refuse_private and any(m.startswith("upstream:") for m in opts.mode):
-            raise exceptions.OptionsError("bgfetch_refuse_private cannot be enforced in mode upstream: the upstream proxy"
-                                          " resolves names and connects; refuse private addresses there instead")
-        if self.keeper.started and updated & launch.OPTIONS:
+        try:
+            options.check(ctx.options, updated)
+        except ValueError as exc:
+            raise exceptions.OptionsError(str(exc)) from exc
+        if self.keeper.started and updated & options.RESTARTS:
             self.keeper.restart()
 
     def running(self) -> None:
@@ -109,7 +88,7 @@ class BackgroundFetch:
         if value is not None:
             del request.headers[HEADER]
         if request.host == ctx.options.bgfetch_host:
-            if request.path.startswith(fields.INTERNAL_PATH):  # the proxy's own routes, not a client's
+            if request.path.startswith(protocol.INTERNAL_PATH):  # the proxy's own routes, not a client's
                 return _answer(flow, answers.not_found(request.path))
             return self._to_store(flow, request.path)
         try:
@@ -121,11 +100,11 @@ class BackgroundFetch:
         if given is not None or matched is not None:
             if len(url) > answers.MAX_URL:
                 return _answer(flow, answers.url_too_long(len(url)))
-            credential = fields.credential_key(request.headers.items(multi=True))
+            credential = credential_key(request.headers.items(multi=True))
             spec = rules.make_spec(request.method, url, matched or {}, given or {}, credential=credential)
             if self.lookup:  # known at once: a second client for this URL must find it
                 self.lookup.add(url)
-            return self._to_store(flow, fields.FETCH_PATH, {fields.SPEC: spec.to_json(), fields.URL: url})
+            return self._to_store(flow, protocol.FETCH_PATH, {protocol.SPEC: spec.to_json(), protocol.URL: url})
         if request.method in ("GET", "HEAD"):
             if self.lookup and self.lookup.ready:
                 return self._serve_stored(flow, url)
@@ -217,7 +196,7 @@ class BackgroundFetch:
         record = self.lookup.find(url, flow.request.headers.items(multi=True))
         if record is None:
             return None
-        return self._to_store(flow, fields.STORED_PATH, {fields.RECORD: str(record)})
+        return self._to_store(flow, protocol.STORED_PATH, {protocol.RECORD: str(record)})
 
     async def _serve_stored_when_ready(self, flow: http.HTTPFlow, url: str) -> None:
         await self.keeper.wait_ready()
@@ -228,14 +207,14 @@ class BackgroundFetch:
         """Point the flow at the store's internal port, with the secret and the fetch details."""
         request = flow.request
         flow.metadata["bgfetch"] = request.url
-        for name in [n for n in request.headers if n.lower().startswith(fields.INTERNAL_PREFIX)]:
+        for name in [n for n in request.headers if protocol.is_internal(n)]:
             del request.headers[name]
         request.scheme, request.host, request.port, request.path = "http", "127.0.0.1", port, path
         if flow.server_conn.via:  # upstream mode: the store is on this machine, go to it directly
             flow.server_conn = connection.Server(address=("127.0.0.1", port))
             if not (request.is_http2 or request.is_http3):
                 request.authority = ""  # origin-form, as in regular mode
-        request.headers[fields.SECRET] = self.secret
+        request.headers[protocol.SECRET] = self.secret
         for name, value in (extra or {}).items():
             request.headers[name] = value
 

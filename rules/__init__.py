@@ -5,9 +5,11 @@
 `FetchSpec` that the store receives. Nothing here knows mitmproxy beyond `mitmproxy.flowfilter`.
 """
 
-from rules.config import RuleSet, RulesError, load_file, parse_size
+from rules.config import RuleSet, load_file
 from rules.header import HeaderError, parse_header
+from rules.rule import RulesError
 from rules.spec import FetchSpec, make_spec
+from vocabulary import parse_size
 
 __all__ = [
     "FetchSpec",

@@ -6,8 +6,7 @@ import re
 import http_sfv
 
 from rules.spec import CHECKS
-
-HEADER = "Background-Fetch"
+from vocabulary import HEADER
 EXAMPLE = 'id="ep-5", title="Episode 5"'
 PROBLEM_TYPE = "https://bgfetch.dev/problems/bad-header"
 TOO_LARGE_TYPE = "https://bgfetch.dev/problems/header-too-large"

@@ -1,17 +1,12 @@
-"""The fetch spec handed to the store: its fields, their checks, defaults and layering."""
+"""The fetch spec handed to the store: its fields (checked by the shared vocabulary), defaults and layering."""
 
-import base64
 import hashlib
 import json
 import posixpath
 from dataclasses import asdict, dataclass
 from urllib.parse import unquote, urlsplit
 
-RESPONDS = ("stream", "accepted")
-MAX_ID = 256
-MAX_TITLE = 1024
-INTEGRITY_PREFIX = "sha256-"
-DOT_SEGMENTS = (".", "..")
+from vocabulary import MAX_TITLE, check_download_total, check_id, check_integrity, check_respond, check_title
 
 
 @dataclass(frozen=True)
@@ -48,47 +43,6 @@ class FetchSpec:
             return cls(**data)
         except TypeError as exc:
             raise ValueError(f"not a fetch spec: {exc}") from exc
-
-
-def check_id(value: object) -> None:
-    """ValueError (saying what is expected) unless value is 1-256 printable characters, and
-    not "." or "..": in a URL path those are steps, not names (`/api/fetches/..` is `/api/`)."""
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID or not value.isprintable():
-        raise ValueError(f"must be 1 to {MAX_ID} printable characters")
-    if value in DOT_SEGMENTS:
-        raise ValueError('may not be "." or "..", which a URL path reads as a step, not a name')
-
-
-def check_title(value: object) -> None:
-    """ValueError unless value is a string of at most 1024 characters."""
-    if not isinstance(value, str) or len(value) > MAX_TITLE:
-        raise ValueError(f"must be a string of at most {MAX_TITLE} characters")
-
-
-def check_download_total(value: object) -> None:
-    """ValueError unless value is a positive integer (a count of bytes)."""
-    if type(value) is not int or value <= 0:
-        raise ValueError("must be a positive integer of bytes")
-
-
-def check_respond(value: object) -> None:
-    """ValueError unless value is one of RESPONDS."""
-    if value not in RESPONDS:
-        raise ValueError(f"must be {' or '.join(RESPONDS)}")
-
-
-def check_integrity(value: object) -> None:
-    """ValueError unless value is "sha256-" and the base64 of a 32-byte digest."""
-    digest = b""
-    if isinstance(value, str) and value.startswith(INTEGRITY_PREFIX):
-        try:
-            digest = base64.b64decode(value.removeprefix(INTEGRITY_PREFIX), validate=True)
-        except ValueError:
-            pass
-    if len(digest) != hashlib.sha256().digest_size:
-        raise ValueError(
-            f'must be "{INTEGRITY_PREFIX}" followed by the base64 of a SHA-256 digest (44 characters)'
-        )
 
 
 CHECKS = {

@@ -3,10 +3,10 @@
 It reads its secrets from the first line of standard input, as JSON ({"secret": ...,
 "token": ..., "upstream_auth": ..., "webhook": ...}, kept out of the process list), and keeps
 reading: when the pipe closes (mitmproxy exited, even by `kill -9`), the store stops. One store
-owns a database at a time (an exclusive lock beside it). When ready it prints one JSON line to
-standard output: {"port": <internal port>, "listen_port": <public port or 0>}; after it, the
-announcements of `pipes.Announcer` (a fixed-size digest of each URL a record takes), so the
-proxy knows which URLs to look up. Its log goes to standard error; neither pipe ever blocks
+owns a database at a time (an exclusive lock beside it). When ready it writes its ports to
+standard output, and after them the announcements of `pipes.Announcer` (a fixed-size digest
+of each URL a record takes), so the proxy knows which URLs to look up: the lines of
+`store.proxyside.protocol`. Its log goes to standard error; neither pipe ever blocks
 the store (`pipes`). A --db file that is not a bgfetch store stops it at once, with one line
 naming the file, before anything is made beside it.
 """
@@ -31,7 +31,7 @@ from store.engine import wire
 from store.engine.service import Store
 from store.engine.destinations import Destinations, checked_transport, refuse_in_hook
 from store.engine.webhook import Webhook
-from store.proxyside import pipes
+from store.proxyside import options, pipes, protocol
 from store.web import forgery
 from store.web.app import make_app
 
@@ -40,22 +40,11 @@ MAX_HEADER_BYTES = 256 * 1024  # room for a long URL in a query, e.g. /records?u
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The store's command line: the flags of the options table (as the addon's `launch` gives
+    them), and how long to wait for another store on the database to go."""
     parser = argparse.ArgumentParser(prog="python -m store", description=__doc__.splitlines()[0])
-    parser.add_argument("--db", required=True)
-    parser.add_argument("--listen-port", type=int, default=0)
-    parser.add_argument("--public-host", default="bgfetch.internal")
-    parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--retry-cap", type=float, default=30.0)
-    parser.add_argument("--quota", type=int, default=None, help="most bytes the store may hold")
+    options.store_arguments(parser)
     parser.add_argument("--lock-wait", type=float, default=10.0, help="seconds to wait for another store to go")
-    parser.add_argument("--upstream-proxy", default=None)
-    parser.add_argument("--insecure", action="store_true")
-    parser.add_argument("--ca-file", default=None)
-    parser.add_argument("--ca-dir", default=None)
-    parser.add_argument("--proxy-port", type=int, action="append", default=[],
-                        help="a port mitmproxy listens on: never fetched on loopback (repeat for each)")
-    parser.add_argument("--refuse-private", action="store_true",
-                        help="refuse loopback, private and other non-global addresses, after DNS")
     return parser.parse_args(argv)
 
 
@@ -137,7 +126,8 @@ async def serve(args: argparse.Namespace, secrets: dict) -> None:
                 webhook.start()
                 store.events.listeners.append(webhook.listener)
             ports = listen_all(args, store, destinations, secrets, servers)
-            print(json.dumps(ports), flush=True)
+            sys.stdout.buffer.write(protocol.ready_line(ports["port"], ports["listen_port"]))
+            sys.stdout.buffer.flush()
             store.url_listeners.append(announcer.added)
             store.removal_listeners.append(announcer.removed)
             await store.start()

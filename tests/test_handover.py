@@ -12,7 +12,7 @@ import pytest
 import tornado.httpserver
 import tornado.netutil
 
-from store.engine import headers
+from store.proxyside import protocol
 from store.web.app import make_app
 from store.db.sqlite import SqliteStorage
 from store.engine.service import Store
@@ -43,19 +43,19 @@ def test_clients_never_reach_the_proxys_own_routes(make_proxy, options):
 
 # Each: (route, hand-over headers) -> the 400 problem's detail must name this.
 BAD_HANDOVERS = [
-    (headers.FETCH_PATH, {}, headers.SPEC),
-    (headers.FETCH_PATH, {headers.SPEC: json.dumps(GOOD_SPEC)}, headers.URL),
-    (headers.FETCH_PATH, {headers.SPEC: "{", headers.URL: "http://127.0.0.1:1/"}, "not JSON"),
-    (headers.FETCH_PATH, {headers.SPEC: "[]", headers.URL: "http://127.0.0.1:1/"}, "must be an object"),
-    (headers.FETCH_PATH, {headers.SPEC: json.dumps({**GOOD_SPEC, "id": ".."}), headers.URL: "http://127.0.0.1:1/"}, "id"),
-    (headers.FETCH_PATH, {headers.SPEC: json.dumps({**GOOD_SPEC, "id": 7}), headers.URL: "http://127.0.0.1:1/"}, "id"),
-    (headers.FETCH_PATH, {headers.SPEC: json.dumps({**GOOD_SPEC, "respond": "later"}), headers.URL: "http://127.0.0.1:1/"}, "wrong type"),
-    (headers.FETCH_PATH, {headers.SPEC: json.dumps({**GOOD_SPEC, "download_total": "9"}), headers.URL: "http://127.0.0.1:1/"}, "wrong type"),
-    (headers.FETCH_PATH, {headers.SPEC: json.dumps({**GOOD_SPEC, "extra": 1}), headers.URL: "http://127.0.0.1:1/"}, "must be an object"),
-    (headers.STORED_PATH, {}, headers.RECORD),
-    (headers.STORED_PATH, {headers.RECORD: "abc"}, "record number"),
-    (headers.STORED_PATH, {headers.RECORD: "-1"}, "record number"),
-    (headers.STORED_PATH, {headers.RECORD: "9" * 5000}, "record number"),
+    (protocol.FETCH_PATH, {}, protocol.SPEC),
+    (protocol.FETCH_PATH, {protocol.SPEC: json.dumps(GOOD_SPEC)}, protocol.URL),
+    (protocol.FETCH_PATH, {protocol.SPEC: "{", protocol.URL: "http://127.0.0.1:1/"}, "not JSON"),
+    (protocol.FETCH_PATH, {protocol.SPEC: "[]", protocol.URL: "http://127.0.0.1:1/"}, "must be an object"),
+    (protocol.FETCH_PATH, {protocol.SPEC: json.dumps({**GOOD_SPEC, "id": ".."}), protocol.URL: "http://127.0.0.1:1/"}, "id"),
+    (protocol.FETCH_PATH, {protocol.SPEC: json.dumps({**GOOD_SPEC, "id": 7}), protocol.URL: "http://127.0.0.1:1/"}, "id"),
+    (protocol.FETCH_PATH, {protocol.SPEC: json.dumps({**GOOD_SPEC, "respond": "later"}), protocol.URL: "http://127.0.0.1:1/"}, "wrong type"),
+    (protocol.FETCH_PATH, {protocol.SPEC: json.dumps({**GOOD_SPEC, "download_total": "9"}), protocol.URL: "http://127.0.0.1:1/"}, "wrong type"),
+    (protocol.FETCH_PATH, {protocol.SPEC: json.dumps({**GOOD_SPEC, "extra": 1}), protocol.URL: "http://127.0.0.1:1/"}, "must be an object"),
+    (protocol.STORED_PATH, {}, protocol.RECORD),
+    (protocol.STORED_PATH, {protocol.RECORD: "abc"}, "record number"),
+    (protocol.STORED_PATH, {protocol.RECORD: "-1"}, "record number"),
+    (protocol.STORED_PATH, {protocol.RECORD: "9" * 5000}, "record number"),
 ]
 
 
@@ -71,13 +71,13 @@ def test_a_bad_hand_over_is_a_400_problem_naming_what_is_wrong(tmp_path):
             try:
                 for path, extra, named in BAD_HANDOVERS:
                     for method in ("GET", "POST"):
-                        if path == headers.STORED_PATH and method == "POST":
+                        if path == protocol.STORED_PATH and method == "POST":
                             continue
-                        sent = {headers.SECRET: INTERNAL_SECRET, **extra}
+                        sent = {protocol.SECRET: INTERNAL_SECRET, **extra}
                         response = await client.request(method, base + path, headers=sent)
                         problem = problem_of(response, 400)
                         assert problem["type"].endswith("/bad-handover") and named in problem["detail"], (path, extra)
-                gone = await client.get(base + headers.STORED_PATH, headers={headers.SECRET: INTERNAL_SECRET, headers.RECORD: "999"})
+                gone = await client.get(base + protocol.STORED_PATH, headers={protocol.SECRET: INTERNAL_SECRET, protocol.RECORD: "999"})
                 assert problem_of(gone, 404)["type"].endswith("/not-found")
                 assert store.ids(active_only=False) == []
             finally:

@@ -2,9 +2,11 @@
 end, 100,000 URLs created and deleted through the API leave mitmdump's memory flat, and lookups right."""
 
 import asyncio
+import logging
 import os
 import random
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -12,9 +14,11 @@ import pytest
 
 from harness.poll import eventually_async
 from store.db import schema
-from store.proxyside import bloom
-from store.proxyside.bloom import BloomFilter, url_digest
+from store.proxyside import bloom, protocol
+from store.proxyside.bloom import BloomFilter
 from store.proxyside.lookup import STALE_MIN, Lookup
+from store.proxyside.process import StoreProcess
+from store.proxyside.protocol import url_digest
 
 
 def test_every_url_added_is_maybe_there():
@@ -48,7 +52,7 @@ def test_sizes_are_powers_of_two_within_bounds():
 
 
 def test_a_digest_is_fixed_size_whatever_the_url():
-    assert len(url_digest("http://a/")) == len(url_digest("http://a/" + "x" * 100_000)) == bloom.DIGEST_BYTES
+    assert len(url_digest("http://a/")) == len(url_digest("http://a/" + "x" * 100_000)) == protocol.DIGEST_BYTES
     assert url_digest("http://a/\udc80") != url_digest("http://a/")  # lone surrogates do not raise
 
 
@@ -119,6 +123,49 @@ def test_an_announced_url_is_found_at_once(tmp_path):
             lookup.close()
 
     asyncio.run(scenario())
+
+
+GARBLED = """import json, sys
+sys.stdin.readline()
+print(json.dumps({"port": 1, "listen_port": 0}))
+print('{"added": "not a digest"}', flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_line_that_is_not_an_announcement_makes_the_lookup_read_the_database_again(tmp_path, caplog):
+    """The store stored a URL and its announcement came garbled: the line is an error, and the
+    lookup rebuilds from the database and finds the URL (it would not know it otherwise)."""
+    db = tmp_path / "db.sqlite3"
+    database(db, ["http://a/first"])
+
+    class Told(Lookup):
+        def __init__(self, path: str) -> None:
+            super().__init__(path)
+            self.told = asyncio.Event()
+
+        def rebuild(self) -> None:
+            super().rebuild()
+            self.told.set()
+
+    async def scenario():
+        lookup = Told(str(db))
+        await lookup.open()
+        database(db, ["http://a/later"], start=1)
+        assert lookup.find("http://a/later", []) is None
+        store = StoreProcess([], {"secret": "s"}, lookup, program=[sys.executable, "-c", GARBLED])
+        await store.start()
+        try:
+            await asyncio.wait_for(lookup.told.wait(), 10)
+            await settled(lookup)
+            assert lookup.find("http://a/later", []) is not None
+        finally:
+            await store.stop()
+            lookup.close()
+
+    asyncio.run(scenario())
+    errors = [r for r in caplog.records if "not an announcement" in r.message]
+    assert len(errors) == 1 and errors[0].levelno == logging.ERROR and "not a digest" in errors[0].message
 
 
 def test_removals_make_it_rebuild_without_the_removed_urls(tmp_path):

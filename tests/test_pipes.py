@@ -13,7 +13,7 @@ import pytest
 
 from harness.poll import eventually
 from store.proxyside import pipes
-from store.proxyside.bloom import url_digest
+from store.proxyside.protocol import url_digest
 
 NOTE = "{} lines dropped\n"
 

@@ -1,8 +1,9 @@
 """Which HTTP header fields cross between client, store and origin."""
 
-import hashlib
 import json
 from collections.abc import Iterable
+
+from vocabulary import INTERNAL_PREFIX, credential_key  # noqa: F401 - credential_key: the store's callers use headers.credential_key
 
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
@@ -15,18 +16,6 @@ NOT_UPSTREAM = HOP_BY_HOP | {
 }
 # Not replayed from a stored response: framing is the store's, cookies are per client.
 NOT_REPLAYED = HOP_BY_HOP | {"content-length", "content-range", "set-cookie", "date", "age"}
-CREDENTIALS = ("authorization", "cookie")
-INTERNAL_PREFIX = "x-bgfetch-"
-# What the proxy adds to the flows it redirects to the store (client copies are removed first).
-SECRET = "X-Bgfetch-Secret"
-SPEC = "X-Bgfetch-Spec"
-URL = "X-Bgfetch-Url"
-RECORD = "X-Bgfetch-Record"
-# Where the proxy redirects those flows on the store's internal port. A client's own request
-# for a path under INTERNAL_PATH (on bgfetch_host) is refused: these routes are the proxy's.
-INTERNAL_PATH = "/_bgfetch/"
-FETCH_PATH = INTERNAL_PATH + "fetch"
-STORED_PATH = INTERNAL_PATH + "stored"
 
 
 def upstream(fields: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -38,14 +27,6 @@ def upstream(fields: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
 
 def replayed(fields: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(k, v) for k, v in fields if k.lower() not in NOT_REPLAYED]
-
-
-def credential_key(fields: Iterable[tuple[str, str]]) -> str:
-    """A hash of the request's credentials ('' without any): part of a stored URL's key."""
-    found = sorted((k.lower(), v) for k, v in fields if k.lower() in CREDENTIALS)
-    if not found:
-        return ""
-    return hashlib.sha256(repr(found).encode()).hexdigest()
 
 
 def first(fields: Iterable[tuple[str, str]], name: str) -> str | None:

@@ -16,14 +16,7 @@ A transition that the table does not hold raises `LifecycleError`. `step` is the
 storage applies inside its transaction.
 """
 
-ACTIVE = ("pending", "fetching", "paused")
-FAILURE_REASONS = (
-    "aborted",
-    "bad-status",
-    "fetch-error",
-    "quota-exceeded",
-    "download-total-exceeded",
-)
+from vocabulary import ACTIVE, FAILURE_REASONS
 
 TRANSITIONS: dict[tuple[str, str], str] = {
     ("pending", "start"): "fetching",

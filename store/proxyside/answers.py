@@ -1,6 +1,6 @@
 """The problems (RFC 9457) the proxy answers itself, before or instead of the store."""
 
-from store.web.validate import MAX_TEXT as MAX_URL  # the longest URL the API takes, for every background fetch
+from vocabulary import MAX_URL  # the longest URL of a background fetch, the API's too
 
 TYPES = "https://bgfetch.dev/problems/"
 UNAVAILABLE = {

@@ -1,23 +1,17 @@
 """A Bloom filter of URL digests: a fixed-size bit array that says "maybe" for every URL added.
 
 The proxy asks it about every request before it asks SQLite; the store names the URLs its
-records take by `url_digest`, a fixed-size hash, so an announcement is small whatever the URL.
+records take by `protocol.url_digest`, a fixed-size hash, so an announcement is small whatever
+the URL.
 A false "maybe" costs one indexed query; a "no" is always right for what was added.
 """
 
-import hashlib
 import struct
 
-DIGEST_BYTES = 16
 HASHES = 7  # bit tests per URL: about 1 % false "maybe" at BITS_PER_URL
 BITS_PER_URL = 10
 MIN_BITS = 1 << 20  # 128 KiB
 MAX_BITS = 1 << 28  # 32 MiB: room for about 27 million URLs
-
-
-def url_digest(url: str) -> bytes:
-    """The fixed-size hash that stands for a URL between the two processes."""
-    return hashlib.blake2b(url.encode("utf-8", "surrogatepass"), digest_size=DIGEST_BYTES).digest()
 
 
 def bits_for(urls: int) -> int:
@@ -27,7 +21,7 @@ def bits_for(urls: int) -> int:
 
 
 class BloomFilter:
-    """`HASHES` bits per digest in a bytearray of `bits` bits (a power of two): double hashing
+    """`HASHES` bits per 16-byte digest in a bytearray of `bits` bits (a power of two): double hashing
     of the digest's two 64-bit halves. `added` counts what went in, repeats included."""
 
     def __init__(self, bits: int = MIN_BITS) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import httpx
 
-from store.engine import headers
+from store.proxyside import protocol
 from store.proxyside.launch import Launch
 from store.proxyside.lookup import Lookup
 from store.proxyside.process import StoreError, StoreProcess
@@ -103,7 +103,7 @@ class StoreKeeper:
         commands); StoreError when the store is not running or does not answer."""
         if not (port := self.port_now()):
             raise StoreError("the bgfetch store is not running (yet); see mitmproxy's log")
-        sent = {headers.SECRET: self.launched.secrets["secret"]}
+        sent = {protocol.SECRET: self.launched.secrets["secret"]}
         if token := self.launched.secrets.get("token"):
             sent["Authorization"] = f"Bearer {token}"
         try:

@@ -1,21 +1,16 @@
 """How the proxy's options become the store process's command line and its secrets.
 
 The options are read by name from mitmproxy's option manager (or any object with the same
-attributes); nothing here imports mitmproxy. What may be secret (the token, the upstream
-proxy's credentials, the webhook URL, the secret shared with the proxy) goes on the store's
-standard input, never on its command line, which every local user can read in `ps`.
+attributes); nothing here imports mitmproxy. Which option goes where is the table of
+`options`: what may be secret (the token, the upstream proxy's credentials, the webhook URL,
+and the secret shared with the proxy) goes on the store's standard input, never on its
+command line, which every local user can read in `ps`.
 """
 
 import os
 from dataclasses import dataclass
 
-# The options `launch` reads: a change of one starts the store again.
-OPTIONS = {
-    "bgfetch_db", "bgfetch_host", "bgfetch_listen_port", "bgfetch_concurrency", "bgfetch_quota",
-    "bgfetch_webhook", "bgfetch_token", "bgfetch_retry_cap", "bgfetch_refuse_private",
-    "mode", "listen_port", "upstream_auth", "ssl_insecure", "ssl_verify_upstream_trusted_ca",
-    "ssl_verify_upstream_trusted_confdir", "confdir",
-}
+from store.proxyside import options
 
 
 @dataclass(frozen=True)
@@ -33,31 +28,12 @@ def launch(opts, secret: str, quota: int | None, proxy_ports: list[int]) -> Laun
     """The store's start from the options as they are now (`quota` in bytes, parsed), and the
     ports mitmproxy listens on (which the store never fetches on loopback)."""
     db = db_path(opts)
-    args = [
-        "--db", db,
-        "--listen-port", str(opts.bgfetch_listen_port),
-        "--public-host", opts.bgfetch_host,
-        "--concurrency", str(opts.bgfetch_concurrency),
-        "--retry-cap", str(opts.bgfetch_retry_cap),
-    ]
-    if quota:
-        args += ["--quota", str(quota)]
-    upstream = next((m.split(":", 1)[1] for m in opts.mode if m.startswith("upstream:")), None)
-    if upstream:
-        args += ["--upstream-proxy", upstream]
-    if opts.ssl_insecure:
-        args.append("--insecure")
-    if opts.ssl_verify_upstream_trusted_ca:
-        args += ["--ca-file", opts.ssl_verify_upstream_trusted_ca]
-    if opts.ssl_verify_upstream_trusted_confdir:
-        args += ["--ca-dir", opts.ssl_verify_upstream_trusted_confdir]
-    if opts.bgfetch_refuse_private:
-        args.append("--refuse-private")
-    for port in proxy_ports:
-        args += ["--proxy-port", str(port)]
-    secrets = {"secret": secret, "token": opts.bgfetch_token, "upstream_auth": opts.upstream_auth,
-               "webhook": opts.bgfetch_webhook}
-    return Launch(args, secrets, db, opts.bgfetch_host)
+    worked_out = {  # the values that the options give once worked out; the rest as they are
+        "bgfetch_db": db, "bgfetch_quota": quota or None, "mode": options.upstream_proxy(opts.mode),
+        "listen_port": proxy_ports,
+    }
+    args, hidden = options.store_start(lambda name: worked_out[name] if name in worked_out else getattr(opts, name))
+    return Launch(args, {"secret": secret, **hidden}, db, opts.bgfetch_host)
 
 
 def db_path(opts) -> str:

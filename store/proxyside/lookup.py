@@ -5,22 +5,13 @@ import logging
 import sqlite3
 from collections.abc import Iterable
 
-from store.db import schema
-from store.engine import headers
-from store.proxyside.bloom import MAX_BITS, BloomFilter, bits_for, url_digest
+from store.db import lookups, schema
+from store.proxyside.bloom import MAX_BITS, BloomFilter, bits_for
+from store.proxyside.protocol import url_digest
+from vocabulary import credential_key
 
 logger = logging.getLogger("bgfetch.lookup")
 
-# A record with a 2xx response, or one whose request is on its way to the origin right now
-# (status not yet known, registration fetching): the store answers once the headers come, so
-# a URL being downloaded is never fetched a second time. With integrity, only once verified.
-SERVABLE_SQL = """
-SELECT r.id FROM records r JOIN registrations g ON g.id = r.registration_id
-WHERE r.url = ? AND r.credential = ? AND r.method = 'GET' AND g.result != 'failure'
-  AND (r.status BETWEEN 200 AND 299 OR (r.status IS NULL AND g.state = 'fetching'))
-  AND (r.integrity IS NULL OR r.complete)
-ORDER BY r.complete DESC, r.status IS NULL, r.id DESC LIMIT 1
-"""
 STALE_MIN = 1000  # removed URLs below which a rebuild is not worth its read of the database
 PENDING_MAX = 100_000  # digests kept while a rebuild runs; beyond, one more rebuild follows
 
@@ -117,8 +108,7 @@ class Lookup:
         credentials must match), if any."""
         if self.filter is None or url_digest(url) not in self.filter:
             return None
-        row = self.conn.execute(SERVABLE_SQL, [url, headers.credential_key(fields)]).fetchone()
-        return row[0] if row else None
+        return lookups.servable_record(self.conn, url, credential_key(fields))
 
     def close(self) -> None:
         self.filter = None
@@ -133,10 +123,9 @@ def _filled(path: str) -> BloomFilter:
     """A filter sized for, and holding, every URL of the database's records (in a thread)."""
     conn = schema.connect(path, readonly=True)
     try:
-        count = conn.execute("SELECT count(*) FROM records").fetchone()[0]
-        built = BloomFilter(bits_for(count))
-        for row in conn.execute("SELECT DISTINCT url FROM records"):
-            built.add(url_digest(row[0]))
+        built = BloomFilter(bits_for(lookups.record_url_count(conn)))
+        for url in lookups.record_urls(conn):
+            built.add(url_digest(url))
         return built
     finally:
         conn.close()

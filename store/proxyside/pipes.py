@@ -8,13 +8,12 @@ note of how many were dropped is written where they would have been.
 """
 
 import collections
-import json
 import logging
 import os
 import threading
 from collections.abc import Callable
 
-from store.proxyside.bloom import url_digest
+from store.proxyside import protocol
 
 QUEUE_BYTES = 1 << 20
 MAX_LOG_CHARS = 8192  # a longer log record is cut, with a note of how much
@@ -116,24 +115,19 @@ def log_to_pipe(fd: int, level: int = logging.INFO) -> PipeHandler:
 
 
 class Announcer:
-    """The store's announcements to the proxy, one JSON line each on `fd` (its standard
-    output): {"added": <hex of the URL's digest>} for each URL a record takes, {"removed": n}
-    when records of n URLs go, and {"dropped": n} when n announcements did not fit in the
-    queue (the proxy then reads the database again)."""
+    """The store's announcements to the proxy on `fd` (its standard output), in the lines of
+    `protocol`: each URL a record takes, the count of URLs whose records went, and the count
+    of announcements that did not fit in the queue (the proxy then reads the database again)."""
 
     def __init__(self, fd: int) -> None:
-        self.writer = PipeWriter(fd, lambda dropped: _line({"dropped": dropped}))
+        self.writer = PipeWriter(fd, protocol.dropped_line)
 
     def added(self, url: str) -> None:
-        self.writer.put(_line({"added": url_digest(url).hex()}))
+        self.writer.put(protocol.added_line(url))
 
     def removed(self, count: int) -> None:
         if count:
-            self.writer.put(_line({"removed": count}))
+            self.writer.put(protocol.removed_line(count))
 
     def close(self) -> None:
         self.writer.close()
-
-
-def _line(message: dict) -> bytes:
-    return json.dumps(message).encode() + b"\n"

@@ -2,8 +2,10 @@
 
 Both of its pipes are read in pieces of at most READ_BYTES, and no line holds more than
 MAX_LINE bytes here: a longer one is cut (with a note of how much), so no line can end a
-reader. A reader that ends all the same is an error that stops the store, so that it is
-started again rather than left alive and unheard (its writes would block once a pipe filled).
+reader. A line of standard output that is not an announcement is an error, and the lookup
+reads the database again (the line may have stood for a URL it would not know). A reader
+that ends all the same is an error that stops the store, so that it is started again rather
+than left alive and unheard (its writes would block once a pipe filled).
 """
 
 import asyncio
@@ -16,6 +18,8 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Protocol
+
+from store.proxyside import protocol
 
 logger = logging.getLogger("bgfetch.store")
 
@@ -148,38 +152,41 @@ class StoreProcess:
             self.proc.kill()
 
     async def _read_announcements(self, stream: asyncio.StreamReader) -> None:
-        """The ready line ({"port": ..., "listen_port": ...}), then one announcement a line."""
+        """The ready line (the store's ports), then one announcement a line (`protocol`)."""
         async for line, cut in bounded_lines(stream, MAX_LINE):
-            message = None if cut else _json(line)
-            if not self._ready.done():
-                if isinstance(message, dict) and "port" in message:
-                    self._ready.set_result(message)
-                else:
-                    self._ready.set_exception(ValueError(f"its first line was not its ports: {line[:200]!r}"))
-            elif not self._announced(message):
-                logger.warning("bgfetch: the store wrote a line that is not an announcement: %r", line[:200])
+            if self._ready.done():
+                self._announced(line, cut)
+                continue
+            try:
+                ports = protocol.parse_ready(line, cut)
+            except ValueError as exc:
+                self._ready.set_exception(ValueError(f"its first line was not its ports ({exc}): {line[:200]!r}"))
+            else:
+                self._ready.set_result(ports)
         if not self._ready.done():
             self._ready.set_exception(ConnectionError("it closed its standard output before it was ready"))
 
-    def _announced(self, message: object) -> bool:
-        """Hand one announcement to the listener; False when it is not one."""
-        if not isinstance(message, dict) or len(message) != 1:
-            return False
-        (kind, value), = message.items()
-        if kind == "added" and isinstance(value, str) and len(value) == 32:
-            try:
-                digest = bytes.fromhex(value)
-            except ValueError:
-                return False
-            self.listener.add_digest(digest)
-        elif kind == "removed" and type(value) is int and value >= 0:
+    def _announced(self, line: bytes, cut: int) -> None:
+        """Hand one announcement to the listener."""
+        try:
+            kind, value = protocol.parse_announcement(line, cut)
+        except ValueError as exc:
+            self._not_announced(line, str(exc))
+            return
+        if kind == "added":
+            self.listener.add_digest(value)
+        elif kind == "removed":
             self.listener.forget(value)
-        elif kind == "dropped" and type(value) is int:
+        else:
             logger.warning("bgfetch: the store dropped %d announcements; reading its database again", value)
             self.listener.rebuild()
-        else:
-            return False
-        return True
+
+    def _not_announced(self, line: bytes, why: str) -> None:
+        """A line that is not an announcement may have been one that the listener now lacks (a
+        URL the lookup would not know): an error, and the listener reads the database again."""
+        logger.error("bgfetch: the store wrote a line that is not an announcement (%s): %r; reading its"
+                     " database again", why, line[:200])
+        self.listener.rebuild()
 
     @staticmethod
     async def _relay_log(stream: asyncio.StreamReader) -> None:
@@ -213,13 +220,6 @@ async def bounded_lines(stream: asyncio.StreamReader, limit: int) -> AsyncIterat
         cut += max(len(rest) - room, 0)
     if held or cut:
         yield bytes(held), cut
-
-
-def _json(line: bytes) -> object:
-    try:
-        return json.loads(line)
-    except ValueError:
-        return None
 
 
 def _pidfd(pid: int) -> int | None:

@@ -2,7 +2,7 @@
 
 import tornado.web
 
-from store.engine import headers
+from store.proxyside import protocol
 from store.engine.service import Store
 from store.engine.destinations import Destinations
 from store.web import api, dashboard, forgery, proxied
@@ -21,8 +21,8 @@ def make_app(
     if secret is not None:  # flows of any client: the origin's credentials, not the API token
         flow_options = {"store": store, "secret": secret, "token": None}
         routes += [
-            (headers.FETCH_PATH, proxied.ProxiedFetch, flow_options),
-            (headers.STORED_PATH, proxied.ProxiedStored, flow_options),
+            (protocol.FETCH_PATH, proxied.ProxiedFetch, flow_options),
+            (protocol.STORED_PATH, proxied.ProxiedStored, flow_options),
         ]
     return tornado.web.Application(
         routes,

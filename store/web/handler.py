@@ -7,7 +7,8 @@ import logging
 
 import tornado.web
 
-from store.engine import StorageFault, headers
+from store.engine import StorageFault
+from store.proxyside import protocol
 from store.engine.service import Store
 from store.web import forgery
 from store.web.problems import PROBLEM_BASE, Problem, problem_for
@@ -36,7 +37,7 @@ class StoreHandler(tornado.web.RequestHandler):
 
     def prepare(self) -> None:
         request = self.request
-        if self.secret is not None and not _same(request.headers.get(headers.SECRET), self.secret):
+        if self.secret is not None and not _same(request.headers.get(protocol.SECRET), self.secret):
             raise Problem(403, "forbidden", "This port answers only the bgfetch proxy.")
         public_host = self.settings["public_host"]
         if self.secret is None and request.host_name not in (*LOCAL_HOSTS, public_host):

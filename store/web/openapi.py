@@ -5,12 +5,11 @@ Written by hand beside `api.py` and `validate.py`; the schemathesis test in
 """
 
 from store.web import validate
+from vocabulary import FAILURE_REASONS, MAX_BYTES, MAX_ID, MAX_TITLE, MAX_URL, RESULTS, STATES
 
 TOKEN_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
 FLAG = {"type": "string", "enum": ["0", "1"], "default": "0"}
 EVENT_ID = {"type": "string", "pattern": "^[0-9]{1,19}$"}
-STATES = ["pending", "fetching", "paused", "done"]
-FAILURE_REASONS = ["", "aborted", "bad-status", "fetch-error", "quota-exceeded", "download-total-exceeded"]
 
 
 def _ref(name: str) -> dict:
@@ -37,7 +36,7 @@ PROBLEMS = {
 
 ID_PARAMETER = {
     "name": "id", "in": "path", "required": True, "description": "The registration's id.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": validate.MAX_ID},
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID},
 }
 
 REGISTRATION = {
@@ -55,10 +54,10 @@ REGISTRATION = {
         "downloaded": {"type": "integer", "minimum": 0},
         "uploadTotal": {"type": "integer", "minimum": 0},
         "uploaded": {"type": "integer", "minimum": 0},
-        "result": {"type": "string", "enum": ["", "success", "failure"]},
-        "failureReason": {"type": "string", "enum": FAILURE_REASONS},
+        "result": {"type": "string", "enum": list(RESULTS)},
+        "failureReason": {"type": "string", "enum": ["", *FAILURE_REASONS]},
         "recordsAvailable": {"type": "boolean"},
-        "state": {"type": "string", "enum": STATES},
+        "state": {"type": "string", "enum": list(STATES)},
         "records": {"type": "integer", "minimum": 1, "description": "how many requests it holds"},
         "createdAt": {"type": "string", "format": "date-time"},
         "updatedAt": {"type": "string", "format": "date-time"},
@@ -99,7 +98,7 @@ HEADERS = {
     "additionalProperties": {"type": "string", "pattern": r"^[\t\x20-\x7e]*$", "maxLength": validate.MAX_TEXT},
 }
 
-URL = {"type": "string", "pattern": r"^[hH][tT][tT][pP][sS]?://[^/?#\s]", "maxLength": validate.MAX_TEXT,
+URL = {"type": "string", "pattern": r"^[hH][tT][tT][pP][sS]?://[^/?#\s]", "maxLength": MAX_URL,
        "description": "an absolute http or https URL"}
 
 REQUEST = {
@@ -121,11 +120,11 @@ REQUEST = {
 FETCH_BODY = {
     "type": "object", "required": ["id", "requests"], "additionalProperties": False,
     "properties": {
-        "id": {"type": "string", "minLength": 1, "maxLength": validate.MAX_ID, "description": "printable characters"},
+        "id": {"type": "string", "minLength": 1, "maxLength": MAX_ID, "description": "printable characters"},
         "requests": {"type": "array", "minItems": 1, "maxItems": validate.MAX_REQUESTS, "items": _ref("Request")},
-        "title": {"type": "string", "maxLength": validate.MAX_TITLE},
+        "title": {"type": "string", "maxLength": MAX_TITLE},
         "icons": {"type": "array", "maxItems": validate.MAX_ICONS, "items": _ref("Icon")},
-        "downloadTotal": {"type": "integer", "minimum": 0, "maximum": validate.MAX_BYTES, "description": "0: no limit"},
+        "downloadTotal": {"type": "integer", "minimum": 0, "maximum": MAX_BYTES, "description": "0: no limit"},
     },
 }
 

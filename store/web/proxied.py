@@ -1,6 +1,6 @@
 """Routes the proxy redirects flows to: a new (or joined) background fetch, or a stored body.
 
-The proxy adds the flow's details in headers (`headers.SPEC`, `URL`, `RECORD`); one that is
+The proxy adds the flow's details in headers (`protocol.SPEC`, `URL`, `RECORD`); one that is
 missing or malformed is a 400 problem, never a crash. A flow joins a registration only when
 one of its records is the same request (`ownership`), and starts one under a taken id only
 in place of a failed one that it made itself: otherwise a 409 problem names the id.
@@ -9,12 +9,13 @@ in place of a failed one that it made itself: otherwise a 409 problem names the 
 import json
 
 from store.engine import Conflict, NotFound, headers, lifecycle, ownership
+from store.proxyside import protocol
 from store.web import validate, views
 from store.web.handler import Problem, StoreHandler
 from store.web.serving import BodyServing
+from vocabulary import RESPONDS
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-RESPONDS = ("stream", "accepted")
 SPEC_FIELDS = {"id", "title", "download_total", "respond", "integrity"}
 LARGEST_RECORD = 2**63 - 1
 
@@ -31,20 +32,20 @@ def parse_spec(text: str) -> dict:
     try:
         spec = json.loads(text)
     except ValueError as exc:
-        raise Problem(400, "bad-handover", f"{headers.SPEC} is not JSON: {exc}") from None
+        raise Problem(400, "bad-handover", f"{protocol.SPEC} is not JSON: {exc}") from None
     if not isinstance(spec, dict) or set(spec) != SPEC_FIELDS:
-        raise Problem(400, "bad-handover", f"{headers.SPEC} must be an object of {', '.join(sorted(SPEC_FIELDS))}.")
+        raise Problem(400, "bad-handover", f"{protocol.SPEC} must be an object of {', '.join(sorted(SPEC_FIELDS))}.")
     try:
         validate.identifier(spec["id"], "id")
     except validate.Invalid as exc:
-        raise Problem(400, "bad-handover", f"{headers.SPEC}: {exc}") from None
+        raise Problem(400, "bad-handover", f"{protocol.SPEC}: {exc}") from None
     total = spec["download_total"]
     if (
         not isinstance(spec["title"], str) or spec["respond"] not in RESPONDS
         or not (total is None or (type(total) is int and total > 0))
         or not (spec["integrity"] is None or isinstance(spec["integrity"], str))
     ):
-        raise Problem(400, "bad-handover", f"{headers.SPEC} holds a value of the wrong type.")
+        raise Problem(400, "bad-handover", f"{protocol.SPEC} holds a value of the wrong type.")
     return spec
 
 
@@ -57,8 +58,8 @@ class ProxiedFetch(BodyServing, StoreHandler):
     CHECKS_FORGERY = False
 
     async def get(self) -> None:
-        spec = parse_spec(handed_over(self.request.headers.get(headers.SPEC), headers.SPEC))
-        url = handed_over(self.request.headers.get(headers.URL), headers.URL)
+        spec = parse_spec(handed_over(self.request.headers.get(protocol.SPEC), protocol.SPEC))
+        url = handed_over(self.request.headers.get(protocol.URL), protocol.URL)
         if reason := self.settings["destinations"].refusal(url):  # bgfetch itself, or refused by the options
             self.problem(400, "refused-destination", f"{url} may not be fetched: {reason}", field="url")
             return
@@ -117,9 +118,9 @@ class ProxiedStored(BodyServing, StoreHandler):
     CHECKS_FORGERY = False
 
     async def get(self) -> None:
-        value = handed_over(self.request.headers.get(headers.RECORD), headers.RECORD)
+        value = handed_over(self.request.headers.get(protocol.RECORD), protocol.RECORD)
         if not (value.isascii() and value.isdigit() and len(value) <= 19 and int(value) <= LARGEST_RECORD):
-            raise Problem(400, "bad-handover", f"{headers.RECORD} must be a record number.")
+            raise Problem(400, "bad-handover", f"{protocol.RECORD} must be a record number.")
         try:
             await self.serve_record(int(value))
         except NotFound:

@@ -5,23 +5,21 @@ Field names are paths into the body as a JavaScript user would write them:
 the shape `tables` stores them.
 """
 
-import base64
 import json
 import re
 import urllib.parse
 from collections.abc import Callable
 from itertools import accumulate
+from typing import TypeVar
 
 import httpx
 
 from store.engine import headers
+from vocabulary import MAX_URL, check_download_total, check_id, check_integrity, check_title
 
-MAX_ID = 256
-MAX_TITLE = 1024
 MAX_REQUESTS = 1000
 MAX_ICONS = 32
-MAX_TEXT = 8192
-MAX_BYTES = 2**53  # the largest integer every JSON reader keeps exact
+MAX_TEXT = 8192  # a header value or an icon's text
 # A fetch of 1,000 requests with URLs of 1,000 characters fits; tornado alone would take 100 MB.
 MAX_BODY_BYTES = 1024 * 1024
 # The deepest valid body nests 4 levels ({"records": [{"headers": {...}}]}). 32 leaves room for
@@ -98,6 +96,7 @@ def _not_json(name: str) -> None:
 
 
 Refusal = Callable[[str], str | None]  # why a transfer may not fetch a URL; None: it may
+Checked = TypeVar("Checked")
 
 
 def _anywhere(url: str) -> None:
@@ -121,9 +120,9 @@ def fetch_body(body: object, refused: Refusal = _anywhere) -> tuple[dict, list[d
         records.append(record)
     registration = {
         "id": reg_id,
-        "title": _text(fields.get("title", ""), "title", MAX_TITLE),
+        "title": _checked(check_title, fields.get("title", ""), "title"),
         "icons": _icons(fields.get("icons", []), "icons"),
-        "download_total": _byte_count(fields.get("downloadTotal", 0), "downloadTotal") or None,
+        "download_total": _download_total(fields.get("downloadTotal", 0), "downloadTotal"),
     }
     return registration, records
 
@@ -133,7 +132,7 @@ def update_body(
 ) -> tuple[str | None, list | None, list[dict]]:
     """(title, icons, record changes) from a `PATCH /api/fetches/{id}` body."""
     fields = _object(body, "", UPDATE_FIELDS)
-    title = _text(fields["title"], "title", MAX_TITLE) if "title" in fields else None
+    title = _checked(check_title, fields["title"], "title") if "title" in fields else None
     icons = _icons(fields["icons"], "icons") if "icons" in fields else None
     changes = fields.get("records", [])
     if not isinstance(changes, list) or len(changes) > record_count:
@@ -144,17 +143,13 @@ def update_body(
 
 
 def identifier(value: object, field: str) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID or not value.isprintable():
-        raise Invalid(field, f"must be a string of 1 to {MAX_ID} printable characters")
-    if value in (".", ".."):  # a URL path reads them as steps: /api/fetches/.. is /api/
-        raise Invalid(field, f'may not be "{value}", which a URL path reads as a step, not a name')
-    return value
+    return _checked(check_id, value, field)
 
 
 def url(value: object, field: str) -> str:
     """An absolute http(s) URL as the proxy sees it: scheme and host lower case, no
     default port, no fragment, IDNA and percent-encoding as on the wire."""
-    if not isinstance(value, str) or not value.isprintable() or " " in value or len(value) > MAX_TEXT:
+    if not isinstance(value, str) or not value.isprintable() or " " in value or len(value) > MAX_URL:
         raise Invalid(field, "must be an absolute http or https URL")
     try:
         parts = urllib.parse.urlsplit(value)
@@ -197,7 +192,7 @@ def _request(value: object, field: str, refused: Refusal) -> dict:
         "method": method,
         "headers": given,
         "body": body.encode() if body is not None else None,
-        "integrity": _integrity(fields["integrity"], f"{field}.integrity") if "integrity" in fields else None,
+        "integrity": _checked(check_integrity, fields["integrity"], f"{field}.integrity") if "integrity" in fields else None,
         "credential": headers.credential_key(given),
     }
 
@@ -232,9 +227,23 @@ def _text(value: object, field: str, longest: int) -> str:
     return value
 
 
-def _byte_count(value: object, field: str) -> int:
-    if type(value) is not int or not 0 <= value <= MAX_BYTES:
-        raise Invalid(field, "must be a whole number of bytes, 0 or more (0: no limit)")
+def _checked(check: Callable[[object], None], value: Checked, field: str) -> Checked:
+    """value when the shared vocabulary's `check` passes it; Invalid naming the field otherwise."""
+    try:
+        check(value)
+    except ValueError as exc:
+        raise Invalid(field, str(exc)) from None
+    return value
+
+
+def _download_total(value: object, field: str) -> int | None:
+    """downloadTotal in bytes, None for 0 (no limit)."""
+    if type(value) is int and value == 0:
+        return None
+    try:
+        check_download_total(value)
+    except ValueError as exc:
+        raise Invalid(field, f"{exc}, or 0 for no limit") from None
     return value
 
 
@@ -261,18 +270,6 @@ def _header_changes(value: object, field: str, removable: bool) -> list[tuple[st
         else:
             found.append((name, text))
     return found
-
-
-def _integrity(value: object, field: str) -> str:
-    digest = b""
-    if isinstance(value, str) and value.startswith("sha256-"):
-        try:
-            digest = base64.b64decode(value[len("sha256-"):], validate=True)
-        except ValueError:
-            pass
-    if len(digest) != 32:
-        raise Invalid(field, 'must be "sha256-" and the base64 of a SHA-256 digest')
-    return value
 
 
 def _icons(value: object, field: str) -> list[dict]:

@@ -1,0 +1,37 @@
+"""The reads behind the proxy's question "does the store hold this URL?", on a read-only connection.
+
+The proxy's process runs them (store/proxyside/lookup.py) beside the store's own writer: WAL
+lets both read and write at once.
+"""
+
+import sqlite3
+from collections.abc import Iterator
+
+# A record with a 2xx response, or one whose request is on its way to the origin right now
+# (status not yet known, registration fetching): the store answers once the headers come, so
+# a URL being downloaded is never fetched a second time. With integrity, only once verified.
+SERVABLE_SQL = """
+SELECT r.id FROM records r JOIN registrations g ON g.id = r.registration_id
+WHERE r.url = ? AND r.credential = ? AND r.method = 'GET' AND g.result != 'failure'
+  AND (r.status BETWEEN 200 AND 299 OR (r.status IS NULL AND g.state = 'fetching'))
+  AND (r.integrity IS NULL OR r.complete)
+ORDER BY r.complete DESC, r.status IS NULL, r.id DESC LIMIT 1
+"""
+
+
+def servable_record(conn: sqlite3.Connection, url: str, credential: str) -> int | None:
+    """The record to serve for a GET of `url` by a request with these credentials (the
+    vocabulary's `credential_key`), if any."""
+    row = conn.execute(SERVABLE_SQL, [url, credential]).fetchone()
+    return row[0] if row else None
+
+
+def record_url_count(conn: sqlite3.Connection) -> int:
+    """How many records there are (an upper bound of their distinct URLs)."""
+    return conn.execute("SELECT count(*) FROM records").fetchone()[0]
+
+
+def record_urls(conn: sqlite3.Connection) -> Iterator[str]:
+    """Every distinct URL of the records."""
+    for row in conn.execute("SELECT DISTINCT url FROM records"):
+        yield row[0]

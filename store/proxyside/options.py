@@ -1,0 +1,177 @@
+"""The options of bgfetch, in one table: name, type, default, help, and how the value reaches the
+store process (a flag on its command line, or a key of the secrets on its standard input, which
+no process list shows).
+
+The table feeds the addon's `load` and `configure` (the checks of the options changed),
+`launch` (the store's command line and secrets), the store's argument parser
+(store/__main__.py) and the README's options table (a test holds the two together). Some of
+mitmproxy's own options reach the store too: they are rows without a type (mitmproxy adds
+them). A change of any option that reaches the store starts the store again.
+"""
+
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from vocabulary import parse_size
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option, set with mitmproxy's `--set name=value`, and how the store gets its value."""
+
+    name: str
+    type: type | None  # None: one of mitmproxy's own options, which the store reads too
+    default: object
+    help: str
+    flag: str = ""  # the store's command-line flag that takes the value, or
+    secret: str = ""  # its key in the JSON secrets on the store's standard input
+    kind: type | None = None  # the flag's value as the store reads it, when not `type` (list: repeated)
+    required: bool = False  # the store does not start without the flag
+    check: Callable[[object], None] | None = None  # ValueError saying what the value must be
+
+    @property
+    def restarts(self) -> bool:
+        """Whether the store gets the value: a change starts the store again."""
+        return bool(self.flag or self.secret)
+
+    def argument(self) -> dict:
+        """The keywords of the store's `parser.add_argument(self.flag, ...)`."""
+        kind, described = self.kind or self.type, f"{self.name}: {self.help}"
+        if kind is bool:
+            return {"action": "store_true", "help": described}
+        if kind is list:
+            return {"type": int, "action": "append", "default": [], "help": described}
+        default = kind(self.default) if self.type is not None and self.default != "" else None
+        return {"type": kind, "default": default, "required": self.required, "help": described}
+
+    def command_line(self, value: object) -> list[str]:
+        """The flag and `value` as the store's command line takes them (nothing for None or False)."""
+        if value is None or value is False:
+            return []
+        if value is True:
+            return [self.flag]
+        if isinstance(value, list):
+            return [part for item in value for part in (self.flag, str(item))]
+        return [self.flag, str(value)]
+
+
+def _port_or_zero(value: int) -> None:
+    if not 0 <= value < 65536:
+        raise ValueError("must be a port number, or 0 for none")
+
+
+def _at_least_one(value: int) -> None:
+    if value < 1:
+        raise ValueError("must be 1 or more")
+
+
+def _a_second_or_more(value: int) -> None:
+    if value < 1:
+        raise ValueError("must be 1 second or more")
+
+
+def _size_or_empty(value: str) -> None:
+    if value:
+        parse_size(value)
+
+
+def _web_url_or_empty(value: str) -> None:
+    parts = urllib.parse.urlsplit(value)
+    if value and (parts.scheme not in ("http", "https") or not parts.hostname):
+        raise ValueError(f"must be an http or https URL, got {value!r}")
+
+
+OPTIONS = (
+    Option("bgfetch_db", str, "", "The SQLite store; empty: bgfetch.sqlite3 in mitmproxy's confdir.",
+           flag="--db", required=True),
+    Option("bgfetch_rules", str, "", "YAML file of rules that make requests background fetches; read again when"
+           " it changes."),
+    Option("bgfetch_host", str, "bgfetch.internal", "Host name that serves the dashboard and the API through the"
+           " proxy.", flag="--public-host"),
+    Option("bgfetch_listen_port", int, 0, "Also serve the dashboard and the API on 127.0.0.1 at this port (0: only"
+           " through the proxy).", flag="--listen-port", check=_port_or_zero),
+    Option("bgfetch_concurrency", int, 4, "Background fetches transferring at once; the rest wait as `pending`.",
+           flag="--concurrency", check=_at_least_one),
+    Option("bgfetch_quota", str, "", "Most bytes the store may hold, e.g. `20GB` (empty: no limit); beyond it:"
+           " `quota-exceeded`.", flag="--quota", kind=int, check=_size_or_empty),
+    Option("bgfetch_webhook", str, "", "URL that receives each background fetch event as a JSON POST.",
+           secret="webhook", check=_web_url_or_empty),
+    Option("bgfetch_token", str, "", "When set, the API requires `Authorization: Bearer <token>`.", secret="token"),
+    Option("bgfetch_retry_cap", int, 30, "Longest wait, in seconds, between retries of a paused fetch.",
+           flag="--retry-cap", kind=float, check=_a_second_or_more),
+    Option("bgfetch_refuse_private", bool, False, "Refuse background fetches of loopback, private, link-local and"
+           " other non-global addresses, checked after DNS, redirects too (not with mode upstream; see SECURITY.md).",
+           flag="--refuse-private"),
+    # mitmproxy's own options that reach the store
+    Option("mode", None, None, "With `upstream:URL`, the store's transfers go through that proxy too.",
+           flag="--upstream-proxy", kind=str),
+    Option("listen_port", None, None, "The proxy's ports (of every mode too), which the store never fetches on loopback.",
+           flag="--proxy-port", kind=list),
+    Option("upstream_auth", None, None, "The upstream proxy's credentials, for the store's transfers too.",
+           secret="upstream_auth"),
+    Option("ssl_insecure", None, None, "The store's transfers do not verify certificates either.",
+           flag="--insecure", kind=bool),
+    Option("ssl_verify_upstream_trusted_ca", None, None, "The store's transfers trust this CA file too.",
+           flag="--ca-file", kind=str),
+    Option("ssl_verify_upstream_trusted_confdir", None, None, "The store's transfers trust the CAs of this"
+           " directory too.", flag="--ca-dir", kind=str),
+    Option("confdir", None, None, "Where the store is when `bgfetch_db` is empty.", flag="--db", kind=str),
+)
+BY_NAME = {option.name: option for option in OPTIONS}
+RESTARTS = frozenset(option.name for option in OPTIONS if option.restarts)
+
+
+def check(opts, updated: set[str]) -> None:
+    """Check the options named in `updated` (read by name from `opts`); ValueError naming the
+    first one that is wrong."""
+    for option in OPTIONS:
+        if option.check and option.name in updated:
+            try:
+                option.check(getattr(opts, option.name))
+            except ValueError as exc:
+                raise ValueError(f"{option.name} {exc}") from None
+    if updated & {"bgfetch_refuse_private", "mode"} and opts.bgfetch_refuse_private and upstream_proxy(opts.mode):
+        raise ValueError("bgfetch_refuse_private cannot be enforced in mode upstream: the upstream proxy resolves"
+                         " names and connects; refuse private addresses there instead")
+
+
+def upstream_proxy(modes: list[str]) -> str | None:
+    """The upstream proxy of mitmproxy's `mode`s (upstream:URL), if any."""
+    return next((mode.split(":", 1)[1] for mode in modes if mode.startswith("upstream:")), None)
+
+
+def store_arguments(parser) -> None:
+    """Add the flags of the table to the store's argparse `parser` (one for each flag)."""
+    added = set()
+    for option in OPTIONS:
+        if option.flag and option.flag not in added:
+            added.add(option.flag)
+            parser.add_argument(option.flag, **option.argument())
+
+
+def store_start(value: Callable[[str], object]) -> tuple[list[str], dict[str, object]]:
+    """The store's command line and secrets, `value(name)` giving the value of each option that
+    reaches it (of two options that share a flag, the first gives its value)."""
+    args, hidden, flags = [], {}, set()
+    for option in OPTIONS:
+        if option.secret:
+            hidden[option.secret] = value(option.name)
+        elif option.flag and option.flag not in flags:
+            flags.add(option.flag)
+            args += option.command_line(value(option.name))
+    return args, hidden
+
+
+def readme_table() -> str:
+    """The README's table of the options, in Markdown."""
+    lines = ["| option | default | meaning | a change restarts the store |", "|---|---|---|---|"]
+    for option in OPTIONS:
+        if option.type is None:
+            default = "mitmproxy's"
+        elif option.default == "":
+            default = "empty"
+        else:
+            default = f"`{str(option.default).lower() if option.type is bool else option.default}`"
+        lines.append(f"| `{option.name}` | {default} | {option.help} | {'yes' if option.restarts else 'no'} |")
+    return "\n".join(lines) + "\n"

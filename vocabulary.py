@@ -1,0 +1,117 @@
+"""What the rules, the proxy and the store must agree on, in one place that none of them owns.
+
+The fields of a background fetch and their checks (each raises ValueError saying what is
+expected; callers name the field), the registration's states, results and failure reasons,
+the key that ties a stored response to the credentials it was fetched with, and the names of
+the header fields that are bgfetch's own. Standard library only; imports nothing of bgfetch.
+"""
+
+import base64
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from decimal import Decimal
+
+# -- the fields of a background fetch -------------------------------------------------
+
+HEADER = "Background-Fetch"  # the request header that makes a request a background fetch
+MAX_ID = 256
+MAX_TITLE = 1024
+MAX_URL = 8192  # the longest URL of a background fetch, by the header, a rule or the API
+MAX_BYTES = 2**53  # the largest count of bytes: the largest integer every JSON reader keeps exact
+RESPONDS = ("stream", "accepted")  # how the client that started a fetch is answered
+INTEGRITY_PREFIX = "sha256-"
+DOT_SEGMENTS = (".", "..")
+
+
+def check_id(value: object) -> None:
+    """ValueError (saying what is expected) unless value is 1-256 printable characters, and
+    not "." or "..": in a URL path those are steps, not names (`/api/fetches/..` is `/api/`)."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID or not value.isprintable():
+        raise ValueError(f"must be 1 to {MAX_ID} printable characters")
+    if value in DOT_SEGMENTS:
+        raise ValueError('may not be "." or "..", which a URL path reads as a step, not a name')
+
+
+def check_title(value: object) -> None:
+    """ValueError unless value is a string of at most MAX_TITLE characters."""
+    if not isinstance(value, str) or len(value) > MAX_TITLE:
+        raise ValueError(f"must be a string of at most {MAX_TITLE} characters")
+
+
+def check_download_total(value: object) -> None:
+    """ValueError unless value is a positive integer (a count of bytes) of at most MAX_BYTES."""
+    if type(value) is not int or value <= 0:
+        raise ValueError("must be a positive integer of bytes")
+    if value > MAX_BYTES:
+        raise ValueError(f"must be at most {MAX_BYTES} bytes")
+
+
+def check_respond(value: object) -> None:
+    """ValueError unless value is one of RESPONDS."""
+    if value not in RESPONDS:
+        raise ValueError(f"must be {' or '.join(RESPONDS)}")
+
+
+def check_integrity(value: object) -> None:
+    """ValueError unless value is "sha256-" and the base64 of a 32-byte digest."""
+    digest = b""
+    if isinstance(value, str) and value.startswith(INTEGRITY_PREFIX):
+        try:
+            digest = base64.b64decode(value.removeprefix(INTEGRITY_PREFIX), validate=True)
+        except ValueError:
+            pass
+    if len(digest) != hashlib.sha256().digest_size:
+        raise ValueError(
+            f'must be "{INTEGRITY_PREFIX}" followed by the base64 of a SHA-256 digest (44 characters)'
+        )
+
+
+# -- sizes: a rule's download-total, the store's quota ---------------------------------
+
+UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+         "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
+SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B)?", re.IGNORECASE)
+SHOWN_SIZE = 80  # a text that is not a size is quoted (as JSON) cut to this length
+
+
+def parse_size(text: str) -> int:
+    """The bytes in a size such as "62914560", "2GB" or "1.5 GiB"; ValueError when it is not one."""
+    found = SIZE.fullmatch(text.strip())
+    if not found:
+        shown = json.dumps(text)
+        shown = shown if len(shown) <= SHOWN_SIZE else shown[: SHOWN_SIZE - 3] + "..."
+        raise ValueError(f"{shown} is not a size; use bytes or a number with B, KB, MB, GB, TB, KiB, MiB, GiB, TiB")
+    return int(Decimal(found[1]) * UNITS[(found[2] or "B").upper()])
+
+
+# -- a registration's lifecycle, in the spec's words -----------------------------------
+
+STATES = ("pending", "fetching", "paused", "done")
+ACTIVE = ("pending", "fetching", "paused")  # every state but done
+RESULTS = ("", "success", "failure")  # "" while active
+FAILURE_REASONS = (
+    "aborted",
+    "bad-status",
+    "fetch-error",
+    "quota-exceeded",
+    "download-total-exceeded",
+)  # a failure's failureReason; "" otherwise
+
+# -- header fields ---------------------------------------------------------------------
+
+# The fields whose values make a response one user's: a stored one is served only to requests
+# that carry the same ones (the lookup key holds a hash of them).
+CREDENTIALS = ("authorization", "cookie")
+# Header fields named with this prefix are bgfetch's own: the proxy adds them to the flows it
+# hands to the store, and nothing with them is sent upstream.
+INTERNAL_PREFIX = "x-bgfetch-"
+
+
+def credential_key(fields: Iterable[tuple[str, str]]) -> str:
+    """A hash of the request's credentials ('' without any): part of a stored URL's key."""
+    found = sorted((k.lower(), v) for k, v in fields if k.lower() in CREDENTIALS)
+    if not found:
+        return ""
+    return hashlib.sha256(repr(found).encode()).hexdigest()

@@ -68,6 +68,36 @@ def check_integrity(value: object) -> None:
         )
 
 
+# The fields of a fetch spec (what the proxy hands the store for one request) and their checks.
+SPEC_CHECKS = {
+    "id": check_id,
+    "title": check_title,
+    "download_total": check_download_total,
+    "respond": check_respond,
+    "integrity": check_integrity,
+}
+SPEC_OPTIONAL = ("download_total", "integrity")  # None: not given
+
+
+def check_spec(fields: dict) -> None:
+    """ValueError naming the first field of a fetch spec that is missing, unknown or invalid."""
+    if set(fields) != set(SPEC_CHECKS):
+        raise ValueError(f"a fetch spec has exactly the fields {', '.join(SPEC_CHECKS)}")
+    for name, check in SPEC_CHECKS.items():
+        value = fields[name]
+        if value is None and name in SPEC_OPTIONAL:
+            continue
+        try:
+            check(value)
+        except ValueError as exc:
+            raise ValueError(f"fetch spec field {name} {exc}, got {_shown(value)}") from None
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 # -- sizes: a rule's download-total, the store's quota ---------------------------------
 
 UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,

@@ -5,7 +5,7 @@ import re
 
 import http_sfv
 
-from rules.spec import CHECKS
+from vocabulary import SPEC_CHECKS as CHECKS
 from vocabulary import HEADER
 EXAMPLE = 'id="ep-5", title="Episode 5"'
 PROBLEM_TYPE = "https://bgfetch.dev/problems/bad-header"

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from mitmproxy import flowfilter
 
-from rules.spec import CHECKS, fit_id, fit_title, url_fields
+from rules.spec import fit_id, fit_title, url_fields
 from rules.yaml_lines import Mapping
-from vocabulary import parse_size
+from vocabulary import SPEC_CHECKS as CHECKS, parse_size
 
 FIELDS = ("name", "url", "filter", "methods", "id", "title", "download-total", "respond", "integrity")
 TEMPLATE_FIELDS = ("host", "path", "filename", "url")

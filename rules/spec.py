@@ -6,7 +6,7 @@ import posixpath
 from dataclasses import asdict, dataclass
 from urllib.parse import unquote, urlsplit
 
-from vocabulary import MAX_TITLE, check_download_total, check_id, check_integrity, check_respond, check_title
+from vocabulary import MAX_TITLE, check_id, check_spec
 
 
 @dataclass(frozen=True)
@@ -20,39 +20,11 @@ class FetchSpec:
     integrity: str | None = None
 
     def __post_init__(self) -> None:
-        for name, check in CHECKS.items():
-            value = getattr(self, name)
-            if value is None and name in OPTIONAL:
-                continue
-            try:
-                check(value)
-            except ValueError as exc:
-                raise ValueError(f"fetch spec field {name} {exc}, got {value!r}") from None
+        check_spec(asdict(self))
 
     def to_json(self) -> str:
         """Compact ASCII JSON of the fields, safe to carry in one header line."""
         return json.dumps(asdict(self), separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> "FetchSpec":
-        """The spec that to_json wrote; ValueError when the text is not one."""
-        data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError("a fetch spec must be a JSON object")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise ValueError(f"not a fetch spec: {exc}") from exc
-
-
-CHECKS = {
-    "id": check_id,
-    "title": check_title,
-    "download_total": check_download_total,
-    "respond": check_respond,
-    "integrity": check_integrity,
-}
-OPTIONAL = {"download_total", "integrity"}
 
 
 def url_fields(url: str) -> dict[str, str]:

@@ -10,6 +10,8 @@ import pytest
 from mitmproxy.test import tflow
 
 from rules import FetchSpec, RulesError, RuleSet, load_file, make_spec, parse_size
+from store.web.problems import Problem
+from store.web.proxied import parse_spec
 
 EXAMPLE = Path(__file__).parent.parent / "rules.example.yaml"
 DIGEST = "sha256-" + base64.b64encode(hashlib.sha256(b"body").digest()).decode()
@@ -416,13 +418,14 @@ def test_fetch_spec_json_round_trip():
     text = spec.to_json()
     assert text.isascii() and "\n" not in text and ", " not in text
     assert list(json.loads(text)) == ["id", "title", "download_total", "respond", "integrity"]
-    assert FetchSpec.from_json(text) == spec
+    assert FetchSpec(**json.loads(text)) == spec
 
 
 @pytest.mark.parametrize("text", ["[]", '{"id": "x"}', '{"id": "x", "title": "", "extra": 1}', "nope"])
-def test_from_json_refuses_what_is_not_a_spec(text):
-    with pytest.raises(ValueError):
-        FetchSpec.from_json(text)
+def test_the_store_refuses_what_is_not_a_spec(text):
+    with pytest.raises(Problem) as refused:
+        parse_spec(text)
+    assert refused.value.status_code == 400 and refused.value.kind == "bad-handover"
 
 
 @pytest.mark.parametrize(

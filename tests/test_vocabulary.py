@@ -9,7 +9,7 @@ import pytest
 
 import vocabulary
 from rules import HeaderError, make_spec, parse_header
-from rules.spec import CHECKS
+from vocabulary import SPEC_CHECKS as CHECKS
 from store.engine import lifecycle
 from store.web import openapi, validate
 

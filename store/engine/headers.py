@@ -3,7 +3,7 @@
 import json
 from collections.abc import Iterable
 
-from vocabulary import INTERNAL_PREFIX, credential_key  # noqa: F401 - credential_key: the store's callers use headers.credential_key
+from vocabulary import INTERNAL_PREFIX
 
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",

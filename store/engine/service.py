@@ -19,6 +19,7 @@ from store.db import NewRecord, NotFound, Record, RequestChange, Storage, Storag
 from store.engine import headers, lifecycle, ownership
 from store.engine.events import EventBus
 from store.engine.transfer import TransferLoop
+from vocabulary import credential_key
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ class Store:
     def _request_change(self, reg_id: str, change: dict) -> RequestChange:
         record = self.storage.record_at(reg_id, change["index"])
         fields = headers.merged(record.request_headers if record else [], change["headers"])
-        return RequestChange(change["index"], fields, headers.credential_key(fields), change.get("url"))
+        return RequestChange(change["index"], fields, credential_key(fields), change.get("url"))
 
     def _announce(self, urls: Iterable[str]) -> None:
         for url in urls:

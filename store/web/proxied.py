@@ -10,13 +10,12 @@ import json
 
 from store.engine import Conflict, NotFound, headers, lifecycle, ownership
 from store.proxyside import protocol
-from store.web import validate, views
+from store.web import views
 from store.web.handler import Problem, StoreHandler
 from store.web.serving import BodyServing
-from vocabulary import RESPONDS
+from vocabulary import check_spec, credential_key
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-SPEC_FIELDS = {"id", "title", "download_total", "respond", "integrity"}
 LARGEST_RECORD = 2**63 - 1
 
 
@@ -28,24 +27,18 @@ def handed_over(value: str | None, name: str) -> str:
 
 
 def parse_spec(text: str) -> dict:
-    """The fetch spec the proxy sent (rules.FetchSpec as JSON), checked; a 400 problem if it is not one."""
+    """The fetch spec the proxy sent (rules.FetchSpec as JSON), checked by the shared vocabulary;
+    a 400 problem if it is not one."""
     try:
         spec = json.loads(text)
     except ValueError as exc:
         raise Problem(400, "bad-handover", f"{protocol.SPEC} is not JSON: {exc}") from None
-    if not isinstance(spec, dict) or set(spec) != SPEC_FIELDS:
-        raise Problem(400, "bad-handover", f"{protocol.SPEC} must be an object of {', '.join(sorted(SPEC_FIELDS))}.")
+    if not isinstance(spec, dict):
+        raise Problem(400, "bad-handover", f"{protocol.SPEC} must be a JSON object.")
     try:
-        validate.identifier(spec["id"], "id")
-    except validate.Invalid as exc:
+        check_spec(spec)
+    except ValueError as exc:
         raise Problem(400, "bad-handover", f"{protocol.SPEC}: {exc}") from None
-    total = spec["download_total"]
-    if (
-        not isinstance(spec["title"], str) or spec["respond"] not in RESPONDS
-        or not (total is None or (type(total) is int and total > 0))
-        or not (spec["integrity"] is None or isinstance(spec["integrity"], str))
-    ):
-        raise Problem(400, "bad-handover", f"{protocol.SPEC} holds a value of the wrong type.")
     return spec
 
 
@@ -70,7 +63,7 @@ class ProxiedFetch(BodyServing, StoreHandler):
             "headers": fields,
             "body": self.request.body or None,
             "integrity": spec["integrity"],
-            "credential": headers.credential_key(fields),
+            "credential": credential_key(fields),
         }
         record_id = await self._join_or_start(spec, record)
         if spec["respond"] == "accepted" and not self.store.record(record_id).complete:

@@ -14,8 +14,7 @@ from typing import TypeVar
 
 import httpx
 
-from store.engine import headers
-from vocabulary import MAX_URL, check_download_total, check_id, check_integrity, check_title
+from vocabulary import MAX_URL, check_download_total, check_id, check_integrity, check_title, credential_key
 
 MAX_REQUESTS = 1000
 MAX_ICONS = 32
@@ -193,7 +192,7 @@ def _request(value: object, field: str, refused: Refusal) -> dict:
         "headers": given,
         "body": body.encode() if body is not None else None,
         "integrity": _checked(check_integrity, fields["integrity"], f"{field}.integrity") if "integrity" in fields else None,
-        "credential": headers.credential_key(given),
+        "credential": credential_key(given),
     }
 
 

@@ -6,11 +6,12 @@ credentials it was fetched with.
 
 import hmac
 
-from store.engine import Record, headers
+from store.engine import Record
 from store.web import attachment, validate, views
 from store.web.api.base import ApiHandler
 from store.web.handler import Problem
 from store.web.serving import BodyServing
+from vocabulary import credential_key
 
 LARGEST_INDEX = 2**31
 
@@ -65,7 +66,7 @@ class RecordBody(BodyServing, ApiHandler):
             (name, value) for name, value in self.request.headers.get_all()
             if not (name.lower() == "authorization" and value == own)
         ]
-        return headers.credential_key(fields)
+        return credential_key(fields)
 
     def body_fields(self, record: Record) -> list[tuple[str, str]]:
         return attachment.fields(record.url, record.response_headers)

@@ -146,8 +146,9 @@ class Storage(abc.ABC):
         """Bytes `record_id` may hold before its registration exceeds downloadTotal (None: no limit)."""
 
     @abc.abstractmethod
-    def held(self, record_id: int) -> int:
-        """Bytes every record but `record_id` holds or will hold (what the quota counts)."""
+    def held(self, record_id: int | None = None) -> int:
+        """Bytes every record but `record_id` (None: every record) holds or will hold (what the
+        quota counts)."""
 
     @abc.abstractmethod
     async def set_response(self, record_id: int, status: int, fields: Fields, size: int | None) -> int:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 import httpx
 
 from store.db import NewRecord, NotFound, Record, RequestChange, Storage, StorageFault
-from store.engine import headers, lifecycle, ownership
+from store.engine import admission, headers, lifecycle, ownership
 from store.engine.events import EventBus
 from store.engine.transfer import TransferLoop
 from vocabulary import credential_key
@@ -33,6 +33,7 @@ class Store:
         concurrency: int = 4, retry_cap: float = 30.0, quota: int | None = None,
     ) -> None:
         self.storage = storage
+        self.quota = quota
         self.events = EventBus(self.snapshot)
         self.transfers = TransferLoop(
             storage, client, self, concurrency=concurrency, retry_cap=retry_cap, quota=quota
@@ -77,7 +78,9 @@ class Store:
 
     async def fetch(self, registration: dict, requests: list[dict]) -> dict:
         """Create a registration and start it. `registration["owner"]` (default: the API) may
-        replace an inactive one of the same id as `ownership.may_replace` says; Conflict otherwise."""
+        replace an inactive one of the same id as `ownership.may_replace` says; Conflict otherwise.
+        QuotaExceeded, before anything is made, when its downloadTotal cannot fit in the quota."""
+        admission.check_quota(registration.get("download_total"), self.quota, self.storage.held())
         registration = {**registration, "owner": registration.get("owner", ownership.API)}
         new = [
             NewRecord(

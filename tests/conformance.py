@@ -10,6 +10,7 @@ and their bodies through the proxy, as any HTTP client would.
 
 import json
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -69,20 +70,23 @@ def fetch(client: httpx.Client, reg_id: str, requests: list, **options) -> httpx
     return client.post(f"{API}/fetches", json={"id": reg_id, "requests": requests, **options})
 
 
-def settled(client: httpx.Client, reg_id: str, timeout: float = 30) -> tuple[str, dict]:
-    """The event that settled `reg_id` (success, fail or abort) and the registration it carries:
-    `/api/events` from the start of its log, so an event that came first is not missed."""
+def events(client: httpx.Client, timeout: float = 30) -> Iterator[tuple[str, dict]]:
+    """Every event of `/api/events` (type, registration) from the start of its log, so that an
+    event that came before the call is not missed; a stream quiet for `timeout` s raises."""
     kind = None
-    with client.stream("GET", f"{API}/events", params={"lastEventId": "0"}, timeout=timeout) as events:
-        assert events.status_code == 200, events.read()
-        for line in events.iter_lines():
+    with client.stream("GET", f"{API}/events", params={"lastEventId": "0"}, timeout=timeout) as stream:
+        assert stream.status_code == 200, stream.read()
+        for line in stream.iter_lines():
             if line.startswith("event: "):
                 kind = line.removeprefix("event: ")
-            elif line.startswith("data: ") and kind in FINAL:
-                registration = json.loads(line.removeprefix("data: "))
-                if registration["id"] == reg_id:
-                    return kind, registration
-    raise AssertionError(f"the event stream ended before {reg_id} settled")
+            elif line.startswith("data: "):
+                yield kind, json.loads(line.removeprefix("data: "))
+    raise AssertionError("the event stream ended")
+
+
+def settled(client: httpx.Client, reg_id: str) -> tuple[str, dict]:
+    """The event that settled `reg_id` (success, fail or abort) and the registration it carries."""
+    return next((kind, found) for kind, found in events(client) if kind in FINAL and found["id"] == reg_id)
 
 
 def results(client: httpx.Client, reg_id: str, **match) -> list[dict]:

@@ -152,8 +152,9 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def set_response(self, record_id: int, status: int, fields: Fields, size: int | None) -> int:
-        """Record the response's status, header fields and announced size; returns `held(record_id)`
-        as of the same commit, so two transfers never both count on the same room."""
+        """Record the response's status, header fields and announced size, and count the request's
+        body into the registration's `uploaded` (once: at its first response); returns
+        `held(record_id)` as of the same commit, so two transfers never both count on the same room."""
 
     @abc.abstractmethod
     async def restart_record(self, record_id: int) -> int:

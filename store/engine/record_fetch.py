@@ -88,7 +88,7 @@ class RecordFetch:
             case decision.Replace(size=size):
                 generation = await self.storage.restart_record(record.id) if record.stored else record.generation
                 held = await self.storage.set_response(record.id, status, fields, size)
-                self.committed(record.registration_id, False)
+                self.committed(record.registration_id, self._uploaded(record))
                 return generation, held
             case decision.StartOver(reason=reason):
                 await self.storage.restart_record(record.id)
@@ -98,8 +98,14 @@ class RecordFetch:
                 raise Pause(reason)
             case decision.BadStatus():
                 await self.storage.set_response(record.id, status, fields, None)
-                self.committed(record.registration_id, False)
+                self.committed(record.registration_id, self._uploaded(record))
                 raise Failure("bad-status", f"{record.url} answered {status}")
+
+    @staticmethod
+    def _uploaded(record: Record) -> bool:
+        """Whether the response that just came counted the record's request body as uploaded
+        (then a progress event tells it)."""
+        return record.status is None and bool(record.request_body)
 
     def _limit(self, record: Record, held: int) -> Limit | None:
         """The tighter of downloadTotal and the store's quota, for this record."""

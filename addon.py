@@ -21,7 +21,7 @@ from mitmproxy.proxy import mode_specs
 from mitmproxy.utils.human import pretty_size
 
 import rules
-from store.proxyside import answers, keeper, launch, options, protocol
+from store.proxyside import answers, keeper, launch, options, owner, protocol
 from vocabulary import HEADER, credential_key, parse_size
 
 logger = logging.getLogger("bgfetch")
@@ -38,6 +38,7 @@ class BackgroundFetch:
         self.secret = secrets.token_urlsafe(32)
         self.keeper = keeper.StoreKeeper(self._launch, _stop_mitmproxy)
         self.tasks: set[asyncio.Task] = set()
+        self.is_running = False
 
     def load(self, loader) -> None:
         for option in options.OPTIONS:
@@ -45,22 +46,32 @@ class BackgroundFetch:
                 loader.add_option(option.name, option.type, option.default, option.help)
 
     def configure(self, updated: set[str]) -> None:
-        """Check the options that changed; a change of one the store reads starts it again."""
-        if "bgfetch_rules" in updated:
-            try:
-                self._load_rules(ctx.options.bgfetch_rules)
-            except rules.RulesError as exc:
-                raise exceptions.OptionsError(str(exc)) from exc
+        """Check the options that changed; a change of one the store reads starts it again.
+
+        A bad value is an OptionsError (mitmproxy keeps the previous value), except when
+        mitmproxy starts (its errorcheck is there and the addon is not running yet): mitmproxy
+        would log it under a traceback and listen before it stops, so it stops here, saying
+        why in one line on standard error."""
         try:
-            options.check(ctx.options, updated)
-        except ValueError as exc:
-            raise exceptions.OptionsError(str(exc)) from exc
+            self._configure(updated)
+        except (rules.RulesError, ValueError, owner.Owned) as exc:
+            if not self.is_running and ctx.master.addons.get("errorcheck"):
+                raise SystemExit(f"bgfetch: {exc}") from None
+            raise exceptions.OptionsError(str(exc)) from None
+
+    def _configure(self, updated: set[str]) -> None:
+        if "bgfetch_rules" in updated:
+            self._load_rules(ctx.options.bgfetch_rules)
+        options.check(ctx.options, updated)
+        if updated & {"bgfetch_db", "confdir"}:  # a database another proxy owns: say so now, not in 10 s
+            owner.check_free(launch.db_path(ctx.options), os.getpid())
         if self.keeper.started and updated & options.RESTARTS:
             self.keeper.restart()
 
     def running(self) -> None:
         """Start the store in the background: mitmproxy tells its addons one by one, and
         requests may already arrive (those that need the store wait for it)."""
+        self.is_running = True
         ctx.options.update(connection_strategy="lazy")
         self.keeper.start()
         self._spawn(self._watch_rules())

@@ -132,7 +132,7 @@ def listen_all(args: argparse.Namespace, store: Store, destinations: Destination
     app_options = {
         "token": secrets.get("token") or None, "public_host": args.public_host,
         "page_secret": forgery.new_secret(),  # the dashboard's, the same on both ports (one page)
-        "destinations": destinations,
+        "destinations": destinations, "paused_read_timeout": args.paused_read_timeout,
     }
     internal, port = listen(make_app(store, secret=secrets["secret"], **app_options), 0)
     servers.append(internal)

@@ -108,20 +108,18 @@ class BackgroundFetch:
             return _answer(flow, exc.problem())
         url = request.url
         matched = self.rules.match(request.method, url, flow)
-        if given is not None or matched is not None:
-            if len(url) > answers.MAX_URL:
-                return _answer(flow, answers.url_too_long(len(url)))
-            credential = credential_key(request.headers.items(multi=True))
-            spec = rules.make_spec(request.method, url, matched or {}, given or {}, credential=credential)
-            if self.lookup:  # known at once: a second client for this URL must find it
-                self.lookup.add(url)
-            return self._to_store(flow, protocol.FETCH_PATH, {protocol.SPEC: spec.to_json(), protocol.URL: url})
-        if request.method in ("GET", "HEAD"):
-            if self.lookup and self.lookup.ready:
-                return self._serve_stored(flow, url)
-            if self.keeper.starting:  # whether the URL is stored is known once the store is ready
-                return self._serve_stored_when_ready(flow, url)
-        return None
+        if given is None and matched is None:
+            return self._stored_or(flow, url, None) if request.method in ("GET", "HEAD") else None
+        if len(url) > answers.MAX_URL:
+            return _answer(flow, answers.url_too_long(len(url)))
+        credential = credential_key(request.headers.items(multi=True))
+        spec = rules.make_spec(request.method, url, matched or {}, given or {}, credential=credential)
+        if self.lookup:  # known at once: a second client for this URL must find it
+            self.lookup.add(url)
+        fetch = (protocol.FETCH_PATH, {protocol.SPEC: spec.to_json(), protocol.URL: url})
+        if "id" in (given or {}) or request.method not in ("GET", "HEAD"):  # it asks for the fetch it names
+            return self._to_store(flow, *fetch)
+        return self._stored_or(flow, url, fetch)  # a rule or a bare header: what is stored wins
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if "bgfetch" in flow.metadata and flow.response:
@@ -203,15 +201,28 @@ class BackgroundFetch:
         else:
             _answer(flow, answers.UNAVAILABLE, {"Retry-After": answers.RETRY_AFTER})
 
-    def _serve_stored(self, flow: http.HTTPFlow, url: str) -> Awaitable[None] | None:
-        record = self.lookup.find(url, flow.request.headers.items(multi=True))
-        if record is None:
-            return None
-        return self._to_store(flow, protocol.STORED_PATH, {protocol.RECORD: str(record)})
+    def _stored_or(self, flow: http.HTTPFlow, url: str, fetch: tuple[str, dict] | None) -> Awaitable[None] | None:
+        """Serve what the store holds for the URL; else hand the flow over for `fetch` (a path
+        and its details), or let it pass when there is none."""
+        if self.lookup and self.lookup.ready:
+            return self._stored_now_or(flow, url, fetch)
+        if self.keeper.starting:  # whether the URL is stored is known once the store is ready
+            return self._stored_when_ready(flow, url, fetch)
+        return self._to_store(flow, *fetch) if fetch else None
 
-    async def _serve_stored_when_ready(self, flow: http.HTTPFlow, url: str) -> None:
+    def _stored_now_or(self, flow: http.HTTPFlow, url: str, fetch: tuple[str, dict] | None) -> Awaitable[None] | None:
+        record = self.lookup.find(url, flow.request.headers.items(multi=True))
+        if record is not None:
+            return self._to_store(flow, protocol.STORED_PATH, {protocol.RECORD: str(record)})
+        return self._to_store(flow, *fetch) if fetch else None
+
+    async def _stored_when_ready(self, flow: http.HTTPFlow, url: str, fetch: tuple[str, dict] | None) -> None:
         await self.keeper.wait_ready()
-        if self.lookup and self.lookup.ready and (waiting := self._serve_stored(flow, url)):
+        if self.lookup and self.lookup.ready:
+            waiting = self._stored_now_or(flow, url, fetch)
+        else:
+            waiting = self._to_store(flow, *fetch) if fetch else None
+        if waiting:
             await waiting
 
     def _redirect(self, flow: http.HTTPFlow, port: int, path: str, extra: dict[str, str] | None) -> None:

@@ -78,3 +78,21 @@ def test_rules_file_reloads_on_edit_and_survives_a_bad_edit(origin, make_proxy, 
         proxy.wait_for_log("previous rules stay in force", 15)
         origin.add("/disc.iso", size=100)
         assert client.get(origin.url("/disc.iso")).status_code == 202
+
+
+def test_a_url_stored_under_a_header_id_is_served_not_fetched_again_for_a_rule(origin, make_proxy, tmp_path):
+    path = tmp_path / "rules.yaml"
+    path.write_text('rules:\n  - name: bins\n    url: "*://*.bin"\n    id: "rule:{path}"\n')
+    proxy = make_proxy(f"bgfetch_rules={path}").start()
+    origin.add("/pkg.bin", size=300 * 1024)
+    with proxy.client() as client:
+        assert client.get(origin.url("/pkg.bin"), headers={"Background-Fetch": 'id="mine"'}).status_code == 200
+        proxy.wait_for("mine", result="success")
+        origin.stop()
+        for asked in ({}, {"Background-Fetch": "?1"}):  # the rule matches; a bare header names no id
+            served = client.get(origin.url("/pkg.bin"), headers=asked)
+            assert served.status_code == 200 and served.content == origin.data("/pkg.bin"), served.text
+        assert origin.count("/pkg.bin") == 1
+        assert proxy.api("GET", "/api/fetches?all=1").json()["ids"] == ["mine"]  # no second fetch, no rule:/pkg.bin
+        named = client.get(origin.url("/pkg.bin"), headers={"Background-Fetch": 'id="other"'})
+        assert named.status_code == 503 and named.json()["registration"]["id"] == "other"  # it asks for what it names

@@ -100,6 +100,10 @@ OPTIONS = (
     Option("bgfetch_token", str, "", "When set, the API requires `Authorization: Bearer <token>`.", secret="token"),
     Option("bgfetch_retry_cap", int, 30, "Longest wait, in seconds, between retries of a paused fetch.",
            flag="--retry-cap", kind=float, check=_a_second_or_more),
+    Option("bgfetch_paused_read_timeout", int, 30, "Seconds a client reading a background fetch that has paused"
+           " gets no new bytes before its response ends short, so that it can resume with `Range`"
+           " (curl -C -, wget -c); the fetch goes on.", flag="--paused-read-timeout", kind=float,
+           check=_a_second_or_more),
     Option("bgfetch_refuse_private", bool, False, "Refuse background fetches of loopback, private, link-local and"
            " other non-global addresses, checked after DNS, redirects too (not with mode upstream; see SECURITY.md).",
            flag="--refuse-private"),

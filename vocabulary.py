@@ -21,6 +21,9 @@ MAX_TITLE = 1024
 MAX_URL = 8192  # the longest URL of a background fetch, by the header, a rule or the API
 MAX_BYTES = 2**53  # the largest count of bytes: the largest integer every JSON reader keeps exact
 RESPONDS = ("stream", "accepted")  # how the client that started a fetch is answered
+# When a stored response is checked with its origin before it is served (bgfetch_revalidate,
+# a rule's revalidate): never, when RFC 9111's rules say it is stale, or every time.
+REVALIDATE = ("never", "cache-control", "always")
 INTEGRITY_PREFIX = "sha256-"
 DOT_SEGMENTS = (".", "..")
 
@@ -68,6 +71,12 @@ def check_integrity(value: object) -> None:
         )
 
 
+def check_revalidate(value: object) -> None:
+    """ValueError unless value is one of REVALIDATE."""
+    if value not in REVALIDATE:
+        raise ValueError(f"must be {', '.join(REVALIDATE[:-1])} or {REVALIDATE[-1]}")
+
+
 # The fields of a fetch spec (what the proxy hands the store for one request) and their checks.
 SPEC_CHECKS = {
     "id": check_id,
@@ -75,8 +84,9 @@ SPEC_CHECKS = {
     "download_total": check_download_total,
     "respond": check_respond,
     "integrity": check_integrity,
+    "revalidate": check_revalidate,
 }
-SPEC_OPTIONAL = ("download_total", "integrity")  # None: not given
+SPEC_OPTIONAL = ("download_total", "integrity", "revalidate")  # None: not given
 
 
 def check_spec(fields: dict) -> None:

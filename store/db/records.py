@@ -25,6 +25,7 @@ def as_record(row: sqlite3.Row) -> Record:
         received=row["received"],
         generation=row["generation"],
         complete=bool(row["complete"]),
+        revalidate=row["revalidate"],
     )
 
 

@@ -60,6 +60,7 @@ class Record:
     received: int
     generation: int
     complete: bool
+    revalidate: str = ""  # when its stored response is checked with the origin; "": bgfetch_revalidate's
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class NewRecord:
     integrity: str | None = None
     credential: str = ""
     body_hash: str = ""
+    revalidate: str = ""
 
 
 @dataclass(frozen=True)

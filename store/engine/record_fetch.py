@@ -13,7 +13,7 @@ from collections.abc import Callable
 import httpx
 
 from store.db import Record, Storage
-from store.engine import decision, headers
+from store.engine import decision, freshness, headers
 from store.engine.outcomes import Failure, Limit, Pause, transport_problem
 from store.engine.sink import BodySink
 
@@ -72,7 +72,8 @@ class RecordFetch:
             record.url, record.stored if resumed else 0, record.size, response.status_code,
             response.headers.get("content-range"), response.headers.get("content-length"),
         )
-        generation, held = await self._apply(record, action, response.status_code, list(response.headers.multi_items()))
+        fields = freshness.dated(list(response.headers.multi_items()))
+        generation, held = await self._apply(record, action, response.status_code, fields)
         offset = action.offset if isinstance(action, decision.Append) else 0
         limit = self._limit(record, held)
         if limit and action.size is not None and action.size > limit.most:

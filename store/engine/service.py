@@ -30,10 +30,11 @@ HELD_EVENTS = ("pause", "start", "retry")  # what leaves a registration paused w
 class Store:
     def __init__(
         self, storage: Storage, client: httpx.AsyncClient, *,
-        concurrency: int = 4, retry_cap: float = 30.0, quota: int | None = None,
+        concurrency: int = 4, retry_cap: float = 30.0, quota: int | None = None, revalidate: str = "cache-control",
     ) -> None:
         self.storage = storage
         self.quota = quota
+        self.revalidate = revalidate  # bgfetch_revalidate: for records that do not say
         self.events = EventBus(self.snapshot)
         self.transfers = TransferLoop(
             storage, client, self, concurrency=concurrency, retry_cap=retry_cap, quota=quota
@@ -86,6 +87,7 @@ class Store:
             NewRecord(
                 url=r["url"], method=r.get("method", "GET"), headers=list(r.get("headers", [])), body=r.get("body"),
                 integrity=r.get("integrity"), credential=r.get("credential", ""), body_hash=ownership.body_hash(r.get("body")),
+                revalidate=r.get("revalidate") or "",
             )
             for r in requests
         ]

@@ -138,3 +138,10 @@ def m002_owners_and_body_hashes(db: sqlite_utils.Database) -> None:
         "UPDATE records SET body_hash = 'unknown' WHERE request_body IS NULL AND method != 'GET'"
         " AND registration_id IN (SELECT id FROM registrations WHERE upload_total > 0)"
     )
+
+
+@migrations()
+def m003_active_registrations(db: sqlite_utils.Database) -> None:
+    """An index of the registrations not done, so that listing them (`GET /api/fetches`, the
+    requeue at start-up) reads those alone, however many finished ones the store holds."""
+    db.execute("CREATE INDEX registrations_active ON registrations (state) WHERE state != 'done'")

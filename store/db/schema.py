@@ -145,3 +145,10 @@ def m003_revalidate(db: sqlite_utils.Database) -> None:
     """When each record's stored response is checked with its origin (`bgfetch_revalidate`'s
     values, from a rule); "" for the option's."""
     db.execute("ALTER TABLE records ADD COLUMN revalidate TEXT NOT NULL DEFAULT ''")
+
+
+@migrations()
+def m004_active_registrations(db: sqlite_utils.Database) -> None:
+    """An index of the registrations not done, so that listing them (`GET /api/fetches`, the
+    requeue at start-up) reads those alone, however many finished ones the store holds."""
+    db.execute("CREATE INDEX registrations_active ON registrations (state) WHERE state != 'done'")

@@ -64,6 +64,14 @@ class Record:
 
 
 @dataclass(frozen=True)
+class Page:
+    """Some registration ids in order, and the position after the last of them (None: no more)."""
+
+    ids: list[str]
+    after: int | None
+
+
+@dataclass(frozen=True)
 class NewRecord:
     """A request to store as a record of a new registration."""
 
@@ -99,6 +107,11 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def ids(self, active_only: bool = True) -> list[str]:
         """Registration ids in the order they were made; only those not done, unless told."""
+
+    @abc.abstractmethod
+    def page(self, active_only: bool, limit: int, after: int | None = None, newest_first: bool = False) -> Page:
+        """Up to `limit` ids in the order of `ids` (or newest first), from just after the position
+        `after` of an earlier page (None: from the start)."""
 
     @abc.abstractmethod
     async def create(self, registration: dict, records: list[NewRecord], may_replace: MayReplace) -> None:

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 
 import httpx
 
-from store.db import NewRecord, NotFound, Record, RequestChange, Storage, StorageFault
+from store.db import NewRecord, NotFound, Page, Record, RequestChange, Storage, StorageFault
 from store.engine import admission, headers, lifecycle, ownership
 from store.engine.events import EventBus
 from store.engine.transfer import TransferLoop
@@ -62,6 +62,10 @@ class Store:
 
     def ids(self, active_only: bool = True) -> list[str]:
         return self.storage.ids(active_only)
+
+    def page(self, active_only: bool, limit: int, after: int | None = None, newest_first: bool = False) -> Page:
+        """Up to `limit` ids, from just after the position `after` of the page before."""
+        return self.storage.page(active_only, limit, after, newest_first)
 
     def records(self, reg_id: str) -> list[Record]:
         return self.storage.records(reg_id)

@@ -68,16 +68,19 @@ def test_a_podcast_and_its_cover_are_one_registration(origin, proxy):
         assert client.get(f"{API}/fetches/ep1/records/99999999999999999999/body").status_code == 404
 
 
-def test_one_failing_request_fails_the_whole_registration(origin, proxy):
+def test_one_failing_request_fails_the_whole_registration_and_keeps_its_records(origin, proxy):
     origin.add("/ep2.mp3", size=MiB)
     origin.add("/ep2.jpg", size=10)
     origin.behave("/ep2.jpg", status=404)
     created = proxy.api("POST", "/api/fetches", json={"id": "ep2", "requests": [origin.url("/ep2.mp3"), origin.url("/ep2.jpg")]})
     assert created.status_code == 201
     failed = proxy.wait_for("ep2", result="failure")
-    assert (failed["failureReason"], failed["downloaded"], failed["recordsAvailable"]) == ("bad-status", 0, False)
-    assert problem_of(proxy.api("GET", "/api/fetches/ep2/records"), 409)["type"].endswith("/records-unavailable")
-    assert proxy.api("GET", "/api/fetches/ep2/records/0/body").status_code == 409
+    assert (failed["failureReason"], failed["downloaded"], failed["recordsAvailable"]) == ("bad-status", MiB, True)
+    found = proxy.api("GET", "/api/fetches/ep2/records").json()["records"]
+    assert [(r["response"]["status"], r["stored"], r["complete"]) for r in found] == [(200, MiB, True), (404, 0, False)]
+    assert proxy.api("GET", "/api/fetches/ep2/records/0/body").content == origin.data("/ep2.mp3")
+    not_ok = proxy.api("GET", "/api/fetches/ep2/records/1/body")
+    assert (not_ok.status_code, not_ok.content, not_ok.headers["content-disposition"][:10]) == (200, b"", "attachment")
     with proxy.client() as client:  # nothing of it is served in place of the origin
         assert client.get(origin.url("/ep2.mp3")).content == origin.data("/ep2.mp3")
     assert origin.count("/ep2.mp3") == 2
@@ -149,7 +152,7 @@ def test_abort_mid_transfer_stops_it_and_discards_the_bytes(origin, proxy):
         assert aborted.json()["downloaded"] == 0 and aborted.json()["state"] == "done"
         again = problem_of(client.post(f"{API}/fetches/iso/abort", json={}), 409)
         assert again["registration"]["failureReason"] == "aborted"
-        assert problem_of(client.get(f"{API}/fetches/iso/records/0/body"), 409)["type"].endswith("/records-unavailable")
+        assert problem_of(client.get(f"{API}/fetches/iso/records/0/body"), 410)["type"].endswith("/record-incomplete")
         assert client.post(f"{API}/fetches/iso/abort", json={"now": True}).status_code == 400
     sent = steady(lambda: origin.body_bytes_sent("/iso"))
     assert sent < 8 * MiB

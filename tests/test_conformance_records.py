@@ -39,3 +39,79 @@ def test_fetch_uploads_progress_event_includes_uploaded_bytes(client, origin):
         assert registration["uploaded"] == len(UPLOAD_DATA) == registration["uploadTotal"]
     finally:
         assert client.delete(f"{API}/fetches/{reg_id}").status_code == 204
+
+
+def asked_origin(origin, target: str) -> int:
+    """How many requests for `target` (path and query) the origin has seen."""
+    return sum(1 for request in origin.requests if request.target == target)
+
+
+def test_fetch_using_background_fetch_to_fetch_a_non_existent_resource_should_fail(client, origin):
+    """fetch.https.window.js: "Using Background Fetch to fetch a non-existent resource should
+    fail.": failure/bad-status, and the record shows the 404 (its body is not kept: text "")."""
+    reg_id = unique_id()
+    created = fetch(client, reg_id, [origin.url("/resources/missing-cat.txt")])
+    assert (created.json()["result"], created.json()["failureReason"]) == ("", "")
+    kind, registration = settled(client, reg_id)
+    assert (kind, registration["result"], registration["failureReason"]) == ("fail", "failure", "bad-status")
+    assert results(client, reg_id) == [{"url": origin.url("/resources/missing-cat.txt"), "status": 404, "text": ""}]
+    assert client.get(f"{API}/fetches/{reg_id}").json()["recordsAvailable"] is True
+
+
+def test_fetch_fetches_with_a_refused_request_should_fail_keeping_the_valid_response(client, origin):
+    """fetch.https.window.js: "Fetches with mixed content should fail.", with a request that Fetch
+    refuses in the place of mixed content (a redirect to a bad port): failure/fetch-error, the
+    valid response stays readable through the API (never served to proxy clients as their URL's
+    response), the other is null (410); DELETE removes them."""
+    reg_id, valid = unique_id(), FEATURE_NAME + "?mixed"
+    origin.behave("/redirects-to-smtp", redirect_to="http://127.0.0.1:25/")
+    assert fetch(client, reg_id, [origin.url(valid), origin.url("/redirects-to-smtp")]).status_code == 201
+    kind, registration = settled(client, reg_id)
+    assert (kind, registration["failureReason"]) == ("fail", "fetch-error") and "port 25" in registration["lastError"]
+    found = results(client, reg_id)
+    assert found[0] == {"url": origin.url(valid), "status": 200, "text": "Background Fetch"}
+    assert found[1]["problem"]["type"].endswith("/record-incomplete") and found[1]["problem"]["status"] == 410
+    assert registration["downloaded"] == len("Background Fetch")
+
+    before = asked_origin(origin, valid)
+    assert client.get(origin.url(valid)).text == "Background Fetch"
+    assert asked_origin(origin, valid) == before + 1  # the origin answered, not the failed fetch's record
+    assert client.delete(f"{API}/fetches/{reg_id}").status_code == 204
+    assert problem_of(client.get(f"{API}/fetches/{reg_id}/records"), 404)["type"].endswith("/not-found")
+    assert client.get(f"{API}/fetches/{reg_id}/records/0/body").status_code == 404
+
+
+def test_abort_aborting_the_same_registration_twice_fails(client, origin):
+    """abort.https.window.js: "Aborting the same registration twice fails" (true: 200, false: 409)."""
+    reg_id = unique_id()
+    assert fetch(client, reg_id, [origin.url(FEATURE_NAME + "?twice"), origin.url(SLOW + "?twice")]).status_code == 201
+    assert client.post(f"{API}/fetches/{reg_id}/abort", json={}).status_code == 200
+    assert problem_of(client.post(f"{API}/fetches/{reg_id}/abort", json={}), 409)["type"].endswith("/not-active")
+
+
+def test_abort_sets_the_correct_fields_and_responses_are_still_available(client, origin):
+    """abort.https.window.js: "Calling BackgroundFetchRegistration.abort sets the correct fields
+    and responses are still available": abort once the first file is in; its response stays."""
+    reg_id, first = unique_id(), FEATURE_NAME + "?abort"
+    assert fetch(client, reg_id, [origin.url(first), origin.url(SLOW + "?abort")]).status_code == 201
+    next(found for kind, found in events(client)
+         if kind == "progress" and found["id"] == reg_id and found["downloaded"] >= len("Background Fetch"))
+    aborted = client.post(f"{API}/fetches/{reg_id}/abort", json={})
+    assert (aborted.status_code, aborted.json()["result"], aborted.json()["failureReason"]) == (200, "failure", "aborted")
+    kind, registration = settled(client, reg_id)
+    assert (kind, registration["result"], registration["failureReason"]) == ("abort", "failure", "aborted")
+    assert results(client, reg_id)[0] == {"url": origin.url(first), "status": 200, "text": "Background Fetch"}
+    before = asked_origin(origin, first)
+    assert client.get(origin.url(first)).text == "Background Fetch"
+    assert asked_origin(origin, first) == before + 1  # an aborted fetch's record is never served to the proxy's clients
+
+
+def test_abort_an_aborted_fetch_throws_when_accessing_an_incomplete_record(client, origin):
+    """abort.https.window.js: "An aborted fetch throws a DOM exception when accessing an incomplete
+    record": the record stays, its body is a 410 problem (the spec's AbortError)."""
+    reg_id = unique_id()
+    assert fetch(client, reg_id, [origin.url(SLOW + "?incomplete")]).status_code == 201
+    assert client.post(f"{API}/fetches/{reg_id}/abort", json={}).status_code == 200
+    found = results(client, reg_id)
+    assert len(found) == 1 and found[0]["problem"]["type"].endswith("/record-incomplete")
+    assert found[0]["problem"]["status"] == 410 and "aborted" in found[0]["problem"]["detail"]

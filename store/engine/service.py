@@ -118,7 +118,8 @@ class Store:
 
     async def abort(self, reg_id: str) -> dict:
         """Stop the transfer and end the registration as failure/aborted; its partial bodies
-        go. LifecycleError when it is no longer active, NotFound when there is none."""
+        go, the complete ones stay. LifecycleError when it is no longer active, NotFound when
+        there is none."""
         await self.transfers.stop(reg_id)
         try:
             await self.transition(reg_id, "abort")

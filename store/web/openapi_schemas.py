@@ -28,7 +28,7 @@ REGISTRATION = {
         "uploaded": {"type": "integer", "minimum": 0},
         "result": {"type": "string", "enum": list(RESULTS)},
         "failureReason": {"type": "string", "enum": ["", *FAILURE_REASONS]},
-        "recordsAvailable": {"type": "boolean"},
+        "recordsAvailable": {"type": "boolean", "description": "true: records stay, whatever the result, until DELETE"},
         "state": {"type": "string", "enum": list(STATES)},
         "records": {"type": "integer", "minimum": 1, "description": "how many requests it holds"},
         "createdAt": {"type": "string", "format": "date-time"},
@@ -39,7 +39,9 @@ REGISTRATION = {
 
 RECORD = {
     "type": "object",
-    "description": "A BackgroundFetchRecord: the request, and the response once its headers arrived.",
+    "description": "A BackgroundFetchRecord: the request, and the response once its headers arrived. A failed or"
+                   " aborted fetch keeps its records: a complete one (`complete`) with its body, the others with"
+                   " their status (a non-ok one: the status that failed the fetch) and no body.",
     "required": ["index", "request", "response", "stored", "complete", "bodyUrl"],
     "properties": {
         "index": {"type": "integer", "minimum": 0},

@@ -87,6 +87,19 @@ def test_fetch_that_exceeds_the_quota_throws_a_quota_exceeded_error(client, orig
     assert settled(client, reg_id)[0] == "success"
 
 
+def test_fetch_fetches_can_have_requests_with_duplicate_urls(client, origin):
+    """fetch.https.window.js: "Fetches can have requests with duplicate URLs": two records, both
+    succeed; the proxy then serves the URL from one of them."""
+    reg_id, url = unique_id(), origin.url(FEATURE_NAME + "?duplicate")
+    created = fetch(client, reg_id, [url, url])
+    assert (created.status_code, created.json()["records"]) == (201, 2)
+    kind, registration = settled(client, reg_id)
+    assert (kind, registration["result"], registration["failureReason"]) == ("success", "success", "")
+    assert results(client, reg_id) == [{"url": url, "status": 200, "text": "Background Fetch"}] * 2
+    asked = len(origin.requests)
+    assert client.get(url).text == "Background Fetch" and len(origin.requests) == asked
+
+
 @pytest.mark.parametrize("url", [
     pytest.param("https://example.com", id="fetch to default https port should register ok"),
     pytest.param("http://127.0.0.1", id="fetch to default http port should register ok"),

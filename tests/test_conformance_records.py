@@ -115,3 +115,64 @@ def test_abort_an_aborted_fetch_throws_when_accessing_an_incomplete_record(clien
     found = results(client, reg_id)
     assert len(found) == 1 and found[0]["problem"]["type"].endswith("/record-incomplete")
     assert found[0]["problem"]["status"] == 410 and "aborted" in found[0]["problem"]["detail"]
+
+
+def test_fetch_uploads_duplicate_upload_requests_work_and_can_be_distinguished(client, origin):
+    """fetch-uploads.https.window.js: "Duplicate upload requests work and can be distinguished.":
+    two uploads to one URL are two records, each with its own response."""
+    reg_id = unique_id()
+    uploads = [{"url": origin.url(UPLOAD), "method": "POST", "body": body} for body in ("upload1", "upload2")]
+    created = fetch(client, reg_id, uploads)
+    assert (created.status_code, created.json()["uploadTotal"]) == (201, 14)
+    kind, registration = settled(client, reg_id)
+    assert (kind, registration["result"], registration["failureReason"]) == ("success", "success", "")
+    assert sorted(result["text"] for result in results(client, reg_id)) == ["upload1", "upload2"]
+    assert registration["uploaded"] == 14
+
+
+def test_match_matching_to_a_single_request_should_work(client, origin):
+    """match.https.window.js: "Matching to a single request should work"."""
+    reg_id, url = unique_id(), origin.url(FEATURE_NAME + "?match")
+    assert fetch(client, reg_id, [url, origin.url("/resources/types_of_cheese.txt")]).status_code == 201
+    assert settled(client, reg_id)[0] == "success"
+    assert results(client, reg_id, url=url) == [{"url": url, "status": 200, "text": "Background Fetch"}]
+
+
+def test_match_matching_to_a_non_existing_request_should_work(client, origin):
+    """match.https.window.js: "Matching to a non-existing request should work": nothing found."""
+    reg_id = unique_id()
+    assert fetch(client, reg_id, [origin.url(FEATURE_NAME + "?absent")]).status_code == 201
+    assert settled(client, reg_id)[0] == "success"
+    assert results(client, reg_id, url=origin.url("/resources/missing-cat.txt")) == []
+
+
+def test_match_access_to_active_fetches_is_supported(client, origin):
+    """match.https.window.js: "Access to active fetches is supported.": a record that has completed
+    is read while the fetch goes on."""
+    reg_id, url = unique_id(), origin.url(FEATURE_NAME + "?active")
+    assert fetch(client, reg_id, [url, origin.url(SLOW + "?active")]).status_code == 201
+    try:
+        next(found for kind, found in events(client) if found["id"] == reg_id and found["downloaded"] >= 16)
+        assert results(client, reg_id, url=url) == [{"url": url, "status": 200, "text": "Background Fetch"}]
+        assert client.get(f"{API}/fetches/{reg_id}").json()["result"] == ""
+    finally:
+        assert client.delete(f"{API}/fetches/{reg_id}").status_code == 204
+
+
+def test_match_with_query_options(client, origin):
+    """match.https.window.js: "Match with query options.": duplicates, ignoreSearch, ignoreMethod."""
+    reg_id, url = unique_id(), origin.url(FEATURE_NAME + "?options")
+    requests = [url, url, url.replace("?options", "?id=3"), {"url": url, "method": "PUT"}, origin.url(SLOW + "?options")]
+    assert fetch(client, reg_id, requests).status_code == 201
+    try:
+        def count(**options) -> int:
+            found = client.get(f"{API}/fetches/{reg_id}/records", params={"url": url, **options})
+            assert found.status_code == 200, found.text
+            return len(found.json()["records"])
+
+        assert count() == 2
+        assert count(ignoreSearch="1") == 3
+        assert count(ignoreMethod="1") == 3
+        assert count(ignoreSearch="1", ignoreMethod="1") == 4
+    finally:
+        assert client.delete(f"{API}/fetches/{reg_id}").status_code == 204

@@ -95,10 +95,12 @@ FETCH_BODY = {
     "type": "object", "required": ["id", "requests"], "additionalProperties": False,
     "properties": {
         "id": {"type": "string", "minLength": 1, "maxLength": MAX_ID, "description": "printable characters"},
-        "requests": {"type": "array", "minItems": 1, "maxItems": validate.MAX_REQUESTS, "items": ref("Request")},
+        "requests": {"type": "array", "minItems": 1, "maxItems": validate.MAX_REQUESTS, "items": ref("Request"),
+                     "description": "a request may repeat: each is a record of its own"},
         "title": {"type": "string", "maxLength": MAX_TITLE},
         "icons": {"type": "array", "maxItems": validate.MAX_ICONS, "items": ref("Icon")},
-        "downloadTotal": {"type": "integer", "minimum": 0, "maximum": MAX_BYTES, "description": "0: no limit"},
+        "downloadTotal": {"type": "integer", "minimum": 0, "maximum": MAX_BYTES,
+                          "description": "0: no limit; more than bgfetch_quota leaves: 409 quota-exceeded"},
     },
 }
 

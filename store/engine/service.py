@@ -80,7 +80,7 @@ class Store:
         """Create a registration and start it. `registration["owner"]` (default: the API) may
         replace an inactive one of the same id as `ownership.may_replace` says; Conflict otherwise.
         QuotaExceeded, before anything is made, when its downloadTotal cannot fit in the quota."""
-        admission.check_quota(registration.get("download_total"), self.quota, self.storage.held())
+        admission.check_quota(registration.get("download_total"), self.quota, self.storage.held)
         registration = {**registration, "owner": registration.get("owner", ownership.API)}
         new = [
             NewRecord(

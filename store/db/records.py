@@ -69,13 +69,13 @@ def download_room(conn: sqlite3.Connection, reg_id: str, record_id: int) -> int 
 HELD_SQL = """
 SELECT COALESCE(SUM(MAX(r.stored, COALESCE(r.size, 0))), 0)
 FROM records r JOIN registrations g ON g.id = r.registration_id
-WHERE g.result != 'failure' AND r.id IS NOT ?
+WHERE (g.result != 'failure' OR r.complete) AND r.id IS NOT ?
 """
 
 
 def held(conn: sqlite3.Connection, record_id: int | None = None) -> int:
     """Bytes every record but `record_id` (None: every record) holds, or will hold once its
-    announced size has come."""
+    announced size has come; of a failed registration, only its complete records hold any."""
     return conn.execute(HELD_SQL, [record_id]).fetchone()[0]
 
 

@@ -122,7 +122,8 @@ class Storage(abc.ABC):
     async def transition(self, reg_id: str, event: str, step: Step, reason: str = "", error: str = "",
                          held_pause: str | None = None) -> str:
         """Apply a lifecycle event (`step` gives the next state); returns the new state. Ending drops
-        the request headers and bodies (credentials); a failure drops the partial bodies.
+        the request headers and bodies (credentials); a failure drops the partial bodies (the
+        complete ones stay, with their records, until `delete`).
         `held_pause`: the lastError of a pause the engine held in memory, written first."""
 
     @abc.abstractmethod

@@ -18,6 +18,7 @@ import httpx
 from store.db import NewRecord, NotFound, Record, RequestChange, Storage, StorageFault
 from store.engine import headers, lifecycle, ownership
 from store.engine.events import EventBus
+from store.engine.revalidation import Outcome, Revalidation
 from store.engine.transfer import TransferLoop
 from vocabulary import credential_key
 
@@ -33,7 +34,7 @@ class Store:
         concurrency: int = 4, retry_cap: float = 30.0, quota: int | None = None, revalidate: str = "cache-control",
     ) -> None:
         self.storage = storage
-        self.revalidate = revalidate  # bgfetch_revalidate: for records that do not say
+        self.revalidation = Revalidation(storage, client, revalidate)
         self.events = EventBus(self.snapshot)
         self.transfers = TransferLoop(
             storage, client, self, concurrency=concurrency, retry_cap=retry_cap, quota=quota
@@ -75,6 +76,11 @@ class Store:
         return self.storage.read(record_id, start, end)
 
     # -- changes -------------------------------------------------------------
+
+    async def freshen(self, record: Record, request_fields: list[tuple[str, str]]) -> Outcome:
+        """How to answer a GET/HEAD of a stored response: as stored (after its origin confirmed
+        it, or could not be asked), or with the origin's own answer (`revalidation`)."""
+        return await self.revalidation.check(record, request_fields)
 
     async def fetch(self, registration: dict, requests: list[dict]) -> dict:
         """Create a registration and start it. `registration["owner"]` (default: the API) may

@@ -20,6 +20,10 @@ WHOLE = 2**62  # "to the end" for a body whose size is not known yet
 class BodyServing:
     """For a `StoreHandler`: `serve_record`."""
 
+    def compute_etag(self) -> None:
+        """No ETag of tornado's making: a stored body has its origin's, or none."""
+        return None
+
     def body_fields(self, record: Record) -> list[tuple[str, str]]:
         """The header fields a stored body goes out with: here, as the origin sent them (its
         `Date` too), and the `Age` the store gives it."""

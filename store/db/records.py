@@ -100,6 +100,14 @@ def set_response(conn: sqlite3.Connection, record_id: int, status: int, fields: 
     return held(conn, record_id)
 
 
+def refresh_response(conn: sqlite3.Connection, record_id: int, generation: int, fields: list) -> bool:
+    """New header fields for the stored response of a complete record, if still of `generation`."""
+    return bool(conn.execute(
+        "UPDATE records SET response_headers = ? WHERE id = ? AND generation = ? AND complete = 1",
+        [json.dumps(fields), record_id, generation],
+    ).rowcount)
+
+
 def restart(conn: sqlite3.Connection, record_id: int) -> int:
     """Forget a record's bytes: the entity changed. Returns the new generation."""
     conn.execute("DELETE FROM chunks WHERE record_id = ?", [record_id])

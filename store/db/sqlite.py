@@ -86,6 +86,9 @@ class SqliteStorage(Storage):
     async def set_response(self, record_id: int, status: int, fields: list, size: int | None) -> int:
         return await self.writer.submit(records.set_response, record_id, status, fields, size)
 
+    async def refresh_response(self, record_id: int, generation: int, fields: list) -> bool:
+        return await self.writer.submit(records.refresh_response, record_id, generation, fields)
+
     async def restart_record(self, record_id: int) -> int:
         return await self.writer.submit(records.restart, record_id)
 

@@ -173,6 +173,11 @@ class Storage(abc.ABC):
         `held(record_id)` as of the same commit, so two transfers never both count on the same room."""
 
     @abc.abstractmethod
+    async def refresh_response(self, record_id: int, generation: int, fields: Fields) -> bool:
+        """New header fields for a complete record's stored response (its origin confirmed it,
+        RFC 9111 §3.2); False when that generation is no longer the record's."""
+
+    @abc.abstractmethod
     async def restart_record(self, record_id: int) -> int:
         """Forget a record's bytes (the entity changed); its new generation."""
 

@@ -18,6 +18,7 @@ import httpx
 from store.db import NewRecord, NotFound, Page, Record, RequestChange, Storage, StorageFault
 from store.engine import admission, headers, lifecycle, ownership
 from store.engine.events import EventBus
+from store.engine.revalidation import Outcome, Revalidation
 from store.engine.transfer import TransferLoop
 from vocabulary import credential_key
 
@@ -34,7 +35,7 @@ class Store:
     ) -> None:
         self.storage = storage
         self.quota = quota
-        self.revalidate = revalidate  # bgfetch_revalidate: for records that do not say
+        self.revalidation = Revalidation(storage, client, revalidate)
         self.events = EventBus(self.snapshot)
         self.transfers = TransferLoop(
             storage, client, self, concurrency=concurrency, retry_cap=retry_cap, quota=quota
@@ -80,6 +81,11 @@ class Store:
         return self.storage.read(record_id, start, end)
 
     # -- changes -------------------------------------------------------------
+
+    async def freshen(self, record: Record, request_fields: list[tuple[str, str]]) -> Outcome:
+        """How to answer a GET/HEAD of a stored response: as stored (after its origin confirmed
+        it, or could not be asked), or with the origin's own answer (`revalidation`)."""
+        return await self.revalidation.check(record, request_fields)
 
     async def fetch(self, registration: dict, requests: list[dict]) -> dict:
         """Create a registration and start it. `registration["owner"]` (default: the API) may

@@ -12,7 +12,7 @@ from store.engine import Conflict, NotFound, headers, lifecycle, ownership
 from store.proxyside import protocol
 from store.web import views
 from store.web.handler import Problem, StoreHandler
-from store.web.serving import BodyServing
+from store.web.stored import StoredServing
 from vocabulary import check_spec, credential_key
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -42,10 +42,10 @@ def parse_spec(text: str) -> dict:
     return spec
 
 
-class ProxiedFetch(BodyServing, StoreHandler):
+class ProxiedFetch(StoredServing, StoreHandler):
     """A request the proxy marked as a background fetch: start or join it, then answer as
     `respond` asks — the body as it arrives, or `202 Accepted` with the registration.
-    A fetch that has already succeeded is simply served from the store."""
+    A fetch that has already succeeded is served from the store, checked for freshness first."""
 
     SUPPORTED_METHODS = METHODS
     CHECKS_FORGERY = False
@@ -73,7 +73,7 @@ class ProxiedFetch(BodyServing, StoreHandler):
             self.set_header("Location", f"http://{host}{views.registration_path(spec['id'])}")
             self.send_json(registration, 202)
         else:
-            await self.serve_record(record_id)
+            await self.serve_stored(record_id)
 
     post = put = patch = delete = options = head = get
 
@@ -105,8 +105,9 @@ class ProxiedFetch(BodyServing, StoreHandler):
         )
 
 
-class ProxiedStored(BodyServing, StoreHandler):
-    """A GET or HEAD the proxy found in the store: answered from SQLite, never from the origin."""
+class ProxiedStored(StoredServing, StoreHandler):
+    """A GET or HEAD the proxy found in the store: answered from SQLite; the origin is asked at
+    most to confirm a stale response (`StoredServing`)."""
 
     SUPPORTED_METHODS = ("GET", "HEAD")
     CHECKS_FORGERY = False
@@ -116,7 +117,7 @@ class ProxiedStored(BodyServing, StoreHandler):
         if not (value.isascii() and value.isdigit() and len(value) <= 19 and int(value) <= LARGEST_RECORD):
             raise Problem(400, "bad-handover", f"{protocol.RECORD} must be a record number.")
         try:
-            await self.serve_record(int(value))
+            await self.serve_stored(int(value))
         except NotFound:
             raise Problem(404, "not-found", "That record is gone (deleted meanwhile).") from None
 

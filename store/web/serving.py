@@ -23,6 +23,10 @@ class BodyServing:
     # keep them; a proxy client is never answered with one in place of its URL's origin.
     SERVES_FAILED = False
 
+    def compute_etag(self) -> None:
+        """No ETag of tornado's making: a stored body has its origin's, or none."""
+        return None
+
     def body_fields(self, record: Record) -> list[tuple[str, str]]:
         """The header fields a stored body goes out with: here, as the origin sent them (its
         `Date` too), and the `Age` the store gives it."""

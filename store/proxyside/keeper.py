@@ -175,8 +175,16 @@ class StoreKeeper:
         self.port, self.listen_port, self.launched = ports["port"], ports["listen_port"], launch
         self.failing = False
         self._ready.set()
-        where = f" and http://127.0.0.1:{self.listen_port}/" if self.listen_port else ""
-        logger.info("bgfetch: store %s, dashboard at http://%s/%s", launch.db, launch.host, where)
+        logger.info("bgfetch: store %s, %s", launch.db, self._dashboard(launch))
+
+    def _dashboard(self, launch: Launch) -> str:
+        """Where the dashboard and the API can be reached, as the start-up line says it."""
+        places = [f"http://{launch.host}/ through the proxy" if launch.host_reached else "",
+                  f"http://127.0.0.1:{self.listen_port}/" if self.listen_port else ""]
+        if any(places):
+            return "dashboard and API at " + " and ".join(filter(None, places))
+        return (f"no dashboard: in reverse mode http://{launch.host}/ cannot be reached; --set bgfetch_listen_port=PORT"
+                " serves the dashboard and the API at http://127.0.0.1:PORT/")
 
     def _down(self) -> None:
         self._ready.clear()

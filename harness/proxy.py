@@ -98,7 +98,7 @@ class Proxy:
         self._wait_store_gone()
 
     def _wait_store_gone(self, timeout: float = 15) -> None:
-        eventually(lambda: not _store_running(self.db), timeout, what=f"the store to let go of {self.db}",
+        eventually(lambda: not store_running_on(self.db), timeout, what=f"the store to let go of {self.db}",
                    explain=lambda _: f"it still holds the lock\n{self.log.read_text()[-3000:]}")
 
     def store_pid(self) -> int:
@@ -155,7 +155,7 @@ class Proxy:
     @property
     def store_running(self) -> bool:
         """Whether a store process holds this proxy's database."""
-        return _store_running(self.db)
+        return store_running_on(self.db)
 
     def client(self, **kwargs) -> httpx.Client:
         return httpx.Client(proxy=self.url, timeout=30, **kwargs)
@@ -194,7 +194,7 @@ class WebProxy(Proxy):
         return answer["value"]
 
 
-def _store_running(db: Path) -> bool:
+def store_running_on(db: Path) -> bool:
     """Whether a store process still holds the database's lock."""
     import fcntl
 

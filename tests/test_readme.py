@@ -7,7 +7,7 @@ import signal
 import subprocess
 
 from harness.poll import eventually
-from harness.proxy import ROOT, _store_running, free_port
+from harness.proxy import ROOT, store_running_on, free_port
 
 
 def walk_through() -> str:
@@ -39,6 +39,6 @@ def test_the_walk_through_runs_as_written(tmp_path):
             shell.wait()
     said = log.read_bytes()
     db = home / ".mitmproxy" / "bgfetch.sqlite3"
-    eventually(lambda: not _store_running(db), 20, what="the walk-through's store to stop")
+    eventually(lambda: not store_running_on(db), 20, what="the walk-through's store to stop")
     assert shell.returncode == 0, said.decode(errors="replace")[-3000:]
     assert b"the same 50 MB, with the origin down" in said, said[-3000:]

@@ -7,7 +7,7 @@ import signal
 import subprocess
 
 from harness.poll import eventually
-from harness.proxy import ROOT, store_running_on, free_port
+from harness.proxy import ROOT, free_port, store_running_on
 
 
 def walk_through() -> str:

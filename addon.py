@@ -94,6 +94,7 @@ class BackgroundFetch:
         request = flow.request
         value = request.headers.get(HEADER)
         if value is not None:
+            flow.metadata[ASKED] = request.headers.copy()  # the fields as sent, shown once the store has the flow
             del request.headers[HEADER]
         if request.host == ctx.options.bgfetch_host:
             if request.path.startswith(protocol.INTERNAL_PATH):  # the proxy's own routes, not a client's
@@ -237,7 +238,7 @@ class BackgroundFetch:
             del request.headers[name]
         flow.metadata["bgfetch"] = request.url
         flow.metadata[ASKED] = (request.scheme, request.host, request.port, request.path, request.authority,
-                                request.headers.copy())
+                                flow.metadata.get(ASKED) or request.headers.copy())
         request.scheme, request.host, request.port, request.path = "http", "127.0.0.1", port, path
         if flow.server_conn.via:  # upstream mode: the store is on this machine, go to it directly
             flow.server_conn = connection.Server(address=("127.0.0.1", port))
@@ -269,6 +270,8 @@ def _as_asked(flow: http.HTTPFlow) -> None:
 def _answer(flow: http.HTTPFlow, problem: dict, extra: dict[str, str] | None = None) -> None:
     """Answer the flow here with an RFC 9457 problem (without a body for a HEAD: mitmproxy
     would send it)."""
+    if fields := flow.metadata.pop(ASKED, None):  # never sent upstream: shown with the header as it came
+        flow.request.headers = fields
     body = "" if flow.request.method == "HEAD" else json.dumps(problem)
     flow.response = http.Response.make(problem["status"], body, {"Content-Type": "application/problem+json", **(extra or {})})
 

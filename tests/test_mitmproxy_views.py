@@ -31,6 +31,7 @@ def test_mitmweb_lists_the_clients_url_and_marks_the_background_joined_and_store
             web.wait_for("ep", result="success")
             stored = client.get(url)
             api = client.get("http://bgfetch.internal/api/fetches?all=1")
+            assert client.get(url, headers={"Background-Fetch": "id=5"}).status_code == 400  # answered by the addon
         assert joined.content == stored.content == origin.data("/ep.mp3")
         assert api.json() == {"ids": ["ep"]}
         assert web.command("bgfetch.list") == ["ep  success  2.0m  ep.mp3"]
@@ -42,8 +43,11 @@ def test_mitmweb_lists_the_clients_url_and_marks_the_background_joined_and_store
             (url, 200, "🔗", "bgfetch: joined a background fetch (ep)"),
             (url, 200, "💾", "bgfetch: served from the store (ep)"),
             ("http://bgfetch.internal:80/api/fetches?all=1", 200, "", ""),
+            (url, 400, "", ""),
         ]  # and no flow of the command's call to the store
         assert all(not bgfetch_fields(f["request"]) and not bgfetch_fields(f["response"]) for f in flows)
+        assert ["Background-Fetch", 'id="ep", respond=accepted'] in flows[0]["request"]["headers"]  # as it was sent
+        assert ["Background-Fetch", "id=5"] in flows[-1]["request"]["headers"]
         log = web.log.read_text()
         assert "/api/fetches" not in log and "/_bgfetch/" not in log, log
     finally:

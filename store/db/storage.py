@@ -163,9 +163,11 @@ class Storage(abc.ABC):
         """Bytes every record but `record_id` holds or will hold (what the quota counts)."""
 
     @abc.abstractmethod
-    async def set_response(self, record_id: int, status: int, fields: Fields, size: int | None) -> int:
+    async def set_response(self, record_id: int, status: int, fields: Fields, size: int | None,
+                           count_held: bool = True) -> int:
         """Record the response's status, header fields and announced size; returns `held(record_id)`
-        as of the same commit, so two transfers never both count on the same room."""
+        as of the same commit, so two transfers never both count on the same room (0 when not
+        `count_held`: there is no quota to count for)."""
 
     @abc.abstractmethod
     async def restart_record(self, record_id: int) -> int:

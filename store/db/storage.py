@@ -167,10 +167,12 @@ class Storage(abc.ABC):
         quota counts)."""
 
     @abc.abstractmethod
-    async def set_response(self, record_id: int, status: int, fields: Fields, size: int | None) -> int:
+    async def set_response(self, record_id: int, status: int, fields: Fields, size: int | None,
+                           count_held: bool = True) -> int:
         """Record the response's status, header fields and announced size, and count the request's
         body into the registration's `uploaded` (once: at its first response); returns
-        `held(record_id)` as of the same commit, so two transfers never both count on the same room."""
+        `held(record_id)` as of the same commit, so two transfers never both count on the same room
+        (0 when not `count_held`: there is no quota to count for)."""
 
     @abc.abstractmethod
     async def refresh_response(self, record_id: int, generation: int, fields: Fields) -> bool:

@@ -14,12 +14,12 @@ def as_record(row: sqlite3.Row) -> Record:
         method=row["method"],
         url=row["url"],
         credential=row["credential"],
-        request_headers=_fields(row["request_headers"]),
+        request_headers=header_fields(row["request_headers"]),
         request_body=row["request_body"],
         body_hash=row["body_hash"],
         integrity=row["integrity"],
         status=row["status"],
-        response_headers=_fields(row["response_headers"]),
+        response_headers=header_fields(row["response_headers"]),
         size=row["size"],
         stored=row["stored"],
         received=row["received"],
@@ -29,7 +29,7 @@ def as_record(row: sqlite3.Row) -> Record:
     )
 
 
-def _fields(text: str | None) -> list[tuple[str, str]]:
+def header_fields(text: str | None) -> list[tuple[str, str]]:
     """Header fields as stored: a JSON list of [name, value] pairs."""
     return [(k, v) for k, v in json.loads(text or "[]")]
 
@@ -67,15 +67,17 @@ def download_room(conn: sqlite3.Connection, reg_id: str, record_id: int) -> int 
 
 
 HELD_SQL = """
-SELECT COALESCE(SUM(MAX(r.stored, COALESCE(r.size, 0))), 0)
-FROM records r JOIN registrations g ON g.id = r.registration_id
-WHERE g.result != 'failure' AND r.id != ?
+SELECT (SELECT COALESCE(SUM(MAX(r.stored, COALESCE(r.size, 0))), 0)
+        FROM records r JOIN registrations g ON g.id = r.registration_id
+        WHERE g.result != 'failure' AND r.id != ?)
+     + (SELECT COALESCE(SUM(MAX(stored, COALESCE(size, 0))), 0) FROM renewals WHERE record_id != ?)
 """
 
 
 def held(conn: sqlite3.Connection, record_id: int) -> int:
-    """Bytes every record but `record_id` holds, or will hold once its announced size has come."""
-    return conn.execute(HELD_SQL, [record_id]).fetchone()[0]
+    """Bytes every record but `record_id` holds, or will hold once its announced size has come
+    (their renewals too)."""
+    return conn.execute(HELD_SQL, [record_id, record_id]).fetchone()[0]
 
 
 def set_response(conn: sqlite3.Connection, record_id: int, status: int, fields: list, size: int | None) -> int:

@@ -145,3 +145,28 @@ def m003_revalidate(db: sqlite_utils.Database) -> None:
     """When each record's stored response is checked with its origin (`bgfetch_revalidate`'s
     values, from a rule); "" for the option's."""
     db.execute("ALTER TABLE records ADD COLUMN revalidate TEXT NOT NULL DEFAULT ''")
+
+
+@migrations()
+def m004_generations(db: sqlite_utils.Database) -> None:
+    """Two generations of a record's body side by side: the one served and its renewal (a new
+    entity its origin sent on revalidation), which replaces it once complete.
+
+    Each chunk names its generation. Every chunk stored so far belongs to its record's current
+    generation (older ones were deleted as they went), so the generations start again at 0
+    rather than the chunks being rewritten (their bytes would all go through the WAL)."""
+    db.execute("ALTER TABLE chunks ADD COLUMN generation INTEGER NOT NULL DEFAULT 0")
+    db.execute("UPDATE records SET generation = 0")
+    db.execute("DROP INDEX chunks_by_offset")
+    db.execute("CREATE UNIQUE INDEX chunks_by_offset ON chunks (record_id, generation, offset)")
+    db.execute(
+        """
+        CREATE TABLE renewals (
+            record_id INTEGER PRIMARY KEY REFERENCES records(id) ON DELETE CASCADE,
+            generation INTEGER NOT NULL,
+            status INTEGER NOT NULL,
+            response_headers TEXT NOT NULL,
+            size INTEGER,
+            stored INTEGER NOT NULL DEFAULT 0
+        )"""
+    )

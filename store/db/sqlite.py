@@ -8,7 +8,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable
 
-from store.db import chunks, records, registrations, schema
+from store.db import chunks, records, registrations, renewals, schema
 from store.db.faults import StorageFault
 from store.db.storage import MayReplace, NewRecord, Record, RequestChange, Step, Storage
 from store.db.writer import Writer
@@ -92,13 +92,33 @@ class SqliteStorage(Storage):
     async def complete_record(self, record_id: int) -> None:
         await self.writer.submit(records.complete, record_id)
 
+    # -- renewals ----------------------------------------------------------------
+
+    def renewal(self, record_id: int) -> Record | None:
+        return renewals.renewal(self.db, record_id)
+
+    async def begin_renewal(self, record_id: int, status: int, fields: list, size: int | None) -> int:
+        return await self.writer.submit(renewals.begin, record_id, status, fields, size)
+
+    async def complete_renewal(self, record_id: int, generation: int) -> int | None:
+        return await self.writer.submit(renewals.complete, record_id, generation)
+
+    async def drop_renewal(self, record_id: int, generation: int) -> None:
+        await self.writer.submit(renewals.drop, record_id, generation)
+
+    async def drop_generation(self, record_id: int, generation: int) -> None:
+        await self.writer.submit(renewals.drop_generation, record_id, generation)
+
+    async def forget_renewals(self) -> None:
+        await self.writer.submit(renewals.forget)
+
     # -- bodies ----------------------------------------------------------------
 
     def append(self, record_id: int, generation: int, offset: int, pieces: list[bytes], size: int) -> Awaitable[bool]:
         return self.writer.submit(chunks.append, record_id, generation, offset, pieces, size=size)
 
-    async def read(self, record_id: int, start: int, end: int) -> AsyncIterator[bytes]:
-        for data in chunks.read(self.db, record_id, start, end):
+    async def read(self, record_id: int, start: int, end: int, generation: int | None = None) -> AsyncIterator[bytes]:
+        for data in chunks.read(self.db, record_id, start, end, generation):
             yield data
 
     async def digest(self, record_id: int, size: int) -> bytes:

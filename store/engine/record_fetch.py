@@ -26,6 +26,16 @@ def validator(fields: list) -> str | None:
     return headers.first(fields, "last-modified")
 
 
+def limit_for(storage: Storage, quota: int | None, record: Record, held: int) -> Limit | None:
+    """The tighter of downloadTotal and the store's quota (`held`: what the others hold), for this record."""
+    limits = []
+    if (room := storage.download_room(record.registration_id, record.id)) is not None:
+        limits.append(Limit(room, "download-total-exceeded", "downloadTotal"))
+    if quota is not None:
+        limits.append(Limit(quota - held, "quota-exceeded", "bgfetch_quota"))
+    return min(limits, key=lambda limit: limit.most, default=None)
+
+
 class RecordFetch:
     """Fetches records into `storage` with `client`; `committed(reg_id, progress)` is told of every commit."""
 
@@ -103,13 +113,7 @@ class RecordFetch:
                 raise Failure("bad-status", f"{record.url} answered {status}")
 
     def _limit(self, record: Record, held: int) -> Limit | None:
-        """The tighter of downloadTotal and the store's quota, for this record."""
-        limits = []
-        if (room := self.storage.download_room(record.registration_id, record.id)) is not None:
-            limits.append(Limit(room, "download-total-exceeded", "downloadTotal"))
-        if self.quota is not None:
-            limits.append(Limit(self.quota - held, "quota-exceeded", "bgfetch_quota"))
-        return min(limits, key=lambda limit: limit.most, default=None)
+        return limit_for(self.storage, self.quota, record, held)
 
     async def _complete(self, record: Record, size: int) -> None:
         if record.integrity:

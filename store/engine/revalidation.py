@@ -8,9 +8,11 @@ answer:
 - `304`: the stored header fields are refreshed (`Storage.refresh_response`), and it is served;
 - the origin unreachable, or a `5xx`: the stored response is served, as `stale-if-error` would
   have it: bgfetch keeps what it stored for when the origin is gone;
-- a new entity (`2xx`): it goes to this client as the origin sends it (`Relay`);
-- anything else (a `4xx`): the origin's answer goes to this client as it is (`Relay`); what is
-  stored stays.
+- a new entity (`2xx`) that may be kept: it is stored as the record's next generation in the
+  background (`renewal`) and this client reads it as it arrives (`Renewing`); a request that
+  needs the origin's word while a renewal is under way reads that one too, without asking;
+- anything else (a `4xx`, a new entity with `no-store`): the origin's answer goes to this client
+  as it is (`Relay`); what is stored stays.
 
 A record with `integrity` is pinned to its verified body and never checked.
 """
@@ -22,6 +24,7 @@ import httpx
 
 from store.db import Record, Storage
 from store.engine import freshness, headers
+from store.engine.renewal import Renewals
 
 logger = logging.getLogger(__name__)
 
@@ -37,23 +40,31 @@ class Stored:
 
 
 @dataclass(frozen=True)
+class Renewing:
+    """Serve the new entity being stored: `record` as its renewal will make it (its generation)."""
+
+    record: Record
+
+
+@dataclass(frozen=True)
 class Relay:
     """Send the origin's answer to the client as it comes; the caller closes it."""
 
     response: httpx.Response
 
 
-Outcome = Stored | Relay
+Outcome = Stored | Renewing | Relay
 
 
 class Revalidation:
     """Checks stored responses with `client`; `mode` is bgfetch_revalidate (for records that
     do not say)."""
 
-    def __init__(self, storage: Storage, client: httpx.AsyncClient, mode: str) -> None:
+    def __init__(self, storage: Storage, client: httpx.AsyncClient, mode: str, renewals: Renewals) -> None:
         self.storage = storage
         self.client = client
         self.mode = mode
+        self.renewals = renewals
 
     def verdict(self, record: Record, request_fields: Fields) -> freshness.Verdict:
         mode = freshness.NEVER if record.integrity else record.revalidate or self.mode
@@ -65,6 +76,8 @@ class Revalidation:
         verdict = self.verdict(record, request_fields)
         if verdict.fresh:
             return Stored(record)
+        if renewing := self.renewals.current(record.id):
+            return Renewing(renewing)
         asked = [*headers.upstream(request_fields), *verdict.conditions, ("Accept-Encoding", "identity")]
         request = self.client.build_request("GET", record.url, headers=asked, timeout=TIMEOUT)
         try:
@@ -79,6 +92,19 @@ class Revalidation:
             await response.aclose()
             logger.info("%s: the origin answered %d; serving the stored response", record.url, response.status_code)
             return Stored(record)
+        if 200 <= response.status_code < 300 and response.status_code != 206:
+            return await self._renewing(record, response)
+        return Relay(response)
+
+    async def _renewing(self, record: Record, response: httpx.Response) -> Outcome:
+        """A new entity: stored as the next generation when it may be kept, else relayed."""
+        if renewing := self.renewals.current(record.id):  # another client's check came first
+            await response.aclose()
+            return Renewing(renewing)
+        fields = list(response.headers.multi_items())
+        if freshness.reusable(record.url, response.status_code, fields, bool(record.credential)):
+            if renewing := await self.renewals.begin(record, response):
+                return Renewing(renewing)
         return Relay(response)
 
     async def _refreshed(self, record: Record, answer: Fields) -> Record:

@@ -25,6 +25,9 @@ class StoredServing(BodyServing):
                 if isinstance(outcome, revalidation.Relay):
                     await self._relay(outcome.response)
                     return
+                if isinstance(outcome, revalidation.Renewing):  # the new entity, as it arrives
+                    await self.serve_record(record_id, outcome.record.generation)
+                    return
         await self.serve_record(record_id)
 
     async def _relay(self, response: httpx.Response) -> None:

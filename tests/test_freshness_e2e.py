@@ -142,3 +142,16 @@ def test_never_and_always(origin, make_proxy, tmp_path):
             assert client.get(origin.url("/b.txt")).content == b"b"
     assert conditional(origin, "/pinned/a.txt") == []  # the rule's never
     assert len(conditional(origin, "/b.txt")) == 2  # the option's always, though it is fresh
+
+
+def test_a_no_store_response_is_kept_only_for_the_requests_that_name_its_fetch(origin, proxy, tmp_path):
+    origin.add("/private.json", data=b'{"balance": 1}', headers={"Cache-Control": "no-store"})
+    url = origin.url("/private.json")
+    fetched(proxy, origin, "/private.json", "mine")  # the header asked: the fetch is done and its record kept
+    assert proxy.api("GET", "/api/fetches/mine/records/0/body").content == b'{"balance": 1}'
+    origin.change("/private.json", b'{"balance": 2}')
+    assert curl(proxy, url).stdout == b'{"balance": 2}'  # a plain request: not served from the store
+    origin.stop()
+    assert curl(proxy, url, "-o", "/dev/null", "-w", "%{http_code}").stdout == b"502"
+    named = curl(proxy, url, "-H", 'Background-Fetch: id="mine"')
+    assert named.stdout == b'{"balance": 1}'  # the header that names it is served what it stored

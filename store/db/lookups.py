@@ -7,13 +7,14 @@ lets both read and write at once.
 import sqlite3
 from collections.abc import Iterator
 
-# A record with a 2xx response, or one whose request is on its way to the origin right now
-# (status not yet known, registration fetching): the store answers once the headers come, so
-# a URL being downloaded is never fetched a second time. With integrity, only once verified.
+# A record with a 2xx response that may be reused (not `no-store`), or one whose request is on
+# its way to the origin right now (status not yet known, registration fetching): the store
+# answers once the headers come, so a URL being downloaded is never fetched a second time.
+# With integrity, only once verified.
 SERVABLE_SQL = """
 SELECT r.id FROM records r JOIN registrations g ON g.id = r.registration_id
 WHERE r.url = ? AND r.credential = ? AND r.method = 'GET' AND g.result != 'failure'
-  AND (r.status BETWEEN 200 AND 299 OR (r.status IS NULL AND g.state = 'fetching'))
+  AND ((r.status BETWEEN 200 AND 299 AND r.reusable) OR (r.status IS NULL AND g.state = 'fetching'))
   AND (r.integrity IS NULL OR r.complete)
 ORDER BY r.complete DESC, r.status IS NULL, r.id DESC LIMIT 1
 """

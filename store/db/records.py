@@ -26,6 +26,7 @@ def as_record(row: sqlite3.Row) -> Record:
         generation=row["generation"],
         complete=bool(row["complete"]),
         revalidate=row["revalidate"],
+        reusable=bool(row["reusable"]),
     )
 
 
@@ -80,12 +81,14 @@ def held(conn: sqlite3.Connection, record_id: int) -> int:
     return conn.execute(HELD_SQL, [record_id, record_id]).fetchone()[0]
 
 
-def set_response(conn: sqlite3.Connection, record_id: int, status: int, fields: list, size: int | None) -> int:
-    """Store the response's status, header fields and announced size; returns `held` as of this
-    transaction (the writer runs one at a time, so two transfers never share the room)."""
+def set_response(conn: sqlite3.Connection, record_id: int, status: int, fields: list, size: int | None,
+                 reusable: bool = True) -> int:
+    """Store the response's status, header fields, announced size and whether later requests may
+    be served it; returns `held` as of this transaction (the writer runs one at a time, so two
+    transfers never share the room)."""
     conn.execute(
-        "UPDATE records SET status = ?, response_headers = ?, size = ? WHERE id = ?",
-        [status, json.dumps(fields), size, record_id],
+        "UPDATE records SET status = ?, response_headers = ?, size = ?, reusable = ? WHERE id = ?",
+        [status, json.dumps(fields), size, int(reusable), record_id],
     )
     return held(conn, record_id)
 

@@ -55,7 +55,7 @@ def complete(conn: sqlite3.Connection, record_id: int, generation: int) -> int |
     retired = chunks.current_generation(conn, record_id)
     conn.execute(
         "UPDATE records SET generation = ?, status = ?, response_headers = ?, size = ?, stored = ?, complete = 1,"
-        " received = received + ? WHERE id = ?",
+        " received = received + ?, reusable = 1 WHERE id = ?",  # only a response that may be kept is renewed
         [generation, row["status"], row["response_headers"], row["stored"], row["stored"], row["stored"], record_id],
     )
     conn.execute("DELETE FROM renewals WHERE record_id = ?", [record_id])

@@ -170,3 +170,11 @@ def m004_generations(db: sqlite_utils.Database) -> None:
             stored INTEGER NOT NULL DEFAULT 0
         )"""
     )
+
+
+@migrations()
+def m005_reusable(db: sqlite_utils.Database) -> None:
+    """Whether a record's response may be served to later requests of its URL: 0 for one its
+    origin marked `no-store` (or `private`, fetched without credentials); the requests that
+    name its fetch (a header, a rule) are still served it."""
+    db.execute("ALTER TABLE records ADD COLUMN reusable INTEGER NOT NULL DEFAULT 1")

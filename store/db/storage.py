@@ -61,6 +61,7 @@ class Record:
     generation: int
     complete: bool
     revalidate: str = ""  # when its stored response is checked with the origin; "": bgfetch_revalidate's
+    reusable: bool = True  # whether later requests of its URL may be served it (not `no-store`)
 
 
 @dataclass(frozen=True)
@@ -152,9 +153,11 @@ class Storage(abc.ABC):
         """Bytes every record but `record_id` holds or will hold (what the quota counts)."""
 
     @abc.abstractmethod
-    async def set_response(self, record_id: int, status: int, fields: Fields, size: int | None) -> int:
-        """Record the response's status, header fields and announced size; returns `held(record_id)`
-        as of the same commit, so two transfers never both count on the same room."""
+    async def set_response(self, record_id: int, status: int, fields: Fields, size: int | None,
+                           reusable: bool = True) -> int:
+        """Record the response's status, header fields, announced size and whether later requests
+        may be served it; returns `held(record_id)` as of the same commit, so two transfers never
+        both count on the same room."""
 
     @abc.abstractmethod
     async def refresh_response(self, record_id: int, generation: int, fields: Fields) -> bool:

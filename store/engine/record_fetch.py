@@ -98,7 +98,8 @@ class RecordFetch:
                 return record.generation, self.storage.held(record.id)
             case decision.Replace(size=size):
                 generation = await self.storage.restart_record(record.id) if record.stored else record.generation
-                held = await self.storage.set_response(record.id, status, fields, size)
+                reusable = freshness.reusable(record.url, status, fields, bool(record.credential))
+                held = await self.storage.set_response(record.id, status, fields, size, reusable)
                 self.committed(record.registration_id, False)
                 return generation, held
             case decision.StartOver(reason=reason):

@@ -27,6 +27,7 @@ def as_record(row: sqlite3.Row) -> Record:
         complete=bool(row["complete"]),
         revalidate=row["revalidate"],
         reusable=bool(row["reusable"]),
+        selecting=row["selecting"],
     )
 
 
@@ -82,13 +83,13 @@ def held(conn: sqlite3.Connection, record_id: int) -> int:
 
 
 def set_response(conn: sqlite3.Connection, record_id: int, status: int, fields: list, size: int | None,
-                 reusable: bool = True) -> int:
-    """Store the response's status, header fields, announced size and whether later requests may
-    be served it; returns `held` as of this transaction (the writer runs one at a time, so two
-    transfers never share the room)."""
+                 reusable: bool = True, selecting: str = "") -> int:
+    """Store the response's status, header fields, announced size, whether later requests may be
+    served it and the request fields it varies on; returns `held` as of this transaction (the
+    writer runs one at a time, so two transfers never share the room)."""
     conn.execute(
-        "UPDATE records SET status = ?, response_headers = ?, size = ?, reusable = ? WHERE id = ?",
-        [status, json.dumps(fields), size, int(reusable), record_id],
+        "UPDATE records SET status = ?, response_headers = ?, size = ?, reusable = ?, selecting = ? WHERE id = ?",
+        [status, json.dumps(fields), size, int(reusable), selecting, record_id],
     )
     return held(conn, record_id)
 

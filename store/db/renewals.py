@@ -21,11 +21,13 @@ def renewal(conn: sqlite3.Connection, record_id: int) -> Record | None:
         return None
     return dataclasses.replace(
         records.record(conn, record_id), generation=row["generation"], status=row["status"],
-        response_headers=records.header_fields(row["response_headers"]), size=row["size"], stored=row["stored"], complete=False,
+        response_headers=records.header_fields(row["response_headers"]), size=row["size"], stored=row["stored"],
+        complete=False, selecting=row["selecting"],
     )
 
 
-def begin(conn: sqlite3.Connection, record_id: int, status: int, fields: list, size: int | None) -> int:
+def begin(conn: sqlite3.Connection, record_id: int, status: int, fields: list, size: int | None,
+          selecting: str = "") -> int:
     """Start storing a new entity for a complete record; its generation (one past any the
     record has had). A renewal that was under way is dropped with its chunks."""
     row = conn.execute(
@@ -38,8 +40,9 @@ def begin(conn: sqlite3.Connection, record_id: int, status: int, fields: list, s
         drop(conn, record_id, row[1])
     generation = max(row[0], row[1] or 0) + 1
     conn.execute(
-        "INSERT INTO renewals (record_id, generation, status, response_headers, size) VALUES (?, ?, ?, ?, ?)",
-        [record_id, generation, status, json.dumps(fields), size],
+        "INSERT INTO renewals (record_id, generation, status, response_headers, size, selecting)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [record_id, generation, status, json.dumps(fields), size, selecting],
     )
     return generation
 
@@ -55,8 +58,9 @@ def complete(conn: sqlite3.Connection, record_id: int, generation: int) -> int |
     retired = chunks.current_generation(conn, record_id)
     conn.execute(
         "UPDATE records SET generation = ?, status = ?, response_headers = ?, size = ?, stored = ?, complete = 1,"
-        " received = received + ?, reusable = 1 WHERE id = ?",  # only a response that may be kept is renewed
-        [generation, row["status"], row["response_headers"], row["stored"], row["stored"], row["stored"], record_id],
+        " received = received + ?, reusable = 1, selecting = ? WHERE id = ?",  # only one that may be kept is renewed
+        [generation, row["status"], row["response_headers"], row["stored"], row["stored"], row["stored"],
+         row["selecting"], record_id],
     )
     conn.execute("DELETE FROM renewals WHERE record_id = ?", [record_id])
     return retired

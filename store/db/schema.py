@@ -178,3 +178,11 @@ def m005_reusable(db: sqlite_utils.Database) -> None:
     origin marked `no-store` (or `private`, fetched without credentials); the requests that
     name its fetch (a header, a rule) are still served it."""
     db.execute("ALTER TABLE records ADD COLUMN reusable INTEGER NOT NULL DEFAULT 1")
+
+
+@migrations()
+def m006_selecting(db: sqlite_utils.Database) -> None:
+    """The request fields a varying response was selected for (`variants`, JSON; "" when it
+    does not vary), of a record and of a renewal."""
+    db.execute("ALTER TABLE records ADD COLUMN selecting TEXT NOT NULL DEFAULT ''")
+    db.execute("ALTER TABLE renewals ADD COLUMN selecting TEXT NOT NULL DEFAULT ''")

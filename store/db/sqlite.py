@@ -81,8 +81,8 @@ class SqliteStorage(Storage):
         return records.held(self.db, record_id)
 
     async def set_response(self, record_id: int, status: int, fields: list, size: int | None,
-                           reusable: bool = True) -> int:
-        return await self.writer.submit(records.set_response, record_id, status, fields, size, reusable)
+                           reusable: bool = True, selecting: str = "") -> int:
+        return await self.writer.submit(records.set_response, record_id, status, fields, size, reusable, selecting)
 
     async def refresh_response(self, record_id: int, generation: int, fields: list) -> bool:
         return await self.writer.submit(records.refresh_response, record_id, generation, fields)
@@ -98,8 +98,9 @@ class SqliteStorage(Storage):
     def renewal(self, record_id: int) -> Record | None:
         return renewals.renewal(self.db, record_id)
 
-    async def begin_renewal(self, record_id: int, status: int, fields: list, size: int | None) -> int:
-        return await self.writer.submit(renewals.begin, record_id, status, fields, size)
+    async def begin_renewal(self, record_id: int, status: int, fields: list, size: int | None,
+                            selecting: str = "") -> int:
+        return await self.writer.submit(renewals.begin, record_id, status, fields, size, selecting)
 
     async def complete_renewal(self, record_id: int, generation: int) -> int | None:
         return await self.writer.submit(renewals.complete, record_id, generation)

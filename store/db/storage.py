@@ -62,6 +62,7 @@ class Record:
     complete: bool
     revalidate: str = ""  # when its stored response is checked with the origin; "": bgfetch_revalidate's
     reusable: bool = True  # whether later requests of its URL may be served it (not `no-store`)
+    selecting: str = ""  # the request fields its response varies on (`variants`); "": it does not
 
 
 @dataclass(frozen=True)
@@ -154,9 +155,9 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def set_response(self, record_id: int, status: int, fields: Fields, size: int | None,
-                           reusable: bool = True) -> int:
-        """Record the response's status, header fields, announced size and whether later requests
-        may be served it; returns `held(record_id)` as of the same commit, so two transfers never
+                           reusable: bool = True, selecting: str = "") -> int:
+        """Record the response's status, header fields, announced size, whether later requests
+        may be served it and the request fields it varies on (`variants`); returns `held(record_id)` as of the same commit, so two transfers never
         both count on the same room."""
 
     @abc.abstractmethod
@@ -180,7 +181,8 @@ class Storage(abc.ABC):
         not complete), None without one."""
 
     @abc.abstractmethod
-    async def begin_renewal(self, record_id: int, status: int, fields: Fields, size: int | None) -> int:
+    async def begin_renewal(self, record_id: int, status: int, fields: Fields, size: int | None,
+                            selecting: str = "") -> int:
         """Start storing a new entity for a complete record, beside the one it serves; the
         generation its chunks take (`append`). One renewal a record: one under way is dropped."""
 

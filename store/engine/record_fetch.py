@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import httpx
 
-from store.db import Record, Storage
+from store.db import Record, Storage, variants
 from store.engine import decision, freshness, headers
 from store.engine.outcomes import Failure, Limit, Pause, transport_problem
 from store.engine.sink import BodySink
@@ -99,7 +99,8 @@ class RecordFetch:
             case decision.Replace(size=size):
                 generation = await self.storage.restart_record(record.id) if record.stored else record.generation
                 reusable = freshness.reusable(record.url, status, fields, bool(record.credential))
-                held = await self.storage.set_response(record.id, status, fields, size, reusable)
+                selecting = variants.selecting(fields, record.request_headers)
+                held = await self.storage.set_response(record.id, status, fields, size, reusable, selecting)
                 self.committed(record.registration_id, False)
                 return generation, held
             case decision.StartOver(reason=reason):

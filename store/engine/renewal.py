@@ -45,9 +45,10 @@ class Renewals:
         """The record as its renewal under way will make it; None without one."""
         return self.storage.renewal(record_id) if self.tasks.get(record_id) else None
 
-    async def begin(self, record: Record, response: httpx.Response) -> Record | None:
-        """Store `response` as `record`'s next generation, in the background; the record as it
-        will be. None, and nothing begun, when one is under way or the body would not fit."""
+    async def begin(self, record: Record, response: httpx.Response, selecting: str = "") -> Record | None:
+        """Store `response` (selected for those request fields: `variants`) as `record`'s next
+        generation, in the background; the record as it will be. None, and nothing begun, when
+        one is under way or the body would not fit."""
         size = decision.content_length(response.headers.get("content-length"))
         limit = limit_for(self.storage, self.quota, record, self.storage.held(record.id))
         if record.id in self.tasks or (limit and size is not None and size > limit.most):
@@ -55,7 +56,7 @@ class Renewals:
         self.tasks[record.id] = None
         try:
             fields = freshness.dated(list(response.headers.multi_items()))
-            generation = await self.storage.begin_renewal(record.id, response.status_code, fields, size)
+            generation = await self.storage.begin_renewal(record.id, response.status_code, fields, size, selecting)
         except BaseException:
             del self.tasks[record.id]
             raise

@@ -1,7 +1,7 @@
 """What the rules, the proxy and the store must agree on, in one place that none of them owns.
 
 The fields of a background fetch and their checks (each raises ValueError saying what is
-expected; callers name the field), the registration's states, results and failure reasons,
+expected; callers name the field), the Fetch standard's bad ports, the registration's states, results and failure reasons,
 the key that ties a stored response to the credentials it was fetched with, and the names of
 the header fields that are bgfetch's own. Standard library only; imports nothing of bgfetch.
 """
@@ -106,6 +106,30 @@ def check_spec(fields: dict) -> None:
 def _shown(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+# -- ports: the Fetch standard's port blocking ----------------------------------------
+
+# The Fetch standard's bad ports (https://fetch.spec.whatwg.org/#bad-port): ports of services
+# (mail, FTP, IRC, NFS, ...) that a request crafted by a page could talk to as if it were HTTP.
+# A browser's fetch() of a URL with one of them rejects; so does a background fetch, whichever
+# way it starts (the API, a command, the header, a rule), and so does a redirect to one.
+BAD_PORTS = frozenset((
+    0, 1, 7, 9, 11, 13, 15, 17, 19, 20, 21, 22, 23, 25, 37, 42, 43, 53, 69, 77, 79, 87, 95, 101,
+    102, 103, 104, 109, 110, 111, 113, 115, 117, 119, 123, 135, 137, 139, 143, 161, 179, 389, 427,
+    465, 512, 513, 514, 515, 526, 530, 531, 532, 540, 548, 554, 556, 563, 587, 601, 636, 989, 990,
+    993, 995, 1719, 1720, 1723, 2049, 3659, 4045, 4190, 5060, 5061, 6000, 6566, 6665, 6666, 6667,
+    6668, 6669, 6679, 6697, 10080,
+))
+
+
+def check_port(port: int) -> None:
+    """ValueError naming the port when it is one of the Fetch standard's bad ports."""
+    if port in BAD_PORTS:
+        raise ValueError(
+            f"port {port} is a bad port of the Fetch standard (https://fetch.spec.whatwg.org/#bad-port),"
+            " which no fetch may use"
+        )
 
 
 # -- sizes: a rule's download-total, the store's quota ---------------------------------

@@ -38,6 +38,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
+# A loopback address where nothing listens, for fetches that must wait paused: port 2 is below
+# 1024 (no test binds it) and, unlike port 1, not one of the Fetch standard's bad ports, which
+# bgfetch refuses outright.
+NOTHING_LISTENS = "http://127.0.0.1:2"
 THROTTLED_PIECE = 16 << 10  # bytes written between two throttle pauses
 PIECE = 256 << 10  # bytes written per send() when not throttled
 
@@ -76,6 +80,7 @@ class Behaviour:
     no_validators: bool = False  # no ETag, no Last-Modified (and If-Range never matches)
     delay: float = 0.0  # seconds to wait before the response headers
     redirect_to: str | None = None  # 302 to this path, or to this absolute URL
+    echo: bool = False  # 200 with the request's own body (an upload's answer)
 
 
 @dataclass(frozen=True)
@@ -459,6 +464,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.reply_status(HTTPStatus.FOUND, {"Location": location})
         elif behaviour.status:
             self.reply_status(behaviour.status)
+        elif behaviour.echo:
+            self.reply_echo(body)
         elif file is None:
             self.reply_status(HTTPStatus.NOT_FOUND)
         else:
@@ -473,6 +480,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         for name, value in (headers or {}).items():
             self.send_header(name, value)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def reply_echo(self, body: bytes) -> None:
+        """200 with the request's body, as text."""
+        self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

@@ -254,6 +254,15 @@ def test_redirect(origin, client, file):
     assert [r.path for r in origin.requests] == ["/old", "/old", "/f"]
 
 
+def test_echo_answers_each_request_with_its_own_body(origin, client):
+    origin.behave("/upload", echo=True)
+    for body in (b"upload1", b"upload2"):
+        response = client.post(origin.url("/upload"), content=body)
+        assert (response.status_code, response.content) == (200, body)
+    assert client.get(origin.url("/upload")).content == b""
+    assert [r.body for r in origin.requests] == [b"upload1", b"upload2", b""]
+
+
 def test_change_makes_a_new_version(origin, client, file):
     before = client.get(origin.url("/f"))
     origin.change("/f")

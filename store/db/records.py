@@ -71,22 +71,33 @@ def download_room(conn: sqlite3.Connection, reg_id: str, record_id: int) -> int 
 HELD_SQL = """
 SELECT (SELECT COALESCE(SUM(MAX(r.stored, COALESCE(r.size, 0))), 0)
         FROM records r JOIN registrations g ON g.id = r.registration_id
-        WHERE g.result != 'failure' AND r.id != ?)
-     + (SELECT COALESCE(SUM(MAX(stored, COALESCE(size, 0))), 0) FROM renewals WHERE record_id != ?)
+        WHERE g.result != 'failure' AND r.id IS NOT ?)
+     + (SELECT COALESCE(SUM(MAX(stored, COALESCE(size, 0))), 0) FROM renewals WHERE record_id IS NOT ?)
 """
 
 
-def held(conn: sqlite3.Connection, record_id: int) -> int:
-    """Bytes every record but `record_id` holds, or will hold once its announced size has come
-    (their renewals too)."""
+def held(conn: sqlite3.Connection, record_id: int | None = None) -> int:
+    """Bytes every record but `record_id` (None: every record) holds, or will hold once its
+    announced size has come (their renewals too)."""
     return conn.execute(HELD_SQL, [record_id, record_id]).fetchone()[0]
+
+
+# A response has come, so the request's body was sent: the record's first response counts it
+# into its registration's `uploaded` (a retry that sends it again does not count it twice).
+UPLOADED_SQL = """
+UPDATE registrations SET uploaded = MIN(upload_total, uploaded + COALESCE(
+    (SELECT length(request_body) FROM records WHERE id = :record AND status IS NULL), 0))
+WHERE id = (SELECT registration_id FROM records WHERE id = :record)
+"""
 
 
 def set_response(conn: sqlite3.Connection, record_id: int, status: int, fields: list, size: int | None,
                  reusable: bool = True, selecting: str = "") -> int:
     """Store the response's status, header fields, announced size, whether later requests may be
-    served it and the request fields it varies on; returns `held` as of this transaction (the
-    writer runs one at a time, so two transfers never share the room)."""
+    served it and the request fields it varies on, and count the request's body as uploaded;
+    returns `held` as of this transaction (the writer runs one at a time, so two transfers never
+    share the room)."""
+    conn.execute(UPLOADED_SQL, {"record": record_id})
     conn.execute(
         "UPDATE records SET status = ?, response_headers = ?, size = ?, reusable = ?, selecting = ? WHERE id = ?",
         [status, json.dumps(fields), size, int(reusable), selecting, record_id],

@@ -148,7 +148,14 @@ def m003_revalidate(db: sqlite_utils.Database) -> None:
 
 
 @migrations()
-def m004_generations(db: sqlite_utils.Database) -> None:
+def m004_active_registrations(db: sqlite_utils.Database) -> None:
+    """An index of the registrations not done, so that listing them (`GET /api/fetches`, the
+    requeue at start-up) reads those alone, however many finished ones the store holds."""
+    db.execute("CREATE INDEX registrations_active ON registrations (state) WHERE state != 'done'")
+
+
+@migrations()
+def m005_generations(db: sqlite_utils.Database) -> None:
     """Two generations of a record's body side by side: the one served and its renewal (a new
     entity its origin sent on revalidation), which replaces it once complete.
 
@@ -173,7 +180,7 @@ def m004_generations(db: sqlite_utils.Database) -> None:
 
 
 @migrations()
-def m005_reusable(db: sqlite_utils.Database) -> None:
+def m006_reusable(db: sqlite_utils.Database) -> None:
     """Whether a record's response may be served to later requests of its URL: 0 for one its
     origin marked `no-store` (or `private`, fetched without credentials); the requests that
     name its fetch (a header, a rule) are still served it."""
@@ -181,7 +188,7 @@ def m005_reusable(db: sqlite_utils.Database) -> None:
 
 
 @migrations()
-def m006_selecting(db: sqlite_utils.Database) -> None:
+def m007_selecting(db: sqlite_utils.Database) -> None:
     """The request fields a varying response was selected for (`variants`, JSON; "" when it
     does not vary), of a record and of a renewal."""
     db.execute("ALTER TABLE records ADD COLUMN selecting TEXT NOT NULL DEFAULT ''")

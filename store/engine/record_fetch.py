@@ -101,7 +101,7 @@ class RecordFetch:
                 reusable = freshness.reusable(record.url, status, fields, bool(record.credential))
                 selecting = variants.selecting(fields, record.request_headers)
                 held = await self.storage.set_response(record.id, status, fields, size, reusable, selecting)
-                self.committed(record.registration_id, False)
+                self.committed(record.registration_id, self._uploaded(record))
                 return generation, held
             case decision.StartOver(reason=reason):
                 await self.storage.restart_record(record.id)
@@ -111,8 +111,14 @@ class RecordFetch:
                 raise Pause(reason)
             case decision.BadStatus():
                 await self.storage.set_response(record.id, status, fields, None)
-                self.committed(record.registration_id, False)
+                self.committed(record.registration_id, self._uploaded(record))
                 raise Failure("bad-status", f"{record.url} answered {status}")
+
+    @staticmethod
+    def _uploaded(record: Record) -> bool:
+        """Whether the response that just came counted the record's request body as uploaded
+        (then a progress event tells it)."""
+        return record.status is None and bool(record.request_body)
 
     def _limit(self, record: Record, held: int) -> Limit | None:
         return limit_for(self.storage, self.quota, record, held)

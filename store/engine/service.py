@@ -16,8 +16,8 @@ from typing import ContextManager
 
 import httpx
 
-from store.db import NewRecord, NotFound, Record, RequestChange, Storage, StorageFault
-from store.engine import headers, lifecycle, ownership
+from store.db import NewRecord, NotFound, Page, Record, RequestChange, Storage, StorageFault
+from store.engine import admission, headers, lifecycle, ownership
 from store.engine.events import EventBus
 from store.engine.renewal import Renewals
 from store.engine.revalidation import Outcome, Revalidation
@@ -36,6 +36,7 @@ class Store:
         concurrency: int = 4, retry_cap: float = 30.0, quota: int | None = None, revalidate: str = "cache-control",
     ) -> None:
         self.storage = storage
+        self.quota = quota
         self.events = EventBus(self.snapshot)
         self.renewals = Renewals(storage, quota, self.committed, self.reclaim)
         self.revalidation = Revalidation(storage, client, revalidate, self.renewals)
@@ -65,6 +66,10 @@ class Store:
 
     def ids(self, active_only: bool = True) -> list[str]:
         return self.storage.ids(active_only)
+
+    def page(self, active_only: bool, limit: int, after: int | None = None, newest_first: bool = False) -> Page:
+        """Up to `limit` ids, from just after the position `after` of the page before."""
+        return self.storage.page(active_only, limit, after, newest_first)
 
     def records(self, reg_id: str) -> list[Record]:
         return self.storage.records(reg_id)
@@ -103,7 +108,9 @@ class Store:
 
     async def fetch(self, registration: dict, requests: list[dict]) -> dict:
         """Create a registration and start it. `registration["owner"]` (default: the API) may
-        replace an inactive one of the same id as `ownership.may_replace` says; Conflict otherwise."""
+        replace an inactive one of the same id as `ownership.may_replace` says; Conflict otherwise.
+        QuotaExceeded, before anything is made, when its downloadTotal cannot fit in the quota."""
+        admission.check_quota(registration.get("download_total"), self.quota, self.storage.held())
         registration = {**registration, "owner": registration.get("owner", ownership.API)}
         new = [
             NewRecord(

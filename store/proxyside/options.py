@@ -102,6 +102,10 @@ OPTIONS = (
     Option("bgfetch_token", str, "", "When set, the API requires `Authorization: Bearer <token>`.", secret="token"),
     Option("bgfetch_retry_cap", int, 30, "Longest wait, in seconds, between retries of a paused fetch.",
            flag="--retry-cap", kind=float, check=_a_second_or_more),
+    Option("bgfetch_paused_read_timeout", int, 30, "Seconds a client reading a background fetch that has paused"
+           " gets no new bytes before its response ends short, so that it can resume with `Range`"
+           " (curl -C -, wget -c); the fetch goes on.", flag="--paused-read-timeout", kind=float,
+           check=_a_second_or_more),
     Option("bgfetch_revalidate", str, "cache-control", "When a stored response is checked with its origin (when it"
            " is reachable) before it is served: `never`, when RFC 9111 says it is stale (`cache-control`; a client's"
            " `no-cache`/`max-age=0` too) or `always`; also a rule key.", flag="--revalidate", check=check_revalidate,

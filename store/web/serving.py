@@ -13,7 +13,6 @@ from store.web import conditions
 from store.web.handler import DEFAULT_FIELDS
 from store.web.ranges import Unsatisfiable, parse_range
 
-PAUSED_READER_SECONDS = 10.0  # a reader at the end of a paused fetch's bytes gets a short body after this
 WHOLE = 2**62  # "to the end" for a body whose size is not known yet
 
 
@@ -124,11 +123,12 @@ class BodyServing:
 
         One piece is read while the one before it is still being sent, so neither the disk
         nor the socket waits for the other; at most two are buffered. At the end of the
-        stored bytes of a fetch that stays paused (the origin is gone, the disk is full) the
-        response ends short after PAUSED_READER_SECONDS: the client resumes with Range; with
-        no byte sent yet, it is the paused problem instead (503, Retry-After)."""
+        stored bytes of a fetch that stays paused (the origin is gone, the disk is full), the
+        response ends short once no byte came for the app's `paused_read_timeout` seconds: the client resumes with Range; with no byte sent yet,
+        it is the paused problem instead (503, Retry-After)."""
         generation, pos = record.generation, start
         sending, moved = None, asyncio.get_running_loop().time()
+        bound = self.settings["paused_read_timeout"]
         try:
             while end is None or pos < end:
                 async for data in self.store.read(record.id, pos, end if end is not None else WHOLE, generation):
@@ -149,7 +149,7 @@ class BodyServing:
                 if record.status is None or registration["result"] == "failure":
                     return self._cut(sending)  # it failed
                 if pos >= record.stored:
-                    stuck = asyncio.get_running_loop().time() - moved >= PAUSED_READER_SECONDS
+                    stuck = asyncio.get_running_loop().time() - moved >= bound
                     if stuck and registration["state"] == "paused":
                         # what is stored, then the end; with nothing sent yet, the paused problem
                         return self._cut(sending) if sending is not None else self._paused(registration)

@@ -8,7 +8,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable
 
-from store.db import chunks, records, registrations, schema
+from store.db import chunks, records, registrations, renewals, schema
 from store.db.faults import StorageFault
 from store.db.storage import MayReplace, NewRecord, Page, Record, RequestChange, Step, Storage
 from store.db.writer import Writer
@@ -84,8 +84,9 @@ class SqliteStorage(Storage):
         return records.held(self.db, record_id)
 
     async def set_response(self, record_id: int, status: int, fields: list, size: int | None,
-                           count_held: bool = True) -> int:
-        return await self.writer.submit(records.set_response, record_id, status, fields, size, count_held)
+                           reusable: bool = True, selecting: str = "", count_held: bool = True) -> int:
+        return await self.writer.submit(
+            records.set_response, record_id, status, fields, size, reusable, selecting, count_held)
 
     async def refresh_response(self, record_id: int, generation: int, fields: list) -> bool:
         return await self.writer.submit(records.refresh_response, record_id, generation, fields)
@@ -96,13 +97,34 @@ class SqliteStorage(Storage):
     async def complete_record(self, record_id: int) -> None:
         await self.writer.submit(records.complete, record_id)
 
+    # -- renewals ----------------------------------------------------------------
+
+    def renewal(self, record_id: int) -> Record | None:
+        return renewals.renewal(self.db, record_id)
+
+    async def begin_renewal(self, record_id: int, status: int, fields: list, size: int | None,
+                            selecting: str = "") -> int:
+        return await self.writer.submit(renewals.begin, record_id, status, fields, size, selecting)
+
+    async def complete_renewal(self, record_id: int, generation: int) -> int | None:
+        return await self.writer.submit(renewals.complete, record_id, generation)
+
+    async def drop_renewal(self, record_id: int, generation: int) -> None:
+        await self.writer.submit(renewals.drop, record_id, generation)
+
+    async def drop_generation(self, record_id: int, generation: int) -> None:
+        await self.writer.submit(renewals.drop_generation, record_id, generation)
+
+    async def forget_renewals(self) -> None:
+        await self.writer.submit(renewals.forget)
+
     # -- bodies ----------------------------------------------------------------
 
     def append(self, record_id: int, generation: int, offset: int, pieces: list[bytes], size: int) -> Awaitable[bool]:
         return self.writer.submit(chunks.append, record_id, generation, offset, pieces, size=size)
 
-    async def read(self, record_id: int, start: int, end: int) -> AsyncIterator[bytes]:
-        for data in chunks.read(self.db, record_id, start, end):
+    async def read(self, record_id: int, start: int, end: int, generation: int | None = None) -> AsyncIterator[bytes]:
+        for data in chunks.read(self.db, record_id, start, end, generation):
             yield data
 
     async def digest(self, record_id: int, size: int) -> bytes:

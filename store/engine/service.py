@@ -12,12 +12,14 @@ change that goes through (the lifecycle's `hold` event).
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
+from typing import ContextManager
 
 import httpx
 
 from store.db import NewRecord, NotFound, Page, Record, RequestChange, Storage, StorageFault
 from store.engine import admission, headers, lifecycle, ownership
 from store.engine.events import EventBus
+from store.engine.renewal import Renewals
 from store.engine.revalidation import Outcome, Revalidation
 from store.engine.transfer import TransferLoop
 from vocabulary import credential_key
@@ -35,8 +37,9 @@ class Store:
     ) -> None:
         self.storage = storage
         self.quota = quota
-        self.revalidation = Revalidation(storage, client, revalidate)
         self.events = EventBus(self.snapshot)
+        self.renewals = Renewals(storage, quota, self.committed, self.reclaim)
+        self.revalidation = Revalidation(storage, client, revalidate, self.renewals)
         self.transfers = TransferLoop(
             storage, client, self, concurrency=concurrency, retry_cap=retry_cap, quota=quota
         )
@@ -77,8 +80,24 @@ class Store:
     def record_at(self, reg_id: str, index: int) -> Record | None:
         return self.storage.record_at(reg_id, index)
 
-    def read(self, record_id: int, start: int, end: int) -> AsyncIterator[bytes]:
-        return self.storage.read(record_id, start, end)
+    def read(self, record_id: int, start: int, end: int, generation: int | None = None) -> AsyncIterator[bytes]:
+        return self.storage.read(record_id, start, end, generation)
+
+    def version(self, record_id: int, generation: int) -> Record | None:
+        """The record as of `generation`: what it serves, or its renewal under way; None when
+        it is neither any more (replaced, restarted, given up). NotFound when it is gone."""
+        record = self.storage.record(record_id)
+        if record.generation == generation:
+            return record
+        renewal = self.storage.renewal(record_id)
+        if renewal is not None and renewal.generation == generation:
+            return renewal
+        record = self.storage.record(record_id)  # the renewal may have taken its place meanwhile
+        return record if record.generation == generation else None
+
+    def reading(self, record_id: int, generation: int) -> ContextManager[None]:
+        """Hold a generation's bytes while a reader sends them, even once it is replaced."""
+        return self.renewals.reading(record_id, generation)
 
     # -- changes -------------------------------------------------------------
 
@@ -193,6 +212,7 @@ class Store:
         """Every registration that was active runs again from its committed bytes; when the
         database takes no writes yet, each waits paused and retries."""
         try:
+            await self.storage.forget_renewals()
             active, paused = await self.storage.requeue_active(lifecycle.step), False
         except StorageFault as exc:
             active, paused = self.ids(), True
@@ -225,6 +245,7 @@ class Store:
 
     async def close(self) -> None:
         await self.transfers.close()
+        await self.renewals.close()
         if self._reclaim:
             await asyncio.gather(self._reclaim, return_exceptions=True)
         self.events.close()

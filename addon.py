@@ -43,7 +43,7 @@ class BackgroundFetch:
     def load(self, loader) -> None:
         for option in options.OPTIONS:
             if option.type is not None:  # the others are mitmproxy's own
-                loader.add_option(option.name, option.type, option.default, option.help)
+                loader.add_option(option.name, option.type, option.default, option.help, choices=option.choices or None)
 
     def configure(self, updated: set[str]) -> None:
         """Check the options that changed; a change of one the store reads starts it again. A bad

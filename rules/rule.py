@@ -18,7 +18,7 @@ from rules.spec import fit_id, fit_title, url_fields
 from rules.yaml_lines import Mapping
 from vocabulary import SPEC_CHECKS as CHECKS, parse_size
 
-FIELDS = ("name", "url", "filter", "methods", "id", "title", "download-total", "respond", "integrity")
+FIELDS = ("name", "url", "filter", "methods", "id", "title", "download-total", "respond", "integrity", "revalidate")
 TEMPLATE_FIELDS = ("host", "path", "filename", "url")
 GLOB_EXAMPLES = '"https://host/path/*.iso" (the full URL) or "*.whl", "*/pool/*.deb" (the path)'
 
@@ -196,4 +196,5 @@ FIXED = {
     "download-total": _download_total,
     "respond": lambda value: _checked("respond", value, value),
     "integrity": lambda value: _checked("integrity", value, value),
+    "revalidate": lambda value: _checked("revalidate", value, value),
 }

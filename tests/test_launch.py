@@ -14,8 +14,8 @@ TOKEN = "tok-3f9c1d7be2a04e5f8a6b"
 
 
 def options(**changed) -> SimpleNamespace:
-    """The options as mitmproxy holds them: bgfetch's defaults from the table, and these."""
-    values = {option.name: option.default for option in OPTIONS if option.type is not None} | dict(
+    values = {option.name: option.default for option in OPTIONS if option.type is not None}  # bgfetch's own
+    values.update(
         bgfetch_db="~/x.sqlite3", mode=["regular"], ssl_insecure=False, ssl_verify_upstream_trusted_ca=None,
         ssl_verify_upstream_trusted_confdir=None, upstream_auth=None, confdir="~/.mitmproxy",
     )

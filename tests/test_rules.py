@@ -60,6 +60,7 @@ def test_every_field(tmp_path):
             download-total: 2GB
             respond: accepted
             integrity: "{DIGEST}"
+            revalidate: always
         """,
     )
     assert len(rules) == 1
@@ -71,6 +72,7 @@ def test_every_field(tmp_path):
         "download_total": 2_000_000_000,
         "respond": "accepted",
         "integrity": DIGEST,
+        "revalidate": "always",
         "rule": "podcasts",
     }
 
@@ -269,7 +271,7 @@ def test_bad_sizes(tmp_path, value, reason):
         (
             "name: b\n    url: '*://*'\n    titel: x",
             'rules.yaml, rule "b", field "titel" (line 6): is not a rule field; the fields are name, url, filter, '
-            'methods, id, title, download-total, respond, integrity; did you mean "title"?',
+            'methods, id, title, download-total, respond, integrity, revalidate; did you mean "title"?',
         ),
         (
             "name: b",
@@ -354,6 +356,10 @@ def test_bad_sizes(tmp_path, value, reason):
             'rules.yaml, rule "b", field "integrity" (line 6): must be "sha256-" followed by the base64 of a '
             'SHA-256 digest (44 characters), got "md5-abc"',
         ),
+        (
+            "name: b\n    url: '*://*'\n    revalidate: sometimes",
+            'rules.yaml, rule "b", field "revalidate" (line 6): must be never, cache-control or always, got "sometimes"',
+        ),
     ],
 )
 def test_rule_errors(tmp_path, rule, message):
@@ -433,7 +439,7 @@ def test_fetch_spec_json_round_trip():
     spec = FetchSpec(id="ep-5", title="Épisode 5", download_total=7, respond="accepted", integrity=DIGEST)
     text = spec.to_json()
     assert text.isascii() and "\n" not in text and ", " not in text
-    assert list(json.loads(text)) == ["id", "title", "download_total", "respond", "integrity"]
+    assert list(json.loads(text)) == ["id", "title", "download_total", "respond", "integrity", "revalidate"]
     assert FetchSpec(**json.loads(text)) == spec
 
 

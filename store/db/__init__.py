@@ -5,9 +5,9 @@ The engine and the web layer import what this module exports, never a database d
 """
 
 from store.db.faults import StorageBusy, StorageFault, StorageFull, StorageUnavailable
-from store.db.storage import Conflict, NewRecord, NotFound, NotPaused, Record, RequestChange, Storage
+from store.db.storage import Conflict, NewRecord, NotFound, NotPaused, Page, Record, RequestChange, Storage
 
 __all__ = [
-    "Conflict", "NewRecord", "NotFound", "NotPaused", "Record", "RequestChange", "Storage",
+    "Conflict", "NewRecord", "NotFound", "NotPaused", "Page", "Record", "RequestChange", "Storage",
     "StorageBusy", "StorageFault", "StorageFull", "StorageUnavailable",
 ]

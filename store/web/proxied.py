@@ -64,6 +64,7 @@ class ProxiedFetch(BodyServing, StoreHandler):
             "body": self.request.body or None,
             "integrity": spec["integrity"],
             "credential": credential_key(fields),
+            "revalidate": spec["revalidate"],
         }
         record_id, answer = await self._join_or_start(spec, record)
         self.set_header(protocol.ANSWER, protocol.answer_value(answer, spec["id"]))

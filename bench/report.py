@@ -91,6 +91,10 @@ def markdown(result: dict) -> str:
         out += ["Throughput and memory by body size:", "", *sizes_table(result), ""]
     if result["load"]:
         out += ["Load on one store:", "", *load_table(result), ""]
+    if result.get("delete"):
+        out += ["DELETE of a big body:", "", *_table(["scenario", "median of the runs"],
+                                                    [[result["delete"]["name"], result["delete"].get("text") or
+                                                      f"skipped: {result['delete'].get('skipped')}"]], "ll"), ""]
     if result.get("scale"):
         out += [f"A store of {result['counts']['scale']:,} registrations:", "", *load_table(result, "scale"), ""]
     errors = [f"- {sc['name']}: {e}" for t in result["throughput"] for sc in t["scenarios"].values()

@@ -16,6 +16,7 @@ LATENCY_LIMIT_MS = 50.0
 LAG_LIMIT_MS = 50.0
 STARTUP_LIMIT_S = 3.0
 FIRST_SCREEN_LIMIT_S = 1.0
+WRITER_STALL_LIMIT_MS = 100.0
 
 
 def _target(what: str, target: str, ok: bool | None, measured: str, why: str = "") -> dict:
@@ -121,8 +122,24 @@ def evaluate(result: dict) -> list[dict]:
         *_queue_targets(load.get("queue"), counts["registrations"]),
         _lag_target(load.get("lag")),
         *_scale_targets(result.get("scale") or {}, counts.get("scale", 0)),
+        *_delete_target(result.get("delete"), counts.get("delete_size")),
     ]
     return out
+
+
+def _delete_target(sc: dict | None, size: int | None) -> list[dict]:
+    """The slowest write (PATCH of another registration) around a DELETE of a big body, in the worst run."""
+    if not sc or not size:
+        return []
+    what = f"DELETE of a {human_size(size)} body: writer stall (PATCH of another registration every 10 ms)"
+    target = f"never > {WRITER_STALL_LIMIT_MS:g} ms"
+    if why := _missing(sc):
+        return [_target(what, target, None, "n/a", why)]
+    worst = max(r["write_max_ms"] for r in sc["runs"])
+    return [_target(what, target, worst <= WRITER_STALL_LIMIT_MS,
+                    f"max {worst:.0f} ms (p99 {sc['write_p99_ms']:.0f}, idle median {sc['write_idle_ms']:.1f}); "
+                    f"the DELETE answered in {sc['delete_ms']:.0f} ms, the space was back after "
+                    f"{sc['space_back_seconds']:.1f} s; reads max {sc['read_max_ms']:.0f} ms")]
 
 
 def _below(what: str, limit: float, unit: str, sc: dict | None, field: str, also: str = "", digits: int = 2) -> dict:

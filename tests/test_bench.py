@@ -181,3 +181,13 @@ def test_a_store_of_many_registrations_judged_by_its_medians():
     listed = rows["100,000 registrations stored: GET /api/fetches, a page at a time"]
     assert (listed["ok"], listed["measured"]) == (True, "active 3.0 ms, all 3.0 ms, deep 3.0 ms, dashboard 4.0 ms")
     assert rows["dashboard with 100,000 registrations in Chromium: first screen"]["ok"] is None  # not measured
+
+
+def test_a_delete_is_judged_by_its_slowest_write_in_the_worst_run():
+    res = result(fetch_mbps=450, serve_mbps=600, store_rss_4g=82)
+    res["counts"]["delete_size"] = 4 * GIB
+    figures = {"delete_ms": 8.0, "space_back_seconds": 5.0, "write_idle_ms": 1.4, "write_p99_ms": 40.0,
+               "read_max_ms": 20.0}
+    res["delete"] = series("delete", [{**figures, "write_max_ms": ms} for ms in (60.0, 70.0, 120.0)])
+    row = next(t for t in targets.evaluate(res) if t["what"].startswith("DELETE of a 4 GiB body"))
+    assert row["ok"] is False and row["measured"].startswith("max 120 ms (p99 40, idle median 1.4)")

@@ -145,3 +145,11 @@ def m003_active_registrations(db: sqlite_utils.Database) -> None:
     """An index of the registrations not done, so that listing them (`GET /api/fetches`, the
     requeue at start-up) reads those alone, however many finished ones the store holds."""
     db.execute("CREATE INDEX registrations_active ON registrations (state) WHERE state != 'done'")
+
+
+@migrations()
+def m004_deleting(db: sqlite_utils.Database) -> None:
+    """A deleted registration's records and bodies wait for removal under a stand-in registration
+    marked `deleting` (`registrations.delete`), removed a bounded piece at a time (`purge_some`):
+    a DELETE of a 4 GiB body never holds the writer for long, and a crash leaves it to finish."""
+    db.execute("ALTER TABLE registrations ADD COLUMN deleting INTEGER NOT NULL DEFAULT 0")

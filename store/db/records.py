@@ -25,6 +25,7 @@ def as_record(row: sqlite3.Row) -> Record:
         received=row["received"],
         generation=row["generation"],
         complete=bool(row["complete"]),
+        revalidate=row["revalidate"],
     )
 
 
@@ -68,20 +69,32 @@ def download_room(conn: sqlite3.Connection, reg_id: str, record_id: int) -> int 
 # Every record is read (no join per row: half the time beside 100,000 records, about 20 ms).
 HELD_SQL = """
 SELECT COALESCE(SUM(MAX(stored, COALESCE(size, 0))), 0) FROM records
-WHERE id != ? AND registration_id NOT IN (SELECT id FROM registrations WHERE result = 'failure')
+WHERE id IS NOT ? AND registration_id NOT IN (SELECT id FROM registrations WHERE result = 'failure')
 """
 
 
-def held(conn: sqlite3.Connection, record_id: int) -> int:
-    """Bytes every record but `record_id` holds, or will hold once its announced size has come."""
+def held(conn: sqlite3.Connection, record_id: int | None = None) -> int:
+    """Bytes every record but `record_id` (None: every record) holds, or will hold once its
+    announced size has come."""
     return conn.execute(HELD_SQL, [record_id]).fetchone()[0]
+
+
+# A response has come, so the request's body was sent: the record's first response counts it
+# into its registration's `uploaded` (a retry that sends it again does not count it twice).
+UPLOADED_SQL = """
+UPDATE registrations SET uploaded = MIN(upload_total, uploaded + COALESCE(
+    (SELECT length(request_body) FROM records WHERE id = :record AND status IS NULL), 0))
+WHERE id = (SELECT registration_id FROM records WHERE id = :record)
+"""
 
 
 def set_response(conn: sqlite3.Connection, record_id: int, status: int, fields: list, size: int | None,
                  count_held: bool = True) -> int:
-    """Store the response's status, header fields and announced size; returns `held` as of this
-    transaction (the writer runs one at a time, so two transfers never share the room), or 0
-    when not `count_held` (no quota: a store of 100,000 records need not read them all)."""
+    """Store the response's status, header fields and announced size, and count the request's
+    body as uploaded; returns `held` as of this transaction (the writer runs one at a time, so
+    two transfers never share the room), or 0 when not `count_held` (no quota: a store of
+    100,000 records need not read them all)."""
+    conn.execute(UPLOADED_SQL, {"record": record_id})
     conn.execute(
         "UPDATE records SET status = ?, response_headers = ?, size = ? WHERE id = ?",
         [status, json.dumps(fields), size, record_id],

@@ -35,9 +35,9 @@ def create(conn: sqlite3.Connection, registration: dict, records: list[NewRecord
     )
     conn.executemany(
         "INSERT INTO records (registration_id, idx, method, url, credential,"
-        " request_headers, request_body, body_hash, integrity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [[reg_id, idx, r.method, r.url, r.credential, json.dumps(list(r.headers)), r.body, r.body_hash, r.integrity]
-         for idx, r in enumerate(records)],
+        " request_headers, request_body, body_hash, integrity, revalidate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [[reg_id, idx, r.method, r.url, r.credential, json.dumps(list(r.headers)), r.body, r.body_hash, r.integrity,
+          r.revalidate] for idx, r in enumerate(records)],
     )
 
 

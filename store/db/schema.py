@@ -141,14 +141,21 @@ def m002_owners_and_body_hashes(db: sqlite_utils.Database) -> None:
 
 
 @migrations()
-def m003_active_registrations(db: sqlite_utils.Database) -> None:
+def m003_revalidate(db: sqlite_utils.Database) -> None:
+    """When each record's stored response is checked with its origin (`bgfetch_revalidate`'s
+    values, from a rule); "" for the option's."""
+    db.execute("ALTER TABLE records ADD COLUMN revalidate TEXT NOT NULL DEFAULT ''")
+
+
+@migrations()
+def m004_active_registrations(db: sqlite_utils.Database) -> None:
     """An index of the registrations not done, so that listing them (`GET /api/fetches`, the
     requeue at start-up) reads those alone, however many finished ones the store holds."""
     db.execute("CREATE INDEX registrations_active ON registrations (state) WHERE state != 'done'")
 
 
 @migrations()
-def m004_deleting(db: sqlite_utils.Database) -> None:
+def m005_deleting(db: sqlite_utils.Database) -> None:
     """A deleted registration's records and bodies wait for removal under a stand-in registration
     marked `deleting` (`registrations.delete`), removed a bounded piece at a time (`purge_some`):
     a DELETE of a 4 GiB body never holds the writer for long, and a crash leaves it to finish."""

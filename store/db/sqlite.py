@@ -84,7 +84,7 @@ class SqliteStorage(Storage):
     def download_room(self, reg_id: str, record_id: int) -> int | None:
         return records.download_room(self.db, reg_id, record_id)
 
-    def held(self, record_id: int) -> int:
+    def held(self, record_id: int | None = None) -> int:
         return records.held(self.db, record_id)
 
     async def set_response(self, record_id: int, status: int, fields: list, size: int | None,

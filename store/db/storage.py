@@ -60,6 +60,7 @@ class Record:
     received: int
     generation: int
     complete: bool
+    revalidate: str = ""  # when its stored response is checked with the origin; "": bgfetch_revalidate's
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class NewRecord:
     integrity: str | None = None
     credential: str = ""
     body_hash: str = ""
+    revalidate: str = ""
 
 
 @dataclass(frozen=True)
@@ -161,15 +163,17 @@ class Storage(abc.ABC):
         """Bytes `record_id` may hold before its registration exceeds downloadTotal (None: no limit)."""
 
     @abc.abstractmethod
-    def held(self, record_id: int) -> int:
-        """Bytes every record but `record_id` holds or will hold (what the quota counts)."""
+    def held(self, record_id: int | None = None) -> int:
+        """Bytes every record but `record_id` (None: every record) holds or will hold (what the
+        quota counts)."""
 
     @abc.abstractmethod
     async def set_response(self, record_id: int, status: int, fields: Fields, size: int | None,
                            count_held: bool = True) -> int:
-        """Record the response's status, header fields and announced size; returns `held(record_id)`
-        as of the same commit, so two transfers never both count on the same room (0 when not
-        `count_held`: there is no quota to count for)."""
+        """Record the response's status, header fields and announced size, and count the request's
+        body into the registration's `uploaded` (once: at its first response); returns
+        `held(record_id)` as of the same commit, so two transfers never both count on the same room
+        (0 when not `count_held`: there is no quota to count for)."""
 
     @abc.abstractmethod
     async def restart_record(self, record_id: int) -> int:

@@ -5,6 +5,7 @@ through the contract of `store.db`.
 """
 
 from store.db import Conflict, NotFound, NotPaused, Record, StorageFault
+from store.engine.admission import QuotaExceeded
 from store.engine.lifecycle import LifecycleError
 
-__all__ = ["Conflict", "LifecycleError", "NotFound", "NotPaused", "Record", "StorageFault"]
+__all__ = ["Conflict", "LifecycleError", "NotFound", "NotPaused", "QuotaExceeded", "Record", "StorageFault"]

@@ -177,12 +177,15 @@ def document(public_host: str) -> dict:
                 "UpdateBody": UPDATE_BODY, "Icon": ICON, "Problem": PROBLEM,
             },
             "responses": {
-                "Invalid": _problem(f"A value is invalid (a URL bgfetch may not fetch too), `field` names it; or the body is not"
+                "Invalid": _problem(f"A value is invalid (a URL bgfetch may not fetch too: bgfetch itself, a bad port of the Fetch"
+                                    f" standard), `field` names it; or the body is not"
                                     f" JSON in UTF-8 or nests deeper than {validate.MAX_DEPTH} levels (`field` is \"\")."),
                 "Unauthorized": _problem("No or a wrong Authorization: Bearer token."),
                 "Forbidden": _problem("The body was fetched with other credentials (Authorization, Cookie)."),
                 "NotFound": _problem("No such registration or record."),
-                "Conflict": _problem("The registration's state does not allow this."),
+                "Conflict": _problem("The registration's state does not allow this (type id-in-use, not-paused, not-active);"
+                                     " or, for fetch(), downloadTotal is more than bgfetch_quota leaves (type"
+                                     " quota-exceeded, `field` downloadTotal: the spec's QuotaExceededError)."),
                 "NotJson": _problem("The body must be Content-Type: application/json."),
                 "TooLarge": _problem(f"The body is over {validate.MAX_BODY_BYTES} bytes."),
                 "RangeNotSatisfiable": _problem("The Range lies past the body's end."),

@@ -193,3 +193,11 @@ def m007_selecting(db: sqlite_utils.Database) -> None:
     does not vary), of a record and of a renewal."""
     db.execute("ALTER TABLE records ADD COLUMN selecting TEXT NOT NULL DEFAULT ''")
     db.execute("ALTER TABLE renewals ADD COLUMN selecting TEXT NOT NULL DEFAULT ''")
+
+
+@migrations()
+def m008_deleting(db: sqlite_utils.Database) -> None:
+    """A deleted registration's records and bodies wait for removal under a stand-in registration
+    marked `deleting` (`registrations.delete`), removed a bounded piece at a time (`purge_some`):
+    a DELETE of a 4 GiB body never holds the writer for long, and a crash leaves it to finish."""
+    db.execute("ALTER TABLE registrations ADD COLUMN deleting INTEGER NOT NULL DEFAULT 0")

@@ -16,7 +16,11 @@ from store.db.writer import Writer
 logger = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1024 * 1024  # what a transfer commits at a time: the room a retry asks for first
-RECLAIM_PAGES = 256  # pages given back per writer turn (16 MiB), so transfers keep writing
+# A writer turn of a DELETE's removal or of giving space back stays far below 100 ms (measured: a
+# GiB of chunks removed in 11-49 ms; 256 pages given back in a median 31 ms, up to 206 ms when
+# they had to be read from the disk first), so transfers and state changes keep being written.
+PURGE_CHUNKS = 128
+RECLAIM_PAGES = 64  # 4 MiB
 
 
 class SqliteStorage(Storage):
@@ -141,10 +145,14 @@ class SqliteStorage(Storage):
         await self.writer.submit(chunks.nothing, size=size)
 
     async def give_back_space(self) -> None:
-        """Page moves go through the WAL: on a small disk a turn moves what its reserve holds a
-        quarter of. A fault stops it: new chunks then take the free pages."""
+        """The chunks of deleted registrations go first, PURGE_CHUNKS a turn (a crash leaves them
+        for the next start); then the free pages, a few a turn. Page moves go through the WAL: on
+        a small disk a turn moves what its reserve holds a quarter of. A fault stops it: new
+        chunks then take the free pages, and the next DELETE or start goes on."""
         pages = max(1, min(RECLAIM_PAGES, self.writer.room.reserve // (4 * schema.PAGE_SIZE)))
         try:
+            while await self.writer.submit(registrations.purge_some, PURGE_CHUNKS):
+                pass
             while await self.writer.submit(chunks.reclaim_space, pages) == pages:
                 pass
         except StorageFault as exc:

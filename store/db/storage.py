@@ -139,7 +139,9 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def delete(self, reg_id: str) -> int:
-        """Remove a registration with its records and bodies; how many records it had. NotFound."""
+        """Remove a registration with its records and bodies; how many records it had. NotFound.
+        It is gone for every reader (and its id free) once this returns; the bodies' bytes may go
+        later, in `give_back_space`, so that no write waits long behind a big one."""
 
     # -- records ---------------------------------------------------------------
 
@@ -245,7 +247,8 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def give_back_space(self) -> None:
-        """Return the space of deleted bodies to the file system (or object store), bit by bit."""
+        """Remove what deleted registrations left, and return the space of deleted bodies to the
+        file system (or object store), bit by bit; also what a crash left undone."""
 
     @abc.abstractmethod
     async def close(self) -> None:

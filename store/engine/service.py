@@ -45,6 +45,7 @@ class Store:
         )
         self._change = asyncio.Event()
         self._reclaim: asyncio.Task | None = None
+        self._reclaim_again = False
         self._unwritten: dict[str, str] = {}  # registration id -> lastError of a pause held in memory
         self.url_listeners: list[Callable[[str], None]] = []  # told each URL a record takes
         self.removal_listeners: list[Callable[[int], None]] = []  # told how many URLs records gave up
@@ -220,6 +221,7 @@ class Store:
                 self._hold_pause(reg_id, str(exc))
         for reg_id in active:
             self.transfers.start(reg_id, paused=paused)
+        self.reclaim()  # what a DELETE left when the store stopped
 
     # -- waiting for change --------------------------------------------------
 
@@ -235,13 +237,20 @@ class Store:
             pass
 
     def reclaim(self) -> None:
-        """Give the space of deleted bodies back, a little at a time; then wake what paused for it."""
+        """Give the space of deleted bodies back, a little at a time; then wake what paused for it.
+        Asked while it runs, it runs once more."""
         if self._reclaim is None or self._reclaim.done():
             self._reclaim = asyncio.create_task(self._give_back(), name="bgfetch reclaim")
+        else:
+            self._reclaim_again = True
 
     async def _give_back(self) -> None:
-        await self.storage.give_back_space()
-        self.transfers.room_returned()
+        while True:
+            self._reclaim_again = False
+            await self.storage.give_back_space()
+            self.transfers.room_returned()
+            if not self._reclaim_again:
+                return
 
     async def close(self) -> None:
         await self.transfers.close()

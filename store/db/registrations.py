@@ -122,6 +122,9 @@ def delete(conn: sqlite3.Connection, reg_id: str) -> int:
     if not conn.execute("SELECT 1 FROM registrations WHERE id = ? AND NOT deleting", [reg_id]).fetchone():
         raise NotFound(reg_id)
     if count:
+        # a new generation under way is given up with them (its chunks go with the records')
+        conn.execute("DELETE FROM renewals WHERE record_id IN (SELECT id FROM records WHERE registration_id = ?)",
+                     [reg_id])
         stand_in, now = f"\0deleted-{secrets.token_hex(8)}", time.time()
         conn.execute("INSERT INTO registrations (id, state, result, created_at, updated_at, deleting)"
                      " VALUES (?, 'done', 'failure', ?, ?, 1)", [stand_in, now, now])

@@ -84,8 +84,9 @@ class SqliteStorage(Storage):
         return records.held(self.db, record_id)
 
     async def set_response(self, record_id: int, status: int, fields: list, size: int | None,
-                           reusable: bool = True, selecting: str = "") -> int:
-        return await self.writer.submit(records.set_response, record_id, status, fields, size, reusable, selecting)
+                           reusable: bool = True, selecting: str = "", count_held: bool = True) -> int:
+        return await self.writer.submit(records.set_response, record_id, status, fields, size, reusable, selecting,
+                                        count_held)
 
     async def refresh_response(self, record_id: int, generation: int, fields: list) -> bool:
         return await self.writer.submit(records.refresh_response, record_id, generation, fields)

@@ -124,7 +124,8 @@ class Storage(abc.ABC):
     async def transition(self, reg_id: str, event: str, step: Step, reason: str = "", error: str = "",
                          held_pause: str | None = None) -> str:
         """Apply a lifecycle event (`step` gives the next state); returns the new state. Ending drops
-        the request headers and bodies (credentials); a failure drops the partial bodies.
+        the request headers and bodies (credentials); a failure drops the partial bodies (the
+        complete ones stay, with their records, until `delete`).
         `held_pause`: the lastError of a pause the engine held in memory, written first."""
 
     @abc.abstractmethod
@@ -169,11 +170,12 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def set_response(self, record_id: int, status: int, fields: Fields, size: int | None,
-                           reusable: bool = True, selecting: str = "") -> int:
+                           reusable: bool = True, selecting: str = "", count_held: bool = True) -> int:
         """Record the response's status, header fields, announced size, whether later requests
         may be served it and the request fields it varies on (`variants`), and count the
         request's body into the registration's `uploaded` (once: at its first response); returns
-        `held(record_id)` as of the same commit, so two transfers never both count on the same room."""
+        `held(record_id)` as of the same commit, so two transfers never both count on the same room
+        (0 when not `count_held`: there is no quota to count for)."""
 
     @abc.abstractmethod
     async def refresh_response(self, record_id: int, generation: int, fields: Fields) -> bool:

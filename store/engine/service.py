@@ -110,7 +110,7 @@ class Store:
         """Create a registration and start it. `registration["owner"]` (default: the API) may
         replace an inactive one of the same id as `ownership.may_replace` says; Conflict otherwise.
         QuotaExceeded, before anything is made, when its downloadTotal cannot fit in the quota."""
-        admission.check_quota(registration.get("download_total"), self.quota, self.storage.held())
+        admission.check_quota(registration.get("download_total"), self.quota, self.storage.held)
         registration = {**registration, "owner": registration.get("owner", ownership.API)}
         new = [
             NewRecord(
@@ -149,7 +149,8 @@ class Store:
 
     async def abort(self, reg_id: str) -> dict:
         """Stop the transfer and end the registration as failure/aborted; its partial bodies
-        go. LifecycleError when it is no longer active, NotFound when there is none."""
+        go, the complete ones stay. LifecycleError when it is no longer active, NotFound when
+        there is none."""
         await self.transfers.stop(reg_id)
         try:
             await self.transition(reg_id, "abort")

@@ -57,6 +57,10 @@ class Renewals:
         try:
             fields = freshness.dated(list(response.headers.multi_items()))
             generation = await self.storage.begin_renewal(record.id, response.status_code, fields, size, selecting)
+        except StorageFault as exc:  # a full disk, a lock: this client gets the origin's answer unstored
+            del self.tasks[record.id]
+            logger.warning("%s: the new version cannot be stored now: %s", record.url, exc)
+            return None
         except BaseException:
             del self.tasks[record.id]
             raise

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from store.db import Record, Storage, variants
+from store.db import Record, Storage, StorageFault, variants
 from store.engine import freshness, headers
 from store.engine.renewal import Renewals
 
@@ -132,6 +132,9 @@ class Revalidation:
         if fields is None:
             logger.info("%s: a 304 for another version; serving the stored response", record.url)
             return record
-        if await self.storage.refresh_response(record.id, record.generation, freshness.dated(fields)):
-            return self.storage.record(record.id)
-        return record
+        try:
+            refreshed = await self.storage.refresh_response(record.id, record.generation, freshness.dated(fields))
+        except StorageFault as exc:  # confirmed all the same; the next request asks again
+            logger.warning("%s: confirmed by its origin, but the refreshed fields cannot be stored now: %s", record.url, exc)
+            return record
+        return self.storage.record(record.id) if refreshed else record

@@ -10,6 +10,7 @@ from tornado.iostream import StreamClosedError
 import httpx
 
 from store.engine import headers, revalidation
+from store.proxyside import protocol
 from store.web.serving import BodyServing
 
 
@@ -27,8 +28,10 @@ class StoredServing(BodyServing):
             case revalidation.Stored(record=record):
                 await self.serve_record(record.id)
             case revalidation.Renewing(record=renewal):  # the new entity, as it arrives
+                self.set_header(protocol.ANSWER, protocol.answer_value("renewed", record.registration_id))
                 await self.serve_record(renewal.id, renewal.generation)
             case revalidation.Relay(response=response):
+                self.set_header(protocol.ANSWER, protocol.answer_value("relayed", record.registration_id))
                 await self._relay(response)
             case revalidation.Unavailable(reason=reason):
                 self.problem(504, "origin-unreachable", reason)

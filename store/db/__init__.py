@@ -5,9 +5,11 @@ The engine and the web layer import what this module exports, never a database d
 """
 
 from store.db.faults import StorageBusy, StorageFault, StorageFull, StorageUnavailable
-from store.db.storage import Conflict, NewRecord, NotFound, NotPaused, Page, Record, RequestChange, Storage
+from store.db.storage import (
+    Conflict, Figure, NewRecord, NotFound, NotPaused, Page, Readiness, Record, RequestChange, Storage, Tally,
+)
 
 __all__ = [
-    "Conflict", "NewRecord", "NotFound", "NotPaused", "Page", "Record", "RequestChange", "Storage",
-    "StorageBusy", "StorageFault", "StorageFull", "StorageUnavailable",
+    "Conflict", "Figure", "NewRecord", "NotFound", "NotPaused", "Page", "Readiness", "Record", "RequestChange",
+    "Storage", "Tally", "StorageBusy", "StorageFault", "StorageFull", "StorageUnavailable",
 ]

@@ -14,6 +14,8 @@ fleet next. The engine and the web layer import this module, never a database dr
   a plain function (the lifecycle's next state, who may replace a registration).
 - Storage faults (`StorageFault`: a full disk, another process's lock) are pauses, not
   failures; every committed byte stays.
+- For those who run the store (`/metrics`, `/readyz`): `tally`, `figures` and `readiness` are
+  awaited, so an implementation may ask its database from a thread or over the network.
 """
 
 import abc
@@ -95,8 +97,52 @@ class RequestChange:
     url: str | None = None
 
 
+@dataclass(frozen=True)
+class Figure:
+    """One value a storage reports of itself for the store's `/metrics` (`Storage.figures`)."""
+
+    name: str  # after `bgfetch_`, as Prometheus names it: `wal_bytes`, `lease_claims_total`
+    help: str
+    value: float
+    counter: bool = False  # a count since the process started (its name ends in `_total`); else a gauge
+    labels: tuple[tuple[str, str], ...] = ()  # a few words of a fixed list, never a URL or an id
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Whether one part of a storage answers (`Storage.readiness`): the SQLite database; for a
+    fleet, PostgreSQL and the object store."""
+
+    part: str
+    ready: bool
+    detail: str = ""
+
+
+# (state, result, failure reason) -> how many registrations are so
+Tally = dict[tuple[str, str, str], int]
+
+
 class Storage(abc.ABC):
     """Registrations, their records and the records' body chunks."""
+
+    # -- for those who run it: /metrics and /readyz ---------------------------------
+    # Defaults that say nothing rather than something untrue; each implementation overrides them.
+
+    async def tally(self) -> Tally | None:
+        """How many registrations are in each (state, result, failure reason); None: not counted."""
+        return None
+
+    async def figures(self) -> list[Figure]:
+        """What the storage reports of itself: sizes, a fleet's lease claims and takeovers."""
+        return []
+
+    async def readiness(self) -> list[Readiness]:
+        """Whether each part the storage depends on answers now (a read of registrations, by default)."""
+        try:
+            self.page(True, 1)
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the storage does not answer
+            return [Readiness("storage", False, f"{type(exc).__name__}: {exc}")]
+        return [Readiness("storage", True)]
 
     # -- registrations ---------------------------------------------------------
 

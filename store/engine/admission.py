@@ -5,16 +5,20 @@ cannot fit; bgfetch compares `downloadTotal` with what `bgfetch_quota` leaves be
 stored body and the announced size of those downloading (storage's `held`).
 """
 
+from collections.abc import Callable
+
 
 class QuotaExceeded(Exception):
     """downloadTotal is more than what the store's quota leaves."""
 
 
-def check_quota(download_total: int | None, quota: int | None, held: int) -> None:
+def check_quota(download_total: int | None, quota: int | None, held: Callable[[], int]) -> None:
     """QuotaExceeded, saying by how much, when `download_total` bytes would not fit in `quota`
-    with `held` bytes already held; nothing to check without either."""
+    with `held()` bytes already held; nothing to check (nor `held` to ask: it sums every record)
+    without either."""
     if download_total is None or quota is None:
         return
+    held = held()
     left = max(quota - held, 0)
     if download_total > left:
         raise QuotaExceeded(

@@ -15,9 +15,12 @@ from collections.abc import AsyncIterator, Callable, Iterable
 
 import httpx
 
-from store.db import NewRecord, NotFound, Page, Record, RequestChange, Storage, StorageFault
+from store.db import NewRecord, NotFound, Page, Readiness, Record, RequestChange, Storage, StorageFault
 from store.engine import admission, headers, lifecycle, ownership
+from store.engine.changelog import ChangeLog
 from store.engine.events import EventBus
+from store.engine.metrics import Metrics, Readings
+from store.engine.outcomes import pause_reason
 from store.engine.transfer import TransferLoop
 from vocabulary import credential_key
 
@@ -36,11 +39,17 @@ class Store:
         self.quota = quota
         self.revalidate = revalidate  # bgfetch_revalidate: for records that do not say
         self.events = EventBus(self.snapshot)
+        self.metrics = Metrics()  # counted where things happen; read at /metrics
+        self.changes = ChangeLog(self._describe)  # the log: a line per state change
         self.transfers = TransferLoop(
-            storage, client, self, concurrency=concurrency, retry_cap=retry_cap, quota=quota
+            storage, client, self, concurrency=concurrency, retry_cap=retry_cap, quota=quota,
+            fetched=self.metrics.fetched.inc,
         )
         self._change = asyncio.Event()
         self._reclaim: asyncio.Task | None = None
+        self._lag: asyncio.Task | None = None
+        self._probe: asyncio.Task | None = None
+        self.closing = False
         self._unwritten: dict[str, str] = {}  # registration id -> lastError of a pause held in memory
         self.url_listeners: list[Callable[[str], None]] = []  # told each URL a record takes
         self.removal_listeners: list[Callable[[int], None]] = []  # told how many URLs records gave up
@@ -85,7 +94,7 @@ class Store:
         """Create a registration and start it. `registration["owner"]` (default: the API) may
         replace an inactive one of the same id as `ownership.may_replace` says; Conflict otherwise.
         QuotaExceeded, before anything is made, when its downloadTotal cannot fit in the quota."""
-        admission.check_quota(registration.get("download_total"), self.quota, self.storage.held())
+        admission.check_quota(registration.get("download_total"), self.quota, self.storage.held)
         registration = {**registration, "owner": registration.get("owner", ownership.API)}
         new = [
             NewRecord(
@@ -96,27 +105,32 @@ class Store:
             for r in requests
         ]
         await self.storage.create(registration, new, _may_replace)
+        self._observe(registration["id"], "create")
         self._announce(record.url for record in new)
         self.transfers.start(registration["id"])
         self.events.publish("progress", registration["id"])
         return self.get(registration["id"])
 
     async def transition(self, reg_id: str, event: str, reason: str = "", error: str = "") -> None:
-        """Apply a lifecycle event. When the database takes no writes, a pause is held in
-        memory instead (a `start` or `retry` that cannot be written also raises the
-        StorageFault: the registration stays paused); other events raise it."""
+        """Apply a lifecycle event; `reason`: a failure's failureReason, or why a `pause` is
+        (`outcomes.PAUSE_REASONS`, for the metrics and the log). When the database takes no
+        writes, a pause is held in memory instead (a `start` or `retry` that cannot be written
+        also raises the StorageFault: the registration stays paused); other events raise it."""
         unwritten = self._unwritten.get(reg_id)
         try:
-            await self.storage.transition(reg_id, event, lifecycle.step, reason, error, held_pause=unwritten)
+            await self.storage.transition(reg_id, event, lifecycle.step, reason if event == "fail" else "", error,
+                                          held_pause=unwritten)
         except StorageFault as exc:
             if event not in HELD_EVENTS:
                 raise
-            self._hold_pause(reg_id, error if event == "pause" else str(exc))
-            if event != "pause":
-                raise
-            return
+            if event == "pause":
+                self._hold_pause(reg_id, error, reason)
+                return
+            self._hold_pause(reg_id, str(exc), pause_reason(exc))
+            raise
         if self._unwritten.get(reg_id) == unwritten:
             self._unwritten.pop(reg_id, None)
+        self._observe(reg_id, event, reason, error)
         self.events.publish(EVENT_OF.get(event, "progress"), reg_id)
         self.notify()
         if event in ("fail", "abort"):
@@ -130,7 +144,7 @@ class Store:
             await self.transition(reg_id, "abort")
         except StorageFault as exc:  # not aborted: it goes on, paused, and may be aborted again
             if self.get(reg_id)["state"] in lifecycle.ACTIVE:
-                self._hold_pause(reg_id, str(exc))
+                self._hold_pause(reg_id, str(exc), pause_reason(exc))
                 self.transfers.start(reg_id, paused=True)
             raise
         return self.get(reg_id)
@@ -145,6 +159,8 @@ class Store:
         await self.transfers.stop(reg_id)
         urls = await self.storage.delete(reg_id)
         self._unwritten.pop(reg_id, None)
+        self.metrics.forget(reg_id)
+        self.changes.forget(reg_id)
         for listener in self.removal_listeners:
             listener(urls)
         self.notify()
@@ -171,28 +187,65 @@ class Store:
             for listener in self.url_listeners:
                 listener(url)
 
-    def _hold_pause(self, reg_id: str, error: str) -> None:
-        logger.warning("%s paused (held in memory until the database takes writes): %s", reg_id, error)
+    def _hold_pause(self, reg_id: str, error: str, reason: str) -> None:
+        """A pause the database could not take, held in memory until it takes writes."""
         self._unwritten[reg_id] = error
+        self._observe(reg_id, "pause", reason, f"{error} (held in memory until the database takes writes)")
         self.events.publish("progress", reg_id)
+
+    def _observe(self, reg_id: str, event: str, reason: str = "", error: str = "") -> None:
+        """Count a state change and write its line."""
+        self.metrics.changed(reg_id, event, reason)
+        self.changes.changed(reg_id, event, reason, error)
+
+    def _describe(self, reg_id: str) -> tuple[dict, list[str]] | None:
+        """The registration and its records' URLs, for a line of the log."""
+        registration = self.snapshot(reg_id)
+        return None if registration is None else (registration, [r.url for r in self.storage.records(reg_id)])
 
     def committed(self, reg_id: str, progress: bool) -> None:
         """Something of `reg_id` was committed: wake readers; body bytes also tell subscribers."""
         self.notify()
         if progress:
             self.events.progress(reg_id)
+            self.changes.progressed(reg_id)
 
     async def start(self) -> None:
         """Every registration that was active runs again from its committed bytes; when the
         database takes no writes yet, each waits paused and retries."""
+        self._lag = asyncio.create_task(self.metrics.sample_lag(), name="bgfetch event-loop lag")
         try:
             active, paused = await self.storage.requeue_active(lifecycle.step), False
+            self.changes.requeued(len(active))
         except StorageFault as exc:
             active, paused = self.ids(), True
             for reg_id in active:
-                self._hold_pause(reg_id, str(exc))
+                self._hold_pause(reg_id, str(exc), pause_reason(exc))
         for reg_id in active:
             self.transfers.start(reg_id, paused=paused)
+
+    # -- for those who run it: /metrics, /readyz ---------------------------------
+
+    async def readings(self) -> Readings:
+        """What the gauges of /metrics show now."""
+        return Readings(
+            tally=await self.storage.tally(), figures=await self.storage.figures(),
+            transfers=self.transfers.counts(), slots=self.transfers.concurrency,
+            held=self.storage.held(), quota=self.quota, subscribers=self.events.subscribers,
+        )
+
+    async def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """The metrics in the format the `Accept` header asks for, and its media type."""
+        return self.metrics.exposition(await self.readings(), accept)
+
+    async def readiness(self) -> list[Readiness]:
+        """Whether the store is open and every part of its storage answers; probes asked for
+        while one runs wait for it (no pile of probes on a database that hangs)."""
+        if self.closing:
+            return [Readiness("store", False, "the store is stopping")]
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self.storage.readiness(), name="bgfetch readiness")
+        return [Readiness("store", True), *await asyncio.shield(self._probe)]
 
     # -- waiting for change --------------------------------------------------
 
@@ -217,9 +270,13 @@ class Store:
         self.transfers.room_returned()
 
     async def close(self) -> None:
+        self.closing = True
         await self.transfers.close()
-        if self._reclaim:
-            await asyncio.gather(self._reclaim, return_exceptions=True)
+        if self._lag:
+            self._lag.cancel()
+        for task in (self._reclaim, self._lag, self._probe):
+            if task:
+                await asyncio.gather(task, return_exceptions=True)
         self.events.close()
         await self.storage.close()
 

@@ -17,22 +17,29 @@ WHOLE = 2**62  # "to the end" for a body whose size is not known yet
 
 
 class BodyServing:
-    """For a `StoreHandler`: `serve_record`."""
+    """For a `StoreHandler`: `serve_record`. Each response is counted in the store's metrics
+    under the route's ROUTE and where its body came from (`metrics.SOURCES`)."""
+
+    ROUTE = "proxy"
 
     def body_fields(self, record: Record) -> list[tuple[str, str]]:
         """The header fields a stored body goes out with: here, as the origin sent them (its
         `Date` too), and the `Age` the store gives it."""
         return [*headers.replayed(record.response_headers), ("Age", str(freshness.age(record.response_headers)))]
 
-    async def serve_record(self, record_id: int) -> None:
-        """Answer with a stored body — Range, HEAD, and read-while-writer included."""
+    async def serve_record(self, record_id: int, source: str | None = None) -> None:
+        """Answer with a stored body — Range, HEAD, and read-while-writer included. `source`:
+        where the body comes from, for the metrics (by default: `store` when it is complete,
+        `transfer` while it downloads)."""
         record = await self._wait_for_response(record_id)
         if record is None:
             return
+        source = source or ("store" if record.complete else "transfer")
         if conditions.not_modified(
             self.request.headers.get("If-None-Match"), self.request.headers.get("If-Modified-Since"),
             record.response_headers,
         ):
+            self.store.metrics.served_to(self.ROUTE, source)
             self._not_modified(record)
             return
         size = record.size
@@ -45,6 +52,7 @@ class BodyServing:
             )
             return
         start, end = span or (0, size)
+        self.served = self.store.metrics.served_to(self.ROUTE, source)
         self._send_fields(self.body_fields(record))
         self.set_header("Accept-Ranges", "bytes")
         if span:
@@ -125,6 +133,7 @@ class BodyServing:
             while end is None or pos < end:
                 async for data in self.store.read(record.id, pos, end if end is not None else WHOLE):
                     self.write(data)
+                    self.served.inc(len(data))
                     pos, moved = pos + len(data), asyncio.get_running_loop().time()
                     if sending is not None:
                         await sending

@@ -37,6 +37,7 @@ class RecordBody(BodyServing, ApiHandler):
     while it downloads, the bytes as they arrive."""
 
     SUPPORTED_METHODS = ("GET", "HEAD")
+    ROUTE = "api"
 
     async def get(self, reg_id: str, index: str) -> None:
         registration = self.registration(reg_id)

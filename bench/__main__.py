@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import report, targets
 from .load import Load
+from .scale import Scale
 from .measure import MB, human_size, machine, parse_size
 from .plot import plot
 from .rig import Rig
@@ -25,11 +26,11 @@ from .sweep import SizeRuns
 REPO = Path(__file__).resolve().parent.parent
 PROFILES = {  # --quick: the same scenarios on smaller bodies and fewer registrations (~2 minutes)
     "full": {"sizes": "64MiB,256MiB,1GiB,4GiB", "size": "1GiB", "small_requests": 2000, "clients": 100,
-             "readers_size": "100MiB", "registrations": 1000, "lag_size": "256MiB"},
+             "readers_size": "100MiB", "registrations": 1000, "lag_size": "256MiB", "scale": 100_000},
     "quick": {"sizes": "16MiB,64MiB,256MiB", "size": "256MiB", "small_requests": 2000, "clients": 100,
-              "readers_size": "16MiB", "registrations": 200, "lag_size": "64MiB"},
+              "readers_size": "16MiB", "registrations": 200, "lag_size": "64MiB", "scale": 20_000},
 }
-PARTS = ("sweep", "load")
+PARTS = ("sweep", "load", "scale")
 
 
 def _size(text: str) -> int:
@@ -56,6 +57,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--only", choices=PARTS, help="only the throughput sweep, or only the load on one store")
     p.add_argument("--clients", type=int, help="readers of one stored body at once (default 100)")
     p.add_argument("--registrations", type=int, help="registrations queued at once (default 1000, quick 200)")
+    p.add_argument("--scale", type=int, help="registrations in the store of the scale part (default 100000, quick 20000)")
     p.add_argument("--no-bgfetch", action="store_true", help="only direct curl, plain mitmdump and Squid")
     p.add_argument("--no-squid", action="store_true", help="without Squid (its targets are then n/a)")
     p.add_argument("--repo", type=Path, default=REPO, help="the bgfetch checkout whose addon.py is measured")
@@ -71,19 +73,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a.sizes = sorted(set(a.sizes) | {a.size})
     a.clients = a.clients or preset["clients"]
     a.registrations = a.registrations or preset["registrations"]
+    a.scale = a.scale or preset["scale"]
     a.plot = a.plot or (a.results / "latest.png" if a.quick else REPO / "docs" / "bench.png")
     a.load = {"small_requests": preset["small_requests"], "clients": a.clients,
               "readers_size": _size(preset["readers_size"]), "registrations": a.registrations,
               "lag_size": _size(preset["lag_size"])}
-    if a.runs < 1 or a.clients < 1 or a.registrations < 1:
-        p.error("--runs, --clients and --registrations must be at least 1")
+    if a.runs < 1 or a.clients < 1 or a.registrations < 1 or a.scale < 1:
+        p.error("--runs, --clients, --registrations and --scale must be at least 1")
     return a
 
 
 def disk_needed(a: argparse.Namespace) -> int:
     """Bytes the run writes at most at once: the largest body and its store, Squid's cache, the load's store."""
-    sweep = 2 * max(a.sizes) + int(1.3 * a.runs * a.size) if a.only != "load" else 0
-    load = a.load["readers_size"] * 2 + 4 * a.runs * a.load["lag_size"] * 2 if a.only != "sweep" else 0
+    sweep = 2 * max(a.sizes) + int(1.3 * a.runs * a.size) if a.only in (None, "sweep") else 0
+    load = a.load["readers_size"] * 2 + 4 * a.runs * a.load["lag_size"] * 2 if a.only in (None, "load") else 0
     return max(sweep, load) + 1_000_000_000
 
 
@@ -99,13 +102,16 @@ def run(args: argparse.Namespace, tmp: Path, result: dict) -> None:
         result["machine"] = machine(rig.nginx_bin, rig.squid.binary if rig.squid else find_binary("squid"))
         result["skipped"] = {"bgfetch": rig.bg_skip, "squid": rig.squid_skip}
         print("machine: " + report.machine_line(result["machine"]), flush=True)
-        if args.only != "load":
+        if args.only in (None, "sweep"):
             for size in args.sizes:
                 target = size == args.size
                 result["throughput"].append(SizeRuns(rig, size, args.runs, with_squid=target, verify=target).measure())
-        if args.only != "sweep":
+        if args.only in (None, "load"):
             print("load on one store", flush=True)
             result["load"] = Load(rig, args.runs, **args.load).measure()
+        if args.only in (None, "scale"):
+            print(f"a store of {args.scale:,} registrations", flush=True)
+            result["scale"] = Scale(rig, args.runs, count=args.scale, small_requests=args.load["small_requests"]).measure()
         if rig.bg is not None:
             result["commands"]["bgfetch"] = shlex.join(rig.bg.cmd)
         result["commands"]["plain"] = shlex.join(rig.plain.cmd)
@@ -123,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     started = time.monotonic()
     result = {"started": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(), "profile": args.profile,
-              "runs": args.runs, "sizes": args.sizes, "target_size": args.size, "counts": args.load,
-              "throughput": [], "load": {}, "commands": {
+              "runs": args.runs, "sizes": args.sizes, "target_size": args.size,
+              "counts": {**args.load, "scale": args.scale}, "throughput": [], "load": {}, "scale": {}, "commands": {
                   "curl": "curl -s -o /dev/null -w '%{size_download} %{time_total} %{http_code}' [-x PROXY] URL"}}
     try:
         if free < need:

@@ -70,9 +70,9 @@ def sizes_table(result: dict) -> list[str]:
     return _table(header, rows, "l" + "r" * 11)
 
 
-def load_table(result: dict) -> list[str]:
+def load_table(result: dict, part: str = "load") -> list[str]:
     rows = []
-    for sc in result["load"].values():
+    for sc in result[part].values():
         text = sc.get("text") or f"skipped: {sc.get('skipped')}"
         if sc.get("identical") is not None:
             text += f"; {sc['identical']} bodies byte-identical"
@@ -91,6 +91,8 @@ def markdown(result: dict) -> str:
         out += ["Throughput and memory by body size:", "", *sizes_table(result), ""]
     if result["load"]:
         out += ["Load on one store:", "", *load_table(result), ""]
+    if result.get("scale"):
+        out += [f"A store of {result['counts']['scale']:,} registrations:", "", *load_table(result, "scale"), ""]
     errors = [f"- {sc['name']}: {e}" for t in result["throughput"] for sc in t["scenarios"].values()
               for e in sc.get("errors", [])]
     if errors:

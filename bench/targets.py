@@ -14,6 +14,8 @@ RSS_LIMIT_MB = 150.0
 FLAT_MB = 10.0
 LATENCY_LIMIT_MS = 50.0
 LAG_LIMIT_MS = 50.0
+STARTUP_LIMIT_S = 3.0
+FIRST_SCREEN_LIMIT_S = 1.0
 
 
 def _target(what: str, target: str, ok: bool | None, measured: str, why: str = "") -> dict:
@@ -118,8 +120,45 @@ def evaluate(result: dict) -> list[dict]:
                       also=_crowd_through_plain(readers, load.get("readers_plain"))),
         *_queue_targets(load.get("queue"), counts["registrations"]),
         _lag_target(load.get("lag")),
+        *_scale_targets(result.get("scale") or {}, counts.get("scale", 0)),
     ]
     return out
+
+
+def _below(what: str, limit: float, unit: str, sc: dict | None, field: str, also: str = "", digits: int = 2) -> dict:
+    """The median of `field` (the worst run's too) under `limit`."""
+    target = f"< {limit:g} {unit}"
+    if why := _missing(sc):
+        return _target(what, target, None, "n/a", why)
+    worst = max(r[field] for r in sc["runs"])
+    return _target(what, target, sc[field] < limit, f"{sc[field]:.{digits}f} {unit} (worst run {worst:.{digits}f})" + also)
+
+
+def _scale_targets(scale: dict, count: int) -> list[dict]:
+    """The rows of issue 17 for a store of `count` registrations."""
+    if not scale:
+        return []
+    n = f"{count:,} registrations stored"
+    keys = ("api_active", "api_all", "api_deep", "api_dashboard")
+    listings = [scale.get(k) for k in keys]
+    why = _missing(*listings)
+    worst = max(listings, key=lambda sc: sc["median_ms"]) if not why else None
+    empty = scale.get("startup_empty")
+    return [
+        _below(f"{n}: proxy start-up (until it passes a request and serves a stored URL)", STARTUP_LIMIT_S, "s",
+               scale.get("startup"), "seconds",
+               "" if _missing(empty) else f"; an empty store: {empty['seconds']:.2f} s"),
+        _ratio_target(f"{n}: small requests that no rule matches, time", 1.05, scale.get("small_scale"),
+                      scale.get("small_plain"), "plain mitmdump's", "seconds", at_most=True,
+                      also=_cpu_per_request(scale.get("small_scale"), scale.get("small_plain"))),
+        _below(f"{n}: peak RSS of mitmproxy", RSS_LIMIT_MB, "MB", scale.get("rss"), "mitmdump_mb", digits=0),
+        _target(f"{n}: GET /api/fetches, a page at a time", f"median < {LATENCY_LIMIT_MS:g} ms",
+                None if why else worst["median_ms"] < LATENCY_LIMIT_MS,
+                "n/a" if why else ", ".join(f"{k.removeprefix('api_')} {sc['median_ms']:.1f} ms"
+                                            for k, sc in zip(keys, listings)), why),
+        _below(f"dashboard with {count:,} registrations in Chromium: first screen", FIRST_SCREEN_LIMIT_S, "s",
+               scale.get("dashboard"), "seconds"),
+    ]
 
 
 def _queue_targets(sc: dict | None, asked: int) -> list[dict]:

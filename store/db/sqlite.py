@@ -87,8 +87,12 @@ class SqliteStorage(Storage):
     def held(self, record_id: int | None = None) -> int:
         return records.held(self.db, record_id)
 
-    async def set_response(self, record_id: int, status: int, fields: list, size: int | None) -> int:
-        return await self.writer.submit(records.set_response, record_id, status, fields, size)
+    async def set_response(self, record_id: int, status: int, fields: list, size: int | None,
+                           count_held: bool = True) -> int:
+        return await self.writer.submit(records.set_response, record_id, status, fields, size, count_held)
+
+    async def refresh_response(self, record_id: int, generation: int, fields: list) -> bool:
+        return await self.writer.submit(records.refresh_response, record_id, generation, fields)
 
     async def restart_record(self, record_id: int) -> int:
         return await self.writer.submit(records.restart, record_id)

@@ -88,10 +88,10 @@ class RecordFetch:
         """Carry out `action` on the stored record: (the generation bytes go to, bytes held by the others)."""
         match action:
             case decision.Append():
-                return record.generation, self.storage.held(record.id)
+                return record.generation, self.storage.held(record.id) if self.quota is not None else 0
             case decision.Replace(size=size):
                 generation = await self.storage.restart_record(record.id) if record.stored else record.generation
-                held = await self.storage.set_response(record.id, status, fields, size)
+                held = await self.storage.set_response(record.id, status, fields, size, count_held=self.quota is not None)
                 self.committed(record.registration_id, self._uploaded(record))
                 return generation, held
             case decision.StartOver(reason=reason):

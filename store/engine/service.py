@@ -21,6 +21,7 @@ from store.engine.changelog import ChangeLog
 from store.engine.events import EventBus
 from store.engine.metrics import Metrics, Readings
 from store.engine.outcomes import pause_reason
+from store.engine.revalidation import Outcome, Revalidation
 from store.engine.transfer import TransferLoop
 from vocabulary import credential_key
 
@@ -37,7 +38,7 @@ class Store:
     ) -> None:
         self.storage = storage
         self.quota = quota
-        self.revalidate = revalidate  # bgfetch_revalidate: for records that do not say
+        self.revalidation = Revalidation(storage, client, revalidate)
         self.events = EventBus(self.snapshot)
         self.metrics = Metrics()  # counted where things happen; read at /metrics
         self.changes = ChangeLog(self._describe)  # the log: a line per state change
@@ -90,6 +91,11 @@ class Store:
 
     # -- changes -------------------------------------------------------------
 
+    async def freshen(self, record: Record, request_fields: list[tuple[str, str]]) -> Outcome:
+        """How to answer a GET/HEAD of a stored response: as stored (after its origin confirmed
+        it, or could not be asked), or with the origin's own answer (`revalidation`)."""
+        return await self.revalidation.check(record, request_fields)
+
     async def fetch(self, registration: dict, requests: list[dict]) -> dict:
         """Create a registration and start it. `registration["owner"]` (default: the API) may
         replace an inactive one of the same id as `ownership.may_replace` says; Conflict otherwise.
@@ -138,7 +144,8 @@ class Store:
 
     async def abort(self, reg_id: str) -> dict:
         """Stop the transfer and end the registration as failure/aborted; its partial bodies
-        go. LifecycleError when it is no longer active, NotFound when there is none."""
+        go, the complete ones stay. LifecycleError when it is no longer active, NotFound when
+        there is none."""
         await self.transfers.stop(reg_id)
         try:
             await self.transition(reg_id, "abort")

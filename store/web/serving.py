@@ -22,6 +22,14 @@ class BodyServing:
 
     ROUTE = "proxy"
 
+    # Whether a complete body of a failed (or aborted) registration is served: the API's records
+    # keep them; a proxy client is never answered with one in place of its URL's origin.
+    SERVES_FAILED = False
+
+    def compute_etag(self) -> None:
+        """No ETag of tornado's making: a stored body has its origin's, or none."""
+        return None
+
     def body_fields(self, record: Record) -> list[tuple[str, str]]:
         """The header fields a stored body goes out with: here, as the origin sent them (its
         `Date` too), and the `Age` the store gives it."""
@@ -95,8 +103,9 @@ class BodyServing:
         while True:
             record = self.store.record(record_id)
             registration = self.store.get(record.registration_id)
+            usable = registration["result"] != "failure" or (self.SERVES_FAILED and record.complete)
             if record.status is not None and 200 <= record.status < 300:
-                if registration["result"] != "failure" and (record.complete or not record.integrity):
+                if usable and (record.complete or not record.integrity):
                     return record
             if registration["result"] == "failure":
                 self.problem(

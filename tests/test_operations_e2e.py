@@ -73,6 +73,39 @@ def test_counters_move_by_what_a_fetch_with_a_pause_and_a_served_body_did(origin
     assert "result=success" in lines[4] and f"bytes={2 * MiB}" in lines[4]
 
 
+def test_revalidations_count_their_outcome_and_the_bytes_they_serve(origin, proxy):
+    origin.add("/stale.bin", size=300_000, headers={"Cache-Control": "no-cache"})  # stale at once
+    origin.add("/fresh.bin", size=1000, headers={"Cache-Control": "max-age=3600"})
+    for path in ("/stale.bin", "/fresh.bin"):
+        proxy.background(origin.url(path), f'id="{path[1:-4]}"')
+        proxy.wait_for(path[1:-4], result="success")
+    size = 300_000
+
+    def get(path: str) -> bytes:
+        with proxy.client() as client:
+            return client.get(origin.url(path)).content
+
+    steps = [  # what happens, then how each outcome and source moves
+        (lambda: get("/stale.bin") == origin.data("/stale.bin"), {"not-modified": 1}, {"revalidated": size}),
+        (lambda: get("/fresh.bin") == origin.data("/fresh.bin"), {}, {"store": 1000}),
+        (lambda: origin.behave("/stale.bin", status=503) or get("/stale.bin") == origin.data("/stale.bin"),
+         {"origin-error": 1}, {"revalidated": size}),
+        (lambda: origin.reset_behaviour("/stale.bin") or origin.change("/stale.bin")
+         or get("/stale.bin") == origin.data("/stale.bin"), {"modified": 1}, {"origin": size}),
+        (lambda: origin.stop() or len(get("/stale.bin")) == size, {"unreachable": 1}, {"revalidated": size}),
+    ]
+    for n, (act, outcomes, sources) in enumerate(steps):
+        before = scrape(proxy)
+        assert act(), n
+        after = scrape(proxy)
+        for outcome in ("not-modified", "modified", "unreachable", "origin-error", "other"):
+            assert moved(before, after, "bgfetch_revalidations_total", outcome=outcome) == outcomes.get(outcome, 0), n
+        for source in ("store", "revalidated", "transfer", "origin"):
+            assert moved(before, after, "bgfetch_served_bytes_total", route="proxy", source=source) == sources.get(source, 0), n
+            assert moved(before, after, "bgfetch_served_responses_total", route="proxy", source=source) == (source in sources), n
+        assert moved(before, after, "bgfetch_fetched_bytes_total") == 0  # a revalidation is no background fetch
+
+
 def test_labels_carry_no_url_and_openmetrics_is_offered(origin, proxy):
     origin.add("/secret-name.bin", size=1000)
     proxy.background(origin.url("/secret-name.bin"), 'id="a-private-id"')

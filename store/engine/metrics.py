@@ -124,6 +124,10 @@ class Metrics:
         """`reg_id` is gone or ended: nothing of it is kept."""
         self._paused_for.pop(reg_id, None)
 
+    def revalidated(self, outcome: str) -> None:
+        """The origin was asked about a stored response: `outcome` (REVALIDATIONS)."""
+        self.revalidations.labels(word(outcome, REVALIDATIONS)).inc()
+
     def served_to(self, route: str, source: str) -> Counter:
         """The counter of bytes for one response of `route` from `source`, which is counted."""
         labels = word(route, ROUTES), word(source, SOURCES)

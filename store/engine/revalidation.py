@@ -12,10 +12,12 @@ answer:
 - anything else (a `4xx`): the origin's answer goes to this client as it is (`Relay`); what is
   stored stays.
 
-A record with `integrity` is pinned to its verified body and never checked.
+A record with `integrity` is pinned to its verified body and never checked. Each time the
+origin is asked, `counted` is told the outcome (`metrics.REVALIDATIONS`).
 """
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -31,9 +33,11 @@ TIMEOUT = httpx.Timeout(15.0, connect=5.0)  # an origin slower than this to answ
 
 @dataclass(frozen=True)
 class Stored:
-    """Serve this record's stored response (confirmed, or the best there is)."""
+    """Serve this record's stored response (confirmed, or the best there is); `asked`: the origin
+    was asked first."""
 
     record: Record
+    asked: bool = False
 
 
 @dataclass(frozen=True)
@@ -50,10 +54,12 @@ class Revalidation:
     """Checks stored responses with `client`; `mode` is bgfetch_revalidate (for records that
     do not say)."""
 
-    def __init__(self, storage: Storage, client: httpx.AsyncClient, mode: str) -> None:
+    def __init__(self, storage: Storage, client: httpx.AsyncClient, mode: str,
+                 counted: Callable[[str], None] = lambda outcome: None) -> None:
         self.storage = storage
         self.client = client
         self.mode = mode
+        self.counted = counted
 
     def verdict(self, record: Record, request_fields: Fields) -> freshness.Verdict:
         mode = freshness.NEVER if record.integrity else record.revalidate or self.mode
@@ -71,14 +77,18 @@ class Revalidation:
             response = await self.client.send(request, stream=True)
         except httpx.HTTPError as exc:
             logger.info("%s: not revalidated (%s: %s); serving the stored response", record.url, type(exc).__name__, exc)
-            return Stored(record)
+            self.counted("unreachable")
+            return Stored(record, asked=True)
         if response.status_code == 304:
             await response.aclose()
-            return Stored(await self._refreshed(record, list(response.headers.multi_items())))
+            self.counted("not-modified")
+            return Stored(await self._refreshed(record, list(response.headers.multi_items())), asked=True)
         if response.status_code >= 500:
             await response.aclose()
             logger.info("%s: the origin answered %d; serving the stored response", record.url, response.status_code)
-            return Stored(record)
+            self.counted("origin-error")
+            return Stored(record, asked=True)
+        self.counted("modified" if 200 <= response.status_code < 300 else "other")
         return Relay(response)
 
     async def _refreshed(self, record: Record, answer: Fields) -> Record:

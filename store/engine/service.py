@@ -38,9 +38,9 @@ class Store:
     ) -> None:
         self.storage = storage
         self.quota = quota
-        self.revalidation = Revalidation(storage, client, revalidate)
-        self.events = EventBus(self.snapshot)
         self.metrics = Metrics()  # counted where things happen; read at /metrics
+        self.revalidation = Revalidation(storage, client, revalidate, self.metrics.revalidated)
+        self.events = EventBus(self.snapshot)
         self.changes = ChangeLog(self._describe)  # the log: a line per state change
         self.transfers = TransferLoop(
             storage, client, self, concurrency=concurrency, retry_cap=retry_cap, quota=quota,

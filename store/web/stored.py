@@ -19,22 +19,26 @@ class StoredServing(BodyServing):
     async def serve_stored(self, record_id: int) -> None:
         """Answer a client's request with record `record_id`, checked for freshness first."""
         record = self.store.record(record_id)
+        asked = False
         if record.complete and record.method == "GET" and self.request.method in ("GET", "HEAD"):
             if self.store.get(record.registration_id)["result"] == "success":
                 outcome = await self.store.freshen(record, list(self.request.headers.get_all()))
                 if isinstance(outcome, revalidation.Relay):
                     await self._relay(outcome.response)
                     return
-        await self.serve_record(record_id)
+                asked = outcome.asked
+        await self.serve_record(record_id, "revalidated" if asked else None)
 
     async def _relay(self, response: httpx.Response) -> None:
         """The origin's answer, as it comes (a HEAD gets its header fields only)."""
+        served = self.store.metrics.served_to(self.ROUTE, "origin")
         try:
             self.set_status(response.status_code, response.reason_phrase or None)
             self._send_fields(headers.relayed(response.headers.multi_items()))
             if self.request.method != "HEAD":
                 async for data in response.aiter_raw():
                     self.write(data)
+                    served.inc(len(data))
                     await self.flush()
             await self.finish()
         except (StreamClosedError, httpx.HTTPError):  # the client left, or the origin did

@@ -8,10 +8,10 @@ class Scrape:
     there is no such series), `scrape.total(name)` the sum over every series of `name`."""
 
     def __init__(self, text: str) -> None:
-        self.families = {family.name: family for family in text_string_to_metric_families(text)}
+        families = list(text_string_to_metric_families(text))  # a name without a TYPE may come in pieces
+        self.families = {family.name: family for family in families}
         self.samples = {
-            (sample.name, frozenset(sample.labels.items())): sample.value
-            for family in self.families.values() for sample in family.samples
+            (sample.name, frozenset(sample.labels.items())): sample.value for family in families for sample in family.samples
         }
 
     def __call__(self, name: str, **labels: str) -> float:

@@ -65,7 +65,7 @@ async def fetch_all(store: Store, numbers: range) -> None:
 
 
 async def scrape(store: Store) -> tuple[Scrape, str]:
-    body, _ = await store.exposition(None)
+    body, _ = await store.observer.exposition(None)
     return Scrape(body.decode()), body.decode()
 
 
@@ -128,7 +128,7 @@ def test_what_storage_reports_of_itself_is_exported_under_its_names(tmp_path):
 
     async def scenario():
         async with running(tmp_path, storage=Leasing.open(str(tmp_path / "l.sqlite3")), quota=10**9) as store:
-            return await scrape(store), await store.readiness()
+            return await scrape(store), await store.observer.readiness()
 
     (counted, _), parts = asyncio.run(scenario())
     assert counted("bgfetch_lease_claims_total", kind="takeover") == 2
@@ -142,7 +142,7 @@ def test_a_closed_store_and_storage_are_not_ready(tmp_path):
     async def scenario():
         async with running(tmp_path) as store:
             pass
-        return await store.readiness(), await store.storage.readiness()
+        return await store.observer.readiness(), await store.storage.readiness()
 
     of_store, of_storage = asyncio.run(scenario())
     assert of_store == [Readiness("store", False, "the store is stopping")]

@@ -30,7 +30,7 @@ def test_every_query_names_a_metric_the_store_exposes(tmp_path):
         async with httpx.AsyncClient() as client:
             store = Store(SqliteStorage.open(str(tmp_path / "p.sqlite3")), client, quota=10**9)
             try:
-                return (await store.exposition(None))[0].decode()
+                return (await store.observer.exposition(None))[0].decode()
             finally:
                 await store.close()
 

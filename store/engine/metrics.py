@@ -53,7 +53,7 @@ def word(value: str, allowed: tuple[str, ...]) -> str:
 
 @dataclass
 class Readings:
-    """What the gauges show, read when `/metrics` is asked (`Store.readings`)."""
+    """What the gauges show, read when `/metrics` is asked (`Observer.readings`)."""
 
     tally: Tally | None = None
     transfers: dict[str, int] = field(default_factory=dict)

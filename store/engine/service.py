@@ -15,11 +15,10 @@ from collections.abc import AsyncIterator, Callable, Iterable
 
 import httpx
 
-from store.db import NewRecord, NotFound, Page, Readiness, Record, RequestChange, Storage, StorageFault
+from store.db import NewRecord, NotFound, Page, Record, RequestChange, Storage, StorageFault
 from store.engine import admission, headers, lifecycle, ownership
-from store.engine.changelog import ChangeLog
 from store.engine.events import EventBus
-from store.engine.metrics import Metrics, Readings
+from store.engine.observer import Observer
 from store.engine.outcomes import pause_reason
 from store.engine.revalidation import Outcome, Revalidation
 from store.engine.transfer import TransferLoop
@@ -38,19 +37,16 @@ class Store:
     ) -> None:
         self.storage = storage
         self.quota = quota
-        self.metrics = Metrics()  # counted where things happen; read at /metrics
-        self.revalidation = Revalidation(storage, client, revalidate, self.metrics.revalidated)
         self.events = EventBus(self.snapshot)
-        self.changes = ChangeLog(self._describe)  # the log: a line per state change
+        self.observer = Observer(self, self._describe)  # metrics, log lines, readiness
+        self.metrics = self.observer.metrics
+        self.revalidation = Revalidation(storage, client, revalidate, self.metrics.revalidated)
         self.transfers = TransferLoop(
             storage, client, self, concurrency=concurrency, retry_cap=retry_cap, quota=quota,
             fetched=self.metrics.fetched.inc,
         )
         self._change = asyncio.Event()
         self._reclaim: asyncio.Task | None = None
-        self._lag: asyncio.Task | None = None
-        self._probe: asyncio.Task | None = None
-        self.closing = False
         self._unwritten: dict[str, str] = {}  # registration id -> lastError of a pause held in memory
         self.url_listeners: list[Callable[[str], None]] = []  # told each URL a record takes
         self.removal_listeners: list[Callable[[int], None]] = []  # told how many URLs records gave up
@@ -111,7 +107,7 @@ class Store:
             for r in requests
         ]
         await self.storage.create(registration, new, _may_replace)
-        self._observe(registration["id"], "create")
+        self.observer.changed(registration["id"], "create")
         self._announce(record.url for record in new)
         self.transfers.start(registration["id"])
         self.events.publish("progress", registration["id"])
@@ -136,7 +132,7 @@ class Store:
             raise
         if self._unwritten.get(reg_id) == unwritten:
             self._unwritten.pop(reg_id, None)
-        self._observe(reg_id, event, reason, error)
+        self.observer.changed(reg_id, event, reason, error)
         self.events.publish(EVENT_OF.get(event, "progress"), reg_id)
         self.notify()
         if event in ("fail", "abort"):
@@ -166,8 +162,7 @@ class Store:
         await self.transfers.stop(reg_id)
         urls = await self.storage.delete(reg_id)
         self._unwritten.pop(reg_id, None)
-        self.metrics.forget(reg_id)
-        self.changes.forget(reg_id)
+        self.observer.forget(reg_id)
         for listener in self.removal_listeners:
             listener(urls)
         self.notify()
@@ -197,13 +192,8 @@ class Store:
     def _hold_pause(self, reg_id: str, error: str, reason: str) -> None:
         """A pause the database could not take, held in memory until it takes writes."""
         self._unwritten[reg_id] = error
-        self._observe(reg_id, "pause", reason, f"{error} (held in memory until the database takes writes)")
+        self.observer.changed(reg_id, "pause", reason, f"{error} (held in memory until the database takes writes)")
         self.events.publish("progress", reg_id)
-
-    def _observe(self, reg_id: str, event: str, reason: str = "", error: str = "") -> None:
-        """Count a state change and write its line."""
-        self.metrics.changed(reg_id, event, reason)
-        self.changes.changed(reg_id, event, reason, error)
 
     def _describe(self, reg_id: str) -> tuple[dict, list[str]] | None:
         """The registration and its records' URLs, for a line of the log."""
@@ -215,44 +205,20 @@ class Store:
         self.notify()
         if progress:
             self.events.progress(reg_id)
-            self.changes.progressed(reg_id)
+            self.observer.progressed(reg_id)
 
     async def start(self) -> None:
         """Every registration that was active runs again from its committed bytes; when the
         database takes no writes yet, each waits paused and retries."""
-        self._lag = asyncio.create_task(self.metrics.sample_lag(), name="bgfetch event-loop lag")
         try:
             active, paused = await self.storage.requeue_active(lifecycle.step), False
-            self.changes.requeued(len(active))
         except StorageFault as exc:
             active, paused = self.ids(), True
             for reg_id in active:
                 self._hold_pause(reg_id, str(exc), pause_reason(exc))
+        self.observer.start(0 if paused else len(active))
         for reg_id in active:
             self.transfers.start(reg_id, paused=paused)
-
-    # -- for those who run it: /metrics, /readyz ---------------------------------
-
-    async def readings(self) -> Readings:
-        """What the gauges of /metrics show now."""
-        return Readings(
-            tally=await self.storage.tally(), figures=await self.storage.figures(),
-            transfers=self.transfers.counts(), slots=self.transfers.concurrency,
-            held=self.storage.held(), quota=self.quota, subscribers=self.events.subscribers,
-        )
-
-    async def exposition(self, accept: str | None) -> tuple[bytes, str]:
-        """The metrics in the format the `Accept` header asks for, and its media type."""
-        return self.metrics.exposition(await self.readings(), accept)
-
-    async def readiness(self) -> list[Readiness]:
-        """Whether the store is open and every part of its storage answers; probes asked for
-        while one runs wait for it (no pile of probes on a database that hangs)."""
-        if self.closing:
-            return [Readiness("store", False, "the store is stopping")]
-        if self._probe is None or self._probe.done():
-            self._probe = asyncio.create_task(self.storage.readiness(), name="bgfetch readiness")
-        return [Readiness("store", True), *await asyncio.shield(self._probe)]
 
     # -- waiting for change --------------------------------------------------
 
@@ -277,13 +243,10 @@ class Store:
         self.transfers.room_returned()
 
     async def close(self) -> None:
-        self.closing = True
+        await self.observer.close()
         await self.transfers.close()
-        if self._lag:
-            self._lag.cancel()
-        for task in (self._reclaim, self._lag, self._probe):
-            if task:
-                await asyncio.gather(task, return_exceptions=True)
+        if self._reclaim:
+            await asyncio.gather(self._reclaim, return_exceptions=True)
         self.events.close()
         await self.storage.close()
 

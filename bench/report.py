@@ -91,8 +91,15 @@ def markdown(result: dict) -> str:
         out += ["Throughput and memory by body size:", "", *sizes_table(result), ""]
     if result["load"]:
         out += ["Load on one store:", "", *load_table(result), ""]
-    if result.get("scale"):
-        out += [f"A store of {result['counts']['scale']:,} registrations:", "", *load_table(result, "scale"), ""]
+    if result.get("delete"):
+        out += ["DELETE of a big body:", "", *_table(["scenario", "median of the runs"],
+                                                    [[result["delete"]["name"], result["delete"].get("text") or
+                                                      f"skipped: {result['delete'].get('skipped')}"]], "ll"), ""]
+    for part, title in (("scale", f"A store of {result['counts'].get('scale', 0):,} registrations"),
+                        ("sustained", "Sustained rounds (no sync between)"), ("tls", "HTTPS"),
+                        ("segmented", "An origin that caps each connection")):
+        if result.get(part):
+            out += [f"{title}:", "", *load_table(result, part), ""]
     errors = [f"- {sc['name']}: {e}" for t in result["throughput"] for sc in t["scenarios"].values()
               for e in sc.get("errors", [])]
     if errors:

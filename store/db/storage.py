@@ -22,6 +22,8 @@ import abc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+from store.db.reports import Figure, Readiness, Tally
+
 Fields = list[tuple[str, str]]
 # (state, event, reason) -> (next state, result, failure reason); raises when the table has no edge
 Step = Callable[[str, str, str], tuple[str, str, str]]
@@ -63,6 +65,8 @@ class Record:
     generation: int
     complete: bool
     revalidate: str = ""  # when its stored response is checked with the origin; "": bgfetch_revalidate's
+    reusable: bool = True  # whether later requests of its URL may be served it (not `no-store`)
+    selecting: str = ""  # the request fields its response varies on (`variants`); "": it does not
 
 
 @dataclass(frozen=True)
@@ -95,31 +99,6 @@ class RequestChange:
     headers: Fields
     credential: str
     url: str | None = None
-
-
-@dataclass(frozen=True)
-class Figure:
-    """One value a storage reports of itself for the store's `/metrics` (`Storage.figures`)."""
-
-    name: str  # after `bgfetch_`, as Prometheus names it: `wal_bytes`, `lease_claims_total`
-    help: str
-    value: float
-    counter: bool = False  # a count since the process started (its name ends in `_total`); else a gauge
-    labels: tuple[tuple[str, str], ...] = ()  # a few words of a fixed list, never a URL or an id
-
-
-@dataclass(frozen=True)
-class Readiness:
-    """Whether one part of a storage answers (`Storage.readiness`): the SQLite database; for a
-    fleet, PostgreSQL and the object store."""
-
-    part: str
-    ready: bool
-    detail: str = ""
-
-
-# (state, result, failure reason) -> how many registrations are so
-Tally = dict[tuple[str, str, str], int]
 
 
 class Storage(abc.ABC):
@@ -183,7 +162,9 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def delete(self, reg_id: str) -> int:
-        """Remove a registration with its records and bodies; how many records it had. NotFound."""
+        """Remove a registration with its records and bodies; how many records it had. NotFound.
+        It is gone for every reader (and its id free) once this returns; the bodies' bytes may go
+        later, in `give_back_space`, so that no write waits long behind a big one."""
 
     # -- records ---------------------------------------------------------------
 
@@ -214,9 +195,10 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def set_response(self, record_id: int, status: int, fields: Fields, size: int | None,
-                           count_held: bool = True) -> int:
-        """Record the response's status, header fields and announced size, and count the request's
-        body into the registration's `uploaded` (once: at its first response); returns
+                           reusable: bool = True, selecting: str = "", count_held: bool = True) -> int:
+        """Record the response's status, header fields, announced size, whether later requests
+        may be served it and the request fields it varies on (`variants`), and count the
+        request's body into the registration's `uploaded` (once: at its first response); returns
         `held(record_id)` as of the same commit, so two transfers never both count on the same room
         (0 when not `count_held`: there is no quota to count for)."""
 
@@ -233,17 +215,50 @@ class Storage(abc.ABC):
     async def complete_record(self, record_id: int) -> None:
         """The record's body is whole: its size is what is stored."""
 
+    # -- renewals: a record's next generation, stored while the current one is served
+
+    @abc.abstractmethod
+    def renewal(self, record_id: int) -> Record | None:
+        """The record as its renewal under way will make it (`generation`, response, `stored`;
+        not complete), None without one."""
+
+    @abc.abstractmethod
+    async def begin_renewal(self, record_id: int, status: int, fields: Fields, size: int | None,
+                            selecting: str = "") -> int:
+        """Start storing a new entity for a complete record, beside the one it serves; the
+        generation its chunks take (`append`). One renewal a record: one under way is dropped."""
+
+    @abc.abstractmethod
+    async def complete_renewal(self, record_id: int, generation: int) -> int | None:
+        """The renewal is whole: it becomes what the record serves. Returns the generation it
+        replaced, whose chunks stay for its readers until `drop_generation`; None when that
+        renewal is gone."""
+
+    @abc.abstractmethod
+    async def drop_renewal(self, record_id: int, generation: int) -> None:
+        """Give a renewal up, with its chunks."""
+
+    @abc.abstractmethod
+    async def drop_generation(self, record_id: int, generation: int) -> None:
+        """Delete the chunks of a generation the record replaced (no-op for the current one)."""
+
+    @abc.abstractmethod
+    async def forget_renewals(self) -> None:
+        """At start-up: no renewal survives a restart, nor a replaced generation's chunks."""
+
     # -- bodies ----------------------------------------------------------------
 
     @abc.abstractmethod
     def append(self, record_id: int, generation: int, offset: int, pieces: list[bytes], size: int) -> Awaitable[bool]:
-        """Queue `size` bytes of `pieces` at `offset`; resolves once committed: False when the record
-        has moved on (another generation, another length). StorageFull when the disk has no room."""
+        """Queue `size` bytes of `pieces` at `offset` of the record's body or of its renewal (by
+        `generation`); resolves once committed: False when neither is of that generation and
+        length any more. StorageFull when the disk has no room."""
 
     @abc.abstractmethod
-    def read(self, record_id: int, start: int, end: int) -> AsyncIterator[bytes]:
-        """Committed bytes from `start` up to `end` (exclusive), in pieces; stops early where the
-        committed bytes end (the caller waits for more and asks again)."""
+    def read(self, record_id: int, start: int, end: int, generation: int | None = None) -> AsyncIterator[bytes]:
+        """Committed bytes of a generation of the body (None: the one the record serves) from
+        `start` up to `end` (exclusive), in pieces; stops early where the committed bytes end
+        (the caller waits for more and asks again)."""
 
     @abc.abstractmethod
     async def digest(self, record_id: int, size: int) -> bytes:
@@ -255,7 +270,8 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def give_back_space(self) -> None:
-        """Return the space of deleted bodies to the file system (or object store), bit by bit."""
+        """Remove what deleted registrations left, and return the space of deleted bodies to the
+        file system (or object store), bit by bit; also what a crash left undone."""
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -37,7 +37,7 @@ ENDS = ("succeed", "fail", "abort")
 ROUTES = ("proxy", "api")  # a proxied request; the API's record body route
 # store: a stored body, the origin not asked; revalidated: a stored body after the origin was
 # asked (304, or it could not answer); transfer: a body still downloading; origin: the origin's
-# new answer to a revalidation, relayed
+# new answer to a revalidation (stored as it comes, a renewal, or relayed)
 SOURCES = ("store", "revalidated", "transfer", "origin")
 REVALIDATIONS = ("not-modified", "modified", "unreachable", "origin-error", "other")
 DELIVERIES = ("delivered", "failed", "dropped")

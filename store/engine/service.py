@@ -12,6 +12,7 @@ change that goes through (the lifecycle's `hold` event).
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
+from typing import ContextManager
 
 import httpx
 
@@ -20,6 +21,7 @@ from store.engine import admission, headers, lifecycle, ownership
 from store.engine.events import EventBus
 from store.engine.observer import Observer
 from store.engine.outcomes import pause_reason
+from store.engine.renewal import Renewals
 from store.engine.revalidation import Outcome, Revalidation
 from store.engine.transfer import TransferLoop
 from vocabulary import credential_key
@@ -40,13 +42,15 @@ class Store:
         self.events = EventBus(self.snapshot)
         self.observer = Observer(self, self._describe)  # metrics, log lines, readiness
         self.metrics = self.observer.metrics
-        self.revalidation = Revalidation(storage, client, revalidate, self.metrics.revalidated)
+        self.renewals = Renewals(storage, quota, self.committed, self.reclaim, self.metrics.fetched.inc)
+        self.revalidation = Revalidation(storage, client, revalidate, self.renewals, self.metrics.revalidated)
         self.transfers = TransferLoop(
             storage, client, self, concurrency=concurrency, retry_cap=retry_cap, quota=quota,
             fetched=self.metrics.fetched.inc,
         )
         self._change = asyncio.Event()
         self._reclaim: asyncio.Task | None = None
+        self._reclaim_again = False
         self._unwritten: dict[str, str] = {}  # registration id -> lastError of a pause held in memory
         self.url_listeners: list[Callable[[str], None]] = []  # told each URL a record takes
         self.removal_listeners: list[Callable[[int], None]] = []  # told how many URLs records gave up
@@ -82,8 +86,24 @@ class Store:
     def record_at(self, reg_id: str, index: int) -> Record | None:
         return self.storage.record_at(reg_id, index)
 
-    def read(self, record_id: int, start: int, end: int) -> AsyncIterator[bytes]:
-        return self.storage.read(record_id, start, end)
+    def read(self, record_id: int, start: int, end: int, generation: int | None = None) -> AsyncIterator[bytes]:
+        return self.storage.read(record_id, start, end, generation)
+
+    def version(self, record_id: int, generation: int) -> Record | None:
+        """The record as of `generation`: what it serves, or its renewal under way; None when
+        it is neither any more (replaced, restarted, given up). NotFound when it is gone."""
+        record = self.storage.record(record_id)
+        if record.generation == generation:
+            return record
+        renewal = self.storage.renewal(record_id)
+        if renewal is not None and renewal.generation == generation:
+            return renewal
+        record = self.storage.record(record_id)  # the renewal may have taken its place meanwhile
+        return record if record.generation == generation else None
+
+    def reading(self, record_id: int, generation: int) -> ContextManager[None]:
+        """Hold a generation's bytes while a reader sends them, even once it is replaced."""
+        return self.renewals.reading(record_id, generation)
 
     # -- changes -------------------------------------------------------------
 
@@ -211,6 +231,7 @@ class Store:
         """Every registration that was active runs again from its committed bytes; when the
         database takes no writes yet, each waits paused and retries."""
         try:
+            await self.storage.forget_renewals()
             active, paused = await self.storage.requeue_active(lifecycle.step), False
         except StorageFault as exc:
             active, paused = self.ids(), True
@@ -219,6 +240,7 @@ class Store:
         self.observer.start(0 if paused else len(active))
         for reg_id in active:
             self.transfers.start(reg_id, paused=paused)
+        self.reclaim()  # what a DELETE left when the store stopped
 
     # -- waiting for change --------------------------------------------------
 
@@ -234,17 +256,25 @@ class Store:
             pass
 
     def reclaim(self) -> None:
-        """Give the space of deleted bodies back, a little at a time; then wake what paused for it."""
+        """Give the space of deleted bodies back, a little at a time; then wake what paused for it.
+        Asked while it runs, it runs once more."""
         if self._reclaim is None or self._reclaim.done():
             self._reclaim = asyncio.create_task(self._give_back(), name="bgfetch reclaim")
+        else:
+            self._reclaim_again = True
 
     async def _give_back(self) -> None:
-        await self.storage.give_back_space()
-        self.transfers.room_returned()
+        while True:
+            self._reclaim_again = False
+            await self.storage.give_back_space()
+            self.transfers.room_returned()
+            if not self._reclaim_again:
+                return
 
     async def close(self) -> None:
         await self.observer.close()
         await self.transfers.close()
+        await self.renewals.close()
         if self._reclaim:
             await asyncio.gather(self._reclaim, return_exceptions=True)
         self.events.close()

@@ -19,15 +19,19 @@ class StoredServing(BodyServing):
     async def serve_stored(self, record_id: int) -> None:
         """Answer a client's request with record `record_id`, checked for freshness first."""
         record = self.store.record(record_id)
-        asked = False
-        if record.complete and record.method == "GET" and self.request.method in ("GET", "HEAD"):
-            if self.store.get(record.registration_id)["result"] == "success":
-                outcome = await self.store.freshen(record, list(self.request.headers.get_all()))
-                if isinstance(outcome, revalidation.Relay):
-                    await self._relay(outcome.response)
-                    return
-                asked = outcome.asked
-        await self.serve_record(record_id, "revalidated" if asked else None)
+        if not (record.complete and record.method == "GET" and self.request.method in ("GET", "HEAD")
+                and self.store.get(record.registration_id)["result"] == "success"):
+            await self.serve_record(record_id)  # still arriving: served as it comes
+            return
+        match await self.store.freshen(record, list(self.request.headers.get_all())):
+            case revalidation.Stored(record=record, asked=asked):
+                await self.serve_record(record.id, source="revalidated" if asked else None)
+            case revalidation.Renewing(record=renewal):  # the new entity, as it arrives
+                await self.serve_record(renewal.id, renewal.generation, source="origin")
+            case revalidation.Relay(response=response):
+                await self._relay(response)
+            case revalidation.Unavailable(reason=reason):
+                self.problem(504, "origin-unreachable", reason)
 
     async def _relay(self, response: httpx.Response) -> None:
         """The origin's answer, as it comes (a HEAD gets its header fields only)."""

@@ -138,6 +138,26 @@ def test_what_storage_reports_of_itself_is_exported_under_its_names(tmp_path):
     assert [(p.part, p.ready) for p in parts] == [("store", True), ("database", True), ("object-store", False)]
 
 
+def test_registrations_active_at_start_up_are_counted_requeued(tmp_path):
+    never = asyncio.Event()
+
+    async def hanging(request: httpx.Request) -> httpx.Response:
+        await never.wait()
+
+    async def scenario():
+        async with running(tmp_path, hanging) as store:
+            for n in range(3):
+                await store.fetch({"id": f"r{n}", "title": "t"}, [{"url": URL.format(n)}])
+        async with running(tmp_path, hanging) as store:
+            await store.start()
+            return (await scrape(store))[0]
+
+    counted = asyncio.run(scenario())
+    assert counted("bgfetch_transitions_total", event="requeue") == 3
+    assert counted("bgfetch_registrations", state="pending", result="none", reason="none") + counted(
+        "bgfetch_registrations", state="fetching", result="none", reason="none") == 3
+
+
 def test_a_closed_store_and_storage_are_not_ready(tmp_path):
     async def scenario():
         async with running(tmp_path) as store:

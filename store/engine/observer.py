@@ -49,6 +49,7 @@ class Observer:
 
     def start(self, requeued: int) -> None:
         """The store starts, `requeued` active registrations with it: the event loop's lag is sampled."""
+        self.metrics.transitions.labels("requeue").inc(requeued)
         self.changes.requeued(requeued)
         self._lag = asyncio.create_task(self.metrics.sample_lag(), name="bgfetch event-loop lag")
 

@@ -10,6 +10,7 @@ import sqlite3
 import time
 from datetime import UTC, datetime
 
+from store.db.reports import Tally
 from store.db.storage import Conflict, MayReplace, NewRecord, NotFound, NotPaused, Page, RequestChange, Step
 
 ACTIVE_SQL = "state != 'done'"
@@ -198,6 +199,14 @@ def page(conn: sqlite3.Connection, active_only: bool, limit: int, after: int | N
     more = len(rows) > limit
     rows = rows[:limit]
     return Page([row[1] for row in rows], rows[-1][0] if more else None)
+
+
+def tally(conn: sqlite3.Connection) -> Tally:
+    """How many registrations are in each (state, result, failure reason)."""
+    rows = conn.execute(
+        "SELECT state, result, failure_reason, count(*) FROM registrations GROUP BY state, result, failure_reason"
+    )
+    return {(state, result, reason): count for state, result, reason, count in rows}
 
 
 def _iso(ts: float) -> str:

@@ -32,6 +32,25 @@ def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def probe(path: str, seconds: float) -> str | None:
+    """Whether the database answers now: a read, and its write lock taken (and given back at
+    once) within `seconds`; None when it does, else what stops it (`faults`' words). On a
+    connection of its own, from any thread."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None, timeout=seconds)
+    except sqlite3.Error as exc:
+        return str(faults.translate(exc, path))
+    try:
+        conn.execute("SELECT count(*) FROM registrations WHERE rowid = 1").fetchone()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        return str(faults.translate(exc, path))
+    finally:
+        conn.close()
+    return None
+
+
 def _open_store(path: str) -> sqlite3.Connection:
     kind = identity.check(path)
     conn = None

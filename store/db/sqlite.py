@@ -6,10 +6,12 @@ process's read-only connection (WAL: they never wait for the writer). See `stora
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable
 
 from store.db import chunks, records, registrations, renewals, schema
-from store.db.faults import StorageFault
+from store.db.faults import StorageFault, free_bytes
+from store.db.reports import Figure, Readiness, Tally
 from store.db.storage import MayReplace, NewRecord, Page, Record, RequestChange, Step, Storage
 from store.db.writer import Writer
 
@@ -21,6 +23,7 @@ CHUNK_BYTES = 1024 * 1024  # what a transfer commits at a time: the room a retry
 # they had to be read from the disk first), so transfers and state changes keep being written.
 PURGE_CHUNKS = 128
 RECLAIM_PAGES = 64  # 4 MiB
+PROBE_SECONDS = 1.0  # how long a readiness probe waits for the write lock (the writer's batches take ms)
 
 
 class SqliteStorage(Storage):
@@ -28,6 +31,7 @@ class SqliteStorage(Storage):
         self.path = path
         self.writer = writer
         self.db = schema.connect(path, readonly=True)
+        self.closed = False
 
     @classmethod
     def open(cls, path: str) -> "SqliteStorage":
@@ -132,12 +136,13 @@ class SqliteStorage(Storage):
             yield data
 
     async def digest(self, record_id: int, size: int) -> bytes:
-        return await asyncio.to_thread(self._digest, record_id, size)
+        return await asyncio.to_thread(self._reading, chunks.sha256, record_id, size)
 
-    def _digest(self, record_id: int, size: int) -> bytes:
-        conn = schema.connect(self.path, readonly=True)  # its own: this runs on another thread
+    def _reading(self, read, *args):
+        """`read(conn, *args)` on a read-only connection of its own (this runs on another thread)."""
+        conn = schema.connect(self.path, readonly=True)
         try:
-            return chunks.sha256(conn, record_id, size)
+            return read(conn, *args)
         finally:
             conn.close()
 
@@ -159,6 +164,36 @@ class SqliteStorage(Storage):
             logger.warning("giving space back to the file system stopped: %s; new chunks use the free pages", exc)
         self.writer.give_back()
 
+    # -- for those who run it ----------------------------------------------------
+
+    async def tally(self) -> Tally:
+        return await asyncio.to_thread(self._reading, registrations.tally)
+
+    async def figures(self) -> list[Figure]:
+        return await asyncio.to_thread(self._sizes)
+
+    def _sizes(self) -> list[Figure]:
+        return [
+            Figure("database_bytes", "Size of the SQLite database file.", _size(self.path)),
+            Figure("wal_bytes", "Size of the SQLite write-ahead log: commits not yet copied into the database"
+                   " (and space not yet given back).", _size(self.path + "-wal")),
+            Figure("disk_free_bytes", "Bytes free on the file system that holds the database.", free_bytes(self.path)),
+        ]
+
+    async def readiness(self) -> list[Readiness]:
+        if self.closed or not self.writer.alive:
+            return [Readiness("database", False, f"{self.path} is closed")]
+        trouble = await asyncio.to_thread(schema.probe, self.path, PROBE_SECONDS)
+        return [Readiness("database", trouble is None, trouble or "")]
+
     async def close(self) -> None:
+        self.closed = True
         await asyncio.to_thread(self.writer.close)
         self.db.close()
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:  # no WAL at this moment (truncated, or never made)
+        return 0

@@ -14,11 +14,15 @@ fleet next. The engine and the web layer import this module, never a database dr
   a plain function (the lifecycle's next state, who may replace a registration).
 - Storage faults (`StorageFault`: a full disk, another process's lock) are pauses, not
   failures; every committed byte stays.
+- For those who run the store (`/metrics`, `/readyz`): `tally`, `figures` and `readiness` are
+  awaited, so an implementation may ask its database from a thread or over the network.
 """
 
 import abc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+
+from store.db.reports import Figure, Readiness, Tally
 
 Fields = list[tuple[str, str]]
 # (state, event, reason) -> (next state, result, failure reason); raises when the table has no edge
@@ -99,6 +103,25 @@ class RequestChange:
 
 class Storage(abc.ABC):
     """Registrations, their records and the records' body chunks."""
+
+    # -- for those who run it: /metrics and /readyz ---------------------------------
+    # Defaults that say nothing rather than something untrue; each implementation overrides them.
+
+    async def tally(self) -> Tally | None:
+        """How many registrations are in each (state, result, failure reason); None: not counted."""
+        return None
+
+    async def figures(self) -> list[Figure]:
+        """What the storage reports of itself: sizes, a fleet's lease claims and takeovers."""
+        return []
+
+    async def readiness(self) -> list[Readiness]:
+        """Whether each part the storage depends on answers now (a read of registrations, by default)."""
+        try:
+            self.page(True, 1)
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the storage does not answer
+            return [Readiness("storage", False, f"{type(exc).__name__}: {exc}")]
+        return [Readiness("storage", True)]
 
     # -- registrations ---------------------------------------------------------
 

@@ -37,14 +37,16 @@ def limit_for(storage: Storage, quota: int | None, record: Record, held: int) ->
 
 
 class RecordFetch:
-    """Fetches records into `storage` with `client`; `committed(reg_id, progress)` is told of every commit."""
+    """Fetches records into `storage` with `client`; `committed(reg_id, progress)` is told of every
+    commit, `fetched(n)` of every `n` body bytes that came from an origin."""
 
     def __init__(self, storage: Storage, client: httpx.AsyncClient, quota: int | None,
-                 committed: Callable[[str, bool], None]) -> None:
+                 committed: Callable[[str, bool], None], fetched: Callable[[int], None] = lambda n: None) -> None:
         self.storage = storage
         self.client = client
         self.quota = quota
         self.committed = committed
+        self.fetched = fetched
 
     async def run(self, record: Record) -> None:
         """Fetch what is missing of `record`'s body; Pause, Failure or a StorageFault when it cannot."""
@@ -62,6 +64,7 @@ class RecordFetch:
                 sink, size, limit = await self._accept(record, response, resumed=bool(check))
                 if sink.offset != size:
                     async for data in response.aiter_raw():
+                        self.fetched(len(data))
                         if limit and sink.position + len(data) > limit.most:
                             raise limit.failure(record.url)
                         await sink.write(data)
@@ -73,7 +76,7 @@ class RecordFetch:
             if sink is not None:
                 await sink.close()
         if size is not None and sink.offset != size:
-            raise Pause(f"{record.url}: body ended at {sink.offset} of {size} bytes")
+            raise Pause(f"{record.url}: body ended at {sink.offset} of {size} bytes", "short-body")
         await self._complete(record, sink.offset)
 
     async def _accept(self, record: Record, response: httpx.Response, resumed: bool) -> tuple[BodySink, int | None, Limit | None]:
@@ -107,9 +110,9 @@ class RecordFetch:
             case decision.StartOver(reason=reason):
                 await self.storage.restart_record(record.id)
                 self.committed(record.registration_id, False)
-                raise Pause(reason)
+                raise Pause(reason, "entity-changed")
             case decision.KeepAndPause(reason=reason):
-                raise Pause(reason)
+                raise Pause(reason, "credentials-refused")
             case decision.BadStatus():
                 await self.storage.set_response(record.id, status, fields, None)
                 self.committed(record.registration_id, self._uploaded(record))

@@ -28,14 +28,16 @@ logger = logging.getLogger(__name__)
 
 class Renewals:
     """The renewals under way, and who reads which generation. `committed(reg_id, progress)`
-    is told of every commit; `dropped()` when chunks were deleted (their space can go back)."""
+    is told of every commit; `dropped()` when chunks were deleted (their space can go back);
+    `fetched(n)` of every `n` body bytes from an origin."""
 
     def __init__(self, storage: Storage, quota: int | None, committed: Callable[[str, bool], None],
-                 dropped: Callable[[], None]) -> None:
+                 dropped: Callable[[], None], fetched: Callable[[int], None] = lambda n: None) -> None:
         self.storage = storage
         self.quota = quota
         self.committed = committed
         self.dropped = dropped
+        self.fetched = fetched
         self.tasks: dict[int, asyncio.Task | None] = {}  # record id -> its renewal (None: being begun)
         self.readers: Counter[tuple[int, int]] = Counter()  # (record id, generation) -> readers
         self.retired: set[tuple[int, int]] = set()  # replaced generations that still have readers
@@ -93,6 +95,7 @@ class Renewals:
         sink = BodySink(self.storage, record.id, generation, 0, lambda: self.committed(record.registration_id, False))
         try:
             async for data in response.aiter_raw():
+                self.fetched(len(data))
                 if limit and sink.position + len(data) > limit.most:
                     raise limit.failure(record.url)
                 if (renewal := self.storage.renewal(record.id)) is None or renewal.generation != generation:

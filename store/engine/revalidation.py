@@ -17,10 +17,12 @@ answer:
 A record with `integrity` is pinned to its verified body and never checked. A request whose
 fields differ from those the stored response varies on (`variants`: only a header or a rule
 that names the fetch reaches it so) is always checked, and when the origin cannot be asked it
-is `Unavailable`: another request's variant is never served.
+is `Unavailable`: another request's variant is never served. Each time the origin is asked,
+`counted` is told the outcome (`metrics.REVALIDATIONS`).
 """
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -37,9 +39,11 @@ TIMEOUT = httpx.Timeout(15.0, connect=5.0)  # an origin slower than this to answ
 
 @dataclass(frozen=True)
 class Stored:
-    """Serve this record's stored response (confirmed, or the best there is)."""
+    """Serve this record's stored response (confirmed, or the best there is); `asked`: the origin
+    was asked first."""
 
     record: Record
+    asked: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,11 +74,13 @@ class Revalidation:
     """Checks stored responses with `client`; `mode` is bgfetch_revalidate (for records that
     do not say)."""
 
-    def __init__(self, storage: Storage, client: httpx.AsyncClient, mode: str, renewals: Renewals) -> None:
+    def __init__(self, storage: Storage, client: httpx.AsyncClient, mode: str, renewals: Renewals,
+                 counted: Callable[[str], None] = lambda outcome: None) -> None:
         self.storage = storage
         self.client = client
         self.mode = mode
         self.renewals = renewals
+        self.counted = counted
 
     def verdict(self, record: Record, request_fields: Fields) -> freshness.Verdict:
         mode = freshness.NEVER if record.integrity else record.revalidate or self.mode
@@ -95,25 +101,29 @@ class Revalidation:
         try:
             response = await self.client.send(request, stream=True)
         except httpx.HTTPError as exc:
-            return self._unasked(record, request_fields, f"{type(exc).__name__}: {exc}")
+            return self._unasked(record, request_fields, f"{type(exc).__name__}: {exc}", "unreachable")
         if response.status_code == 304:
             await response.aclose()
-            return Stored(await self._refreshed(record, list(response.headers.multi_items())))
+            self.counted("not-modified")
+            return Stored(await self._refreshed(record, list(response.headers.multi_items())), asked=True)
         if response.status_code >= 500:
             await response.aclose()
-            return self._unasked(record, request_fields, f"the origin answered {response.status_code}")
+            return self._unasked(record, request_fields, f"the origin answered {response.status_code}", "origin-error")
         if 200 <= response.status_code < 300 and response.status_code != 206:
+            self.counted("modified")
             return await self._renewing(record, response, request_fields)
+        self.counted("other")
         return Relay(response)
 
-    def _unasked(self, record: Record, request_fields: Fields, why: str) -> Stored | Unavailable:
-        """The origin could not confirm: the stored response, unless it is another request's."""
+    def _unasked(self, record: Record, request_fields: Fields, why: str, outcome: str) -> Stored | Unavailable:
+        """The origin could not confirm (`outcome`, counted): the stored response, unless it is another request's."""
+        self.counted(outcome)
         if not variants.matches(record.selecting, request_fields):
             named = ", ".join(variants.names(record.selecting))
             return Unavailable(f"{record.url} could not be revalidated ({why}), and the stored response was"
                                f" selected for other request header values (Vary: {named})")
         logger.info("%s: not revalidated (%s); serving the stored response", record.url, why)
-        return Stored(record)
+        return Stored(record, asked=True)
 
     async def _renewing(self, record: Record, response: httpx.Response, request_fields: Fields) -> Outcome:
         """A new entity: stored as the next generation when it may be kept, else relayed."""

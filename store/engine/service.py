@@ -19,6 +19,8 @@ import httpx
 from store.db import NewRecord, NotFound, Page, Record, RequestChange, Storage, StorageFault
 from store.engine import admission, headers, lifecycle, ownership
 from store.engine.events import EventBus
+from store.engine.observer import Observer
+from store.engine.outcomes import pause_reason
 from store.engine.renewal import Renewals
 from store.engine.revalidation import Outcome, Revalidation
 from store.engine.transfer import TransferLoop
@@ -38,10 +40,13 @@ class Store:
         self.storage = storage
         self.quota = quota
         self.events = EventBus(self.snapshot)
-        self.renewals = Renewals(storage, quota, self.committed, self.reclaim)
-        self.revalidation = Revalidation(storage, client, revalidate, self.renewals)
+        self.observer = Observer(self, self._describe)  # metrics, log lines, readiness
+        self.metrics = self.observer.metrics
+        self.renewals = Renewals(storage, quota, self.committed, self.reclaim, self.metrics.fetched.inc)
+        self.revalidation = Revalidation(storage, client, revalidate, self.renewals, self.metrics.revalidated)
         self.transfers = TransferLoop(
-            storage, client, self, concurrency=concurrency, retry_cap=retry_cap, quota=quota
+            storage, client, self, concurrency=concurrency, retry_cap=retry_cap, quota=quota,
+            fetched=self.metrics.fetched.inc,
         )
         self._change = asyncio.Event()
         self._reclaim: asyncio.Task | None = None
@@ -122,27 +127,32 @@ class Store:
             for r in requests
         ]
         await self.storage.create(registration, new, _may_replace)
+        self.observer.changed(registration["id"], "create")
         self._announce(record.url for record in new)
         self.transfers.start(registration["id"])
         self.events.publish("progress", registration["id"])
         return self.get(registration["id"])
 
     async def transition(self, reg_id: str, event: str, reason: str = "", error: str = "") -> None:
-        """Apply a lifecycle event. When the database takes no writes, a pause is held in
-        memory instead (a `start` or `retry` that cannot be written also raises the
-        StorageFault: the registration stays paused); other events raise it."""
+        """Apply a lifecycle event; `reason`: a failure's failureReason, or why a `pause` is
+        (`outcomes.PAUSE_REASONS`, for the metrics and the log). When the database takes no
+        writes, a pause is held in memory instead (a `start` or `retry` that cannot be written
+        also raises the StorageFault: the registration stays paused); other events raise it."""
         unwritten = self._unwritten.get(reg_id)
         try:
-            await self.storage.transition(reg_id, event, lifecycle.step, reason, error, held_pause=unwritten)
+            await self.storage.transition(reg_id, event, lifecycle.step, reason if event == "fail" else "", error,
+                                          held_pause=unwritten)
         except StorageFault as exc:
             if event not in HELD_EVENTS:
                 raise
-            self._hold_pause(reg_id, error if event == "pause" else str(exc))
-            if event != "pause":
-                raise
-            return
+            if event == "pause":
+                self._hold_pause(reg_id, error, reason)
+                return
+            self._hold_pause(reg_id, str(exc), pause_reason(exc))
+            raise
         if self._unwritten.get(reg_id) == unwritten:
             self._unwritten.pop(reg_id, None)
+        self.observer.changed(reg_id, event, reason, error)
         self.events.publish(EVENT_OF.get(event, "progress"), reg_id)
         self.notify()
         if event in ("fail", "abort"):
@@ -157,7 +167,7 @@ class Store:
             await self.transition(reg_id, "abort")
         except StorageFault as exc:  # not aborted: it goes on, paused, and may be aborted again
             if self.get(reg_id)["state"] in lifecycle.ACTIVE:
-                self._hold_pause(reg_id, str(exc))
+                self._hold_pause(reg_id, str(exc), pause_reason(exc))
                 self.transfers.start(reg_id, paused=True)
             raise
         return self.get(reg_id)
@@ -172,6 +182,7 @@ class Store:
         await self.transfers.stop(reg_id)
         urls = await self.storage.delete(reg_id)
         self._unwritten.pop(reg_id, None)
+        self.observer.forget(reg_id)
         for listener in self.removal_listeners:
             listener(urls)
         self.notify()
@@ -198,16 +209,23 @@ class Store:
             for listener in self.url_listeners:
                 listener(url)
 
-    def _hold_pause(self, reg_id: str, error: str) -> None:
-        logger.warning("%s paused (held in memory until the database takes writes): %s", reg_id, error)
+    def _hold_pause(self, reg_id: str, error: str, reason: str) -> None:
+        """A pause the database could not take, held in memory until it takes writes."""
         self._unwritten[reg_id] = error
+        self.observer.changed(reg_id, "pause", reason, f"{error} (held in memory until the database takes writes)")
         self.events.publish("progress", reg_id)
+
+    def _describe(self, reg_id: str) -> tuple[dict, list[str]] | None:
+        """The registration and its records' URLs, for a line of the log."""
+        registration = self.snapshot(reg_id)
+        return None if registration is None else (registration, [r.url for r in self.storage.records(reg_id)])
 
     def committed(self, reg_id: str, progress: bool) -> None:
         """Something of `reg_id` was committed: wake readers; body bytes also tell subscribers."""
         self.notify()
         if progress:
             self.events.progress(reg_id)
+            self.observer.progressed(reg_id)
 
     async def start(self) -> None:
         """Every registration that was active runs again from its committed bytes; when the
@@ -218,7 +236,8 @@ class Store:
         except StorageFault as exc:
             active, paused = self.ids(), True
             for reg_id in active:
-                self._hold_pause(reg_id, str(exc))
+                self._hold_pause(reg_id, str(exc), pause_reason(exc))
+        self.observer.start(0 if paused else len(active))
         for reg_id in active:
             self.transfers.start(reg_id, paused=paused)
         self.reclaim()  # what a DELETE left when the store stopped
@@ -253,6 +272,7 @@ class Store:
                 return
 
     async def close(self) -> None:
+        await self.observer.close()
         await self.transfers.close()
         await self.renewals.close()
         if self._reclaim:

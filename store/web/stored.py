@@ -25,11 +25,11 @@ class StoredServing(BodyServing):
             await self.serve_record(record_id)  # still arriving: served as it comes
             return
         match await self.store.freshen(record, list(self.request.headers.get_all())):
-            case revalidation.Stored(record=record):
-                await self.serve_record(record.id)
+            case revalidation.Stored(record=record, asked=asked):
+                await self.serve_record(record.id, source="revalidated" if asked else None)
             case revalidation.Renewing(record=renewal):  # the new entity, as it arrives
                 self.set_header(protocol.ANSWER, protocol.answer_value("renewed", record.registration_id))
-                await self.serve_record(renewal.id, renewal.generation)
+                await self.serve_record(renewal.id, renewal.generation, source="origin")
             case revalidation.Relay(response=response):
                 self.set_header(protocol.ANSWER, protocol.answer_value("relayed", record.registration_id))
                 await self._relay(response)
@@ -38,12 +38,14 @@ class StoredServing(BodyServing):
 
     async def _relay(self, response: httpx.Response) -> None:
         """The origin's answer, as it comes (a HEAD gets its header fields only)."""
+        served = self.store.metrics.served_to(self.ROUTE, "origin")
         try:
             self.set_status(response.status_code, response.reason_phrase or None)
             self._send_fields(headers.relayed(response.headers.multi_items()))
             if self.request.method != "HEAD":
                 async for data in response.aiter_raw():
                     self.write(data)
+                    served.inc(len(data))
                     await self.flush()
             await self.finish()
         except (StreamClosedError, httpx.HTTPError):  # the client left, or the origin did

@@ -8,6 +8,7 @@ glue: options, hooks and commands; the work is in `rules/` and `store/`.
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -194,9 +195,16 @@ class BackgroundFetch:
 
     def _serve_stored(self, flow: http.HTTPFlow, url: str) -> Awaitable[None] | None:
         record = self.lookup.find(url, flow.request.headers.items(multi=True))
+        if inspect.isawaitable(record):  # a fleet node's store is asked
+            return self._serve_found(flow, record)
         if record is None:
             return None
         return self._to_store(flow, protocol.STORED_PATH, {protocol.RECORD: str(record)})
+
+    async def _serve_found(self, flow: http.HTTPFlow, found: Awaitable[int | None]) -> None:
+        if (record := await found) is not None and (waiting := self._to_store(
+                flow, protocol.STORED_PATH, {protocol.RECORD: str(record)})):
+            await waiting
 
     async def _serve_stored_when_ready(self, flow: http.HTTPFlow, url: str) -> None:
         await self.keeper.wait_ready()

@@ -17,7 +17,8 @@ def options(**changed) -> SimpleNamespace:
         bgfetch_db="~/x.sqlite3", bgfetch_listen_port=0, bgfetch_host="bgfetch.internal", bgfetch_concurrency=4,
         bgfetch_retry_cap=30, mode=["regular"], ssl_insecure=False, ssl_verify_upstream_trusted_ca=None,
         ssl_verify_upstream_trusted_confdir=None, bgfetch_token="", upstream_auth=None, bgfetch_webhook="",
-        confdir="~/.mitmproxy", bgfetch_refuse_private=False,
+        confdir="~/.mitmproxy", bgfetch_refuse_private=False, bgfetch_bodies="", bgfetch_s3_access_key="",
+        bgfetch_s3_secret_key="", bgfetch_lease=10,
     )
     return SimpleNamespace(**{**values, **changed})
 
@@ -28,7 +29,8 @@ def test_secrets_go_to_stdin_and_the_rest_to_the_command_line():
         options(bgfetch_token=TOKEN, upstream_auth="user:pass", bgfetch_webhook=hook, mode=["upstream:http://up:3128"]),
         "shared", 10**9, [8080],
     )
-    assert started.secrets == {"secret": "shared", "token": TOKEN, "upstream_auth": "user:pass", "webhook": hook}
+    assert started.secrets == {"secret": "shared", "token": TOKEN, "upstream_auth": "user:pass", "webhook": hook,
+                               "s3_access_key": "", "s3_secret_key": ""}
     line = " ".join(started.args)
     for secret in ("shared", TOKEN, "user:pass", hook):
         assert secret not in line

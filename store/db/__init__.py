@@ -1,13 +1,14 @@
 """Storage: the contract the engine uses (`storage.Storage`) and its SQLite implementation.
 
 The engine and the web layer import what this module exports, never a database driver;
-`store.db.sqlite.SqliteStorage` is chosen where the store process is put together.
+`store.db.sqlite.SqliteStorage` or, for a fleet, `store.db.postgres.PostgresStorage` is chosen
+where the store process is put together.
 """
 
-from store.db.faults import StorageBusy, StorageFault, StorageFull, StorageUnavailable
-from store.db.storage import Conflict, NewRecord, NotFound, NotPaused, Record, RequestChange, Storage
+from store.db.faults import StorageBusy, StorageFault, StorageFull, StorageUnavailable, StorageUnreachable
+from store.db.storage import BodyLost, Conflict, NewRecord, NotFound, NotPaused, Record, RequestChange, Storage
 
 __all__ = [
-    "Conflict", "NewRecord", "NotFound", "NotPaused", "Record", "RequestChange", "Storage",
-    "StorageBusy", "StorageFault", "StorageFull", "StorageUnavailable",
+    "BodyLost", "Conflict", "NewRecord", "NotFound", "NotPaused", "Record", "RequestChange", "Storage",
+    "StorageBusy", "StorageFault", "StorageFull", "StorageUnavailable", "StorageUnreachable",
 ]

@@ -6,9 +6,9 @@ process's read-only connection (WAL: they never wait for the writer). See `stora
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterator
 
-from store.db import chunks, records, registrations, schema
+from store.db import chunks, lookups, records, registrations, schema
 from store.db.faults import StorageFault
 from store.db.storage import MayReplace, NewRecord, Record, RequestChange, Step, Storage
 from store.db.writer import Writer
@@ -79,6 +79,12 @@ class SqliteStorage(Storage):
 
     def held(self, record_id: int) -> int:
         return records.held(self.db, record_id)
+
+    def servable(self, url: str, credential: str) -> int | None:
+        return lookups.servable_record(self.db, url, credential)
+
+    def urls(self) -> Iterator[str]:
+        return lookups.record_urls(self.db)
 
     async def set_response(self, record_id: int, status: int, fields: list, size: int | None) -> int:
         return await self.writer.submit(records.set_response, record_id, status, fields, size)

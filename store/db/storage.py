@@ -17,8 +17,9 @@ fleet next. The engine and the web layer import this module, never a database dr
 """
 
 import abc
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 Fields = list[tuple[str, str]]
 # (state, event, reason) -> (next state, result, failure reason); raises when the table has no edge
@@ -37,6 +38,15 @@ class Conflict(Exception):
 
 class NotPaused(Exception):
     """Only a paused registration takes new request headers or URLs."""
+
+
+class Elsewhere(Exception):
+    """Another node of a fleet runs this registration's transfer (it holds the lease), or took it
+    over: this node stops its transfer and writes nothing more of it."""
+
+
+class BodyLost(Exception):
+    """A committed body's bytes are missing from storage, or fewer than its record says: never served as wrong bytes."""
 
 
 @dataclass(frozen=True)
@@ -85,8 +95,29 @@ class RequestChange:
     url: str | None = None
 
 
+class Watcher(Protocol):
+    """What a storage shared by several nodes (a fleet) tells the engine of its node; a storage
+    of one node (SQLite) tells nothing."""
+
+    def changed(self, reg_id: str, event: str) -> None:
+        """Another node changed `reg_id` (`event`: a lifecycle event, or "create", "update",
+        "delete", "bytes", ...); this node's reads show it already."""
+
+    def unclaimed(self, reg_id: str) -> None:
+        """`reg_id` is active and no node runs its transfer (its node died, or has not begun)."""
+
+    def lost(self, reg_id: str) -> None:
+        """Another node took over `reg_id`'s transfer from this one: stop it here."""
+
+    def reloaded(self) -> None:
+        """Everything was read again (changes may have been missed meanwhile)."""
+
+
 class Storage(abc.ABC):
     """Registrations, their records and the records' body chunks."""
+
+    def watch(self, watcher: Watcher) -> None:
+        """Tell `watcher` what other nodes do (only a storage shared by several nodes does)."""
 
     # -- registrations ---------------------------------------------------------
 
@@ -161,6 +192,16 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def complete_record(self, record_id: int) -> None:
         """The record's body is whole: its size is what is stored."""
+
+    @abc.abstractmethod
+    def servable(self, url: str, credential: str) -> int | None:
+        """The record to serve for a GET of `url` by a request with these credentials (the
+        vocabulary's `credential_key`): a 2xx response stored or on its way, verified if it has
+        integrity; None if there is none."""
+
+    @abc.abstractmethod
+    def urls(self) -> Iterator[str]:
+        """Every distinct URL of the records."""
 
     # -- bodies ----------------------------------------------------------------
 

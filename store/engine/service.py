@@ -11,7 +11,7 @@ change that goes through (the lifecycle's `hold` event).
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 
 import httpx
 
@@ -72,6 +72,14 @@ class Store:
 
     def read(self, record_id: int, start: int, end: int) -> AsyncIterator[bytes]:
         return self.storage.read(record_id, start, end)
+
+    def servable(self, url: str, credential: str) -> int | None:
+        """The record that answers a GET of `url` with these credentials, if any (the proxy's lookup)."""
+        return self.storage.servable(url, credential)
+
+    def urls(self) -> Iterator[str]:
+        """Every distinct URL the records have (what the proxy's lookup is built from)."""
+        return self.storage.urls()
 
     # -- changes -------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 - The flows the proxy hands to the store go to INTERNAL_PATH routes on the store's internal
   port, with header fields of bgfetch's own (INTERNAL_PREFIX): the secret the two processes
   share, and the fetch spec, URL or record number. A client's copies are removed first.
+- A fleet node's proxy asks its store which URLs it holds, on URLS_PATH and LOOKUP_PATH.
 - The store's standard output: one JSON object a line. First its ports once it is ready
   ({"port": <internal>, "listen_port": <public or 0>}), then its announcements:
   {"added": <hex of url_digest>} for each URL a record takes, {"removed": n} when the records
@@ -21,11 +22,17 @@ SECRET = "X-Bgfetch-Secret"
 SPEC = "X-Bgfetch-Spec"
 URL = "X-Bgfetch-Url"
 RECORD = "X-Bgfetch-Record"
+CREDENTIAL = "X-Bgfetch-Credential"  # the vocabulary's credential_key of a request the proxy asks about
 # Where the proxy redirects those flows on the store's internal port. A client's own request
 # for a path under INTERNAL_PATH (on bgfetch_host) is refused: these routes are the proxy's.
 INTERNAL_PATH = "/_bgfetch/"
 FETCH_PATH = INTERNAL_PATH + "fetch"
 STORED_PATH = INTERNAL_PATH + "stored"
+# What the proxy asks a fleet node's store (whose database it does not read itself): the digests
+# of every URL the records have (DIGEST_BYTES each, one after the other), and which record, if
+# any, answers a GET of URL with CREDENTIAL ({"record": <number or null>}).
+URLS_PATH = INTERNAL_PATH + "urls"
+LOOKUP_PATH = INTERNAL_PATH + "lookup"
 
 DIGEST_BYTES = 16
 ANNOUNCEMENTS = ("added", "removed", "dropped")

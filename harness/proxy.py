@@ -24,12 +24,15 @@ def free_port() -> int:
 class Proxy:
     """mitmdump with the bgfetch addon; its store's API also on a listen port for the tests."""
 
-    def __init__(self, workdir: Path, *options: str, home: Path | None = None) -> None:
+    def __init__(self, workdir: Path, *options: str, home: Path | None = None, db: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.options = options
         self.home = home  # given: HOME for mitmdump, with its default confdir ~/.mitmproxy, as a user runs it
         self.confdir = home / ".mitmproxy" if home else workdir / "conf"
-        self.db = workdir / "bgfetch.sqlite3"
+        self.db = db or workdir / "bgfetch.sqlite3"  # a fleet's: postgresql://...
+        self.env = env or {}  # more of mitmdump's environment (a fleet's S3 keys)
+        self._store: int | None = None  # the pid of the store process, once seen
         self.port = free_port()
         self.listen_port = free_port()
         self.proc: subprocess.Popen | None = None
@@ -67,12 +70,13 @@ class Proxy:
             args += ["--set", f"confdir={self.confdir}"]
         for option in self.options:
             args += ["--set", option]
-        env = {**os.environ, "HOME": str(self.home)} if self.home else None
+        env = {**os.environ, **self.env, **({"HOME": str(self.home)} if self.home else {})}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, env=env)
         return self
 
     def stop(self) -> None:
+        self._note_store()
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
@@ -85,14 +89,22 @@ class Proxy:
 
     def kill(self) -> None:
         """`kill -9` mitmproxy: the store must notice and go by itself."""
+        self._note_store()
         self.proc.kill()
         self.proc.wait()
         self.proc = None
         self._wait_store_gone()
 
+    def _note_store(self) -> None:
+        try:
+            self._store = self.store_pid() if self.proc and self.proc.poll() is None else self._store
+        except AssertionError:  # not started yet, or gone already
+            pass
+
     def _wait_store_gone(self, timeout: float = 15) -> None:
-        eventually(lambda: not _store_running(self.db), timeout, what=f"the store to let go of {self.db}",
-                   explain=lambda _: f"it still holds the lock\n{self.log.read_text()[-3000:]}")
+        eventually(lambda: not self.store_running, timeout, what=f"the store to let go of {self.db}",
+                   explain=lambda _: f"it still runs\n{self.log.read_text()[-3000:]}")
+        self._store = None
 
     def store_pid(self) -> int:
         """The pid of the store process this mitmdump started (its child running `-m store`)."""
@@ -147,11 +159,22 @@ class Proxy:
 
     @property
     def store_running(self) -> bool:
-        """Whether a store process holds this proxy's database."""
-        return _store_running(self.db)
+        """Whether a store process holds this proxy's database (a fleet's: whether the store
+        process this proxy last started still runs)."""
+        if isinstance(self.db, Path):
+            return _store_running(self.db)
+        return self._store is not None and alive(self._store)
 
     def client(self, **kwargs) -> httpx.Client:
         return httpx.Client(proxy=self.url, timeout=30, **kwargs)
+
+
+def alive(pid: int) -> bool:
+    """Whether the process runs (a zombie does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _store_running(db: Path) -> bool:

@@ -64,9 +64,9 @@ def the_one_line(done: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def test_an_unreachable_database_stops_the_store_with_one_line_naming_it(s3_server, fleet_bucket):
+def test_an_unreachable_database_stops_the_store_with_one_line_naming_it(s3_server, fleet_bodies):
     db = f"postgresql://bgfetch@127.0.0.1:{free_port()}/fleet"
-    line = the_one_line(store_start(db, s3_server.bodies_url(fleet_bucket), s3_server.credentials))
+    line = the_one_line(store_start(db, fleet_bodies, s3_server.credentials))
     assert line.startswith(f"bgfetch_db {db}: cannot connect: ") and "refused" in line
 
 
@@ -76,10 +76,10 @@ def test_a_missing_bucket_stops_the_store_with_one_line_naming_it(fleet_db, s3_s
     assert line == f"bgfetch_bodies s3://no-such-bucket/bodies at {s3_server.endpoint}: no such bucket"
 
 
-def test_wrong_keys_stop_the_store_with_one_line_naming_the_bucket(fleet_db, s3_server, fleet_bucket):
+def test_wrong_keys_stop_the_store_with_one_line_naming_the_bucket(fleet_db, s3_server, fleet_bodies):
     keys = {**s3_server.credentials, "AWS_SECRET_ACCESS_KEY": "wrong"}
-    line = the_one_line(store_start(fleet_db, s3_server.bodies_url(fleet_bucket), keys))
-    assert line.startswith(f"bgfetch_bodies s3://{fleet_bucket}/bodies at {s3_server.endpoint}: access denied")
+    line = the_one_line(store_start(fleet_db, fleet_bodies, keys))
+    assert line.startswith(f"bgfetch_bodies {locations.parse_bodies(fleet_bodies)}: access denied")
 
 
 def test_an_unreachable_object_store_stops_the_store_with_one_line_naming_it(fleet_db):
@@ -88,10 +88,10 @@ def test_an_unreachable_object_store_stops_the_store_with_one_line_naming_it(fle
     assert line.startswith(f"bgfetch_bodies {locations.parse_bodies(bodies)}: cannot reach it: ")
 
 
-def test_a_bgfetch_schema_of_another_program_is_refused_and_left_alone(fleet_db, s3_server, fleet_bucket):
+def test_a_bgfetch_schema_of_another_program_is_refused_and_left_alone(fleet_db, s3_server, fleet_bodies):
     with psycopg.connect(fleet_db, autocommit=True) as conn:
         conn.execute("CREATE SCHEMA bgfetch; CREATE TABLE bgfetch.theirs (n int)")
-    line = the_one_line(store_start(fleet_db, s3_server.bodies_url(fleet_bucket), s3_server.credentials))
+    line = the_one_line(store_start(fleet_db, fleet_bodies, s3_server.credentials))
     assert line == (f"{fleet_db} is not a bgfetch database: it has a schema 'bgfetch' that bgfetch did not make;"
                     " bgfetch left it unchanged")
     with psycopg.connect(fleet_db) as conn:
@@ -114,13 +114,9 @@ def test_nodes_that_start_at_once_migrate_once(fleet_db):
         assert conn.execute("SELECT count(*) FROM bgfetch.migrations").fetchone() == (len(schema.MIGRATIONS),)
 
 
-def test_mitmdump_stops_at_start_up_naming_the_database_it_cannot_reach(tmp_path, s3_server, fleet_bucket,
-                                                                       monkeypatch):
-    for name, value in s3_server.credentials.items():
-        monkeypatch.setenv(name, value)
+def test_mitmdump_stops_at_start_up_naming_the_database_it_cannot_reach(tmp_path, s3_server, fleet_bodies):
     db = f"postgresql://bgfetch:hidden-password@127.0.0.1:{free_port()}/fleet"
-    proxy = Proxy(tmp_path, f"bgfetch_bodies={s3_server.bodies_url(fleet_bucket)}")
-    proxy.db = db
+    proxy = Proxy(tmp_path, f"bgfetch_bodies={fleet_bodies}", db=db, env=s3_server.credentials)
     with pytest.raises(RuntimeError, match="mitmdump exited"):
         proxy.start()
     log = proxy.log.read_text()

@@ -6,9 +6,11 @@ where the store process is put together.
 """
 
 from store.db.faults import StorageBusy, StorageFault, StorageFull, StorageUnavailable, StorageUnreachable
-from store.db.storage import BodyLost, Conflict, NewRecord, NotFound, NotPaused, Record, RequestChange, Storage
+from store.db.storage import (
+    BodyLost, Conflict, Elsewhere, NewRecord, NotFound, NotPaused, Record, RequestChange, Storage,
+)
 
 __all__ = [
-    "BodyLost", "Conflict", "NewRecord", "NotFound", "NotPaused", "Record", "RequestChange", "Storage",
+    "BodyLost", "Conflict", "Elsewhere", "NewRecord", "NotFound", "NotPaused", "Record", "RequestChange", "Storage",
     "StorageBusy", "StorageFault", "StorageFull", "StorageUnavailable", "StorageUnreachable",
 ]

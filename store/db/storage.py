@@ -99,7 +99,7 @@ class Watcher(Protocol):
     """What a storage shared by several nodes (a fleet) tells the engine of its node; a storage
     of one node (SQLite) tells nothing."""
 
-    def changed(self, reg_id: str, event: str) -> None:
+    def changed_elsewhere(self, reg_id: str, event: str) -> None:
         """Another node changed `reg_id` (`event`: a lifecycle event, or "create", "update",
         "delete", "bytes", ...); this node's reads show it already."""
 

@@ -3,6 +3,10 @@
 Everything that changes state goes through here, so the API, the proxy's internal routes and
 the commands all behave alike. It owns its storage (`store.db.Storage`) and closes it.
 
+In a fleet the store is also its storage's `Watcher`: what other nodes do reaches this node's
+readers, subscribers and proxy (`changed_elsewhere`), and this node takes over the transfers no node runs
+(`unclaimed`) and stops those another node took over (`lost`).
+
 Faults are pauses: when the database takes no writes at all (another process holds its lock,
 the disk is full to the last byte), a pause is held in memory — the registration reads as
 `paused` with its `lastError`, in the API and in events — and is written with the next
@@ -42,6 +46,8 @@ class Store:
         self._unwritten: dict[str, str] = {}  # registration id -> lastError of a pause held in memory
         self.url_listeners: list[Callable[[str], None]] = []  # told each URL a record takes
         self.removal_listeners: list[Callable[[int], None]] = []  # told how many URLs records gave up
+        self._stopping: set[asyncio.Task] = set()  # transfers another node took over, being stopped
+        storage.watch(self)
 
     # -- reads -------------------------------------------------------------
 
@@ -175,6 +181,41 @@ class Store:
         self._unwritten[reg_id] = error
         self.events.publish("progress", reg_id)
 
+    # -- what the other nodes of a fleet do (storage.Watcher) ---------------------
+
+    def changed_elsewhere(self, reg_id: str, event: str) -> None:
+        """Another node changed `reg_id`: readers wake, subscribers hear it (the webhook only
+        hears this node's own events), the proxy learns its URLs; a registration that ended
+        there stops here too."""
+        self.notify()
+        if event == "bytes":
+            self.events.progress(reg_id)
+        elif event == "delete":
+            for listener in self.removal_listeners:
+                listener(1)
+        else:
+            if event in ("create", "update"):
+                self._announce(record.url for record in self.storage.records(reg_id))
+            if event in EVENT_OF:
+                self.lost(reg_id)
+            self.events.publish(EVENT_OF.get(event, "progress"), reg_id, own=False)
+
+    def unclaimed(self, reg_id: str) -> None:
+        """No node runs `reg_id`'s transfer: run it here (the first node to claim it wins)."""
+        if reg_id not in self.transfers.tasks:
+            self.transfers.start(reg_id)
+
+    def lost(self, reg_id: str) -> None:
+        """Another node runs `reg_id` now (or ended it): stop this node's transfer of it."""
+        if reg_id in self.transfers.tasks:
+            task = asyncio.create_task(self.transfers.stop(reg_id), name=f"bgfetch stop {reg_id}")
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
+
+    def reloaded(self) -> None:
+        """Everything was read again: readers look again."""
+        self.notify()
+
     def committed(self, reg_id: str, progress: bool) -> None:
         """Something of `reg_id` was committed: wake readers; body bytes also tell subscribers."""
         self.notify()
@@ -216,6 +257,7 @@ class Store:
         self.transfers.room_returned()
 
     async def close(self) -> None:
+        await asyncio.gather(*self._stopping, return_exceptions=True)
         await self.transfers.close()
         if self._reclaim:
             await asyncio.gather(self._reclaim, return_exceptions=True)

@@ -81,7 +81,7 @@ class Chores:
                 row, records = await writes.read_registration(cur, reg_id)
             self.storage.take(reg_id, row, records)
         if self.storage.watcher:
-            self.storage.watcher.changed(reg_id, note["e"] or kind)
+            self.storage.watcher.changed_elsewhere(reg_id, note["e"] or kind)
 
     async def _renew(self) -> None:
         """Renew this node's leases every third of their time; tell the engine of those lost."""

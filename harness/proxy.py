@@ -44,7 +44,10 @@ class Proxy:
 
     def start(self, timeout: float = 30) -> "Proxy":
         """Start mitmdump and wait until its store answers on the listen port."""
-        self.spawn()
+        return self.spawn().wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 30) -> "Proxy":
+        """Wait until the store of a spawned mitmdump answers on the listen port."""
 
         def answers() -> bool:
             if self.proc.poll() is not None:

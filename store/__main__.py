@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     pipes.log_to_pipe(sys.stderr.fileno())
     logging.getLogger("tornado.access").setLevel(logging.ERROR)
     logging.getLogger("botocore").setLevel(logging.WARNING)  # a fleet's S3 client: no line per credential lookup
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # a database gone is told once a try, not per connection
     fleet = locations.is_postgres(args.db)
     try:
         if fleet:

@@ -10,7 +10,8 @@ from store.db.faults import StorageUnreachable
 from store.db.postgres import schema
 
 CONNECT_SECONDS = 5
-POOL_SIZE = 8
+POOL_SIZE = 12  # four transfers with chunks in flight, readers, and the node's chores
+POOL_WAIT_SECONDS = 3  # a write waits this long for a connection, then pauses (the database is gone)
 CHANNEL = "bgfetch"  # what the nodes NOTIFY each other on, and LISTEN to
 # PostgreSQL down or restarting, a connection cut, a lock held too long: a pause, not a failure
 DATABASE_ERRORS = (psycopg.OperationalError, psycopg.errors.TransactionRollback, psycopg_pool.PoolTimeout)
@@ -35,7 +36,7 @@ def pool(conninfo: str, options: dict) -> psycopg_pool.AsyncConnectionPool:
     """The node's pool, opened later (`await pool.open(...)`); a connection is checked as it is
     taken, so that one cut by a restart of the database is replaced rather than failing a write."""
     return psycopg_pool.AsyncConnectionPool(
-        conninfo, kwargs=options, min_size=2, max_size=POOL_SIZE, open=False, timeout=CONNECT_SECONDS * 2,
+        conninfo, kwargs=options, min_size=2, max_size=POOL_SIZE, open=False, timeout=POOL_WAIT_SECONDS,
         check=psycopg_pool.AsyncConnectionPool.check_connection, name="bgfetch",
     )
 

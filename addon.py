@@ -22,7 +22,7 @@ from mitmproxy.proxy import mode_specs
 from mitmproxy.utils.human import pretty_size
 
 import rules
-from store.proxyside import answers, keeper, launch, options, protocol
+from store.proxyside import answers, keeper, launch, options, owner, protocol
 from vocabulary import HEADER, credential_key, parse_size
 
 logger = logging.getLogger("bgfetch")
@@ -39,29 +39,40 @@ class BackgroundFetch:
         self.secret = secrets.token_urlsafe(32)
         self.keeper = keeper.StoreKeeper(self._launch, _stop_mitmproxy)
         self.tasks: set[asyncio.Task] = set()
+        self.is_running = False
 
     def load(self, loader) -> None:
         for option in options.OPTIONS:
             if option.type is not None:  # the others are mitmproxy's own
-                loader.add_option(option.name, option.type, option.default, option.help)
+                loader.add_option(option.name, option.type, option.default, option.help, choices=option.choices or None)
 
     def configure(self, updated: set[str]) -> None:
-        """Check the options that changed; a change of one the store reads starts it again."""
-        if "bgfetch_rules" in updated:
-            try:
-                self._load_rules(ctx.options.bgfetch_rules)
-            except rules.RulesError as exc:
-                raise exceptions.OptionsError(str(exc)) from exc
+        """Check the options that changed; a change of one the store reads starts it again.
+
+        A bad value is an OptionsError (mitmproxy keeps the previous value), except when
+        mitmproxy starts (its errorcheck is there and the addon is not running yet): mitmproxy
+        would log it under a traceback and listen before it stops, so it stops here, saying
+        why in one line on standard error."""
         try:
-            options.check(ctx.options, updated)
-        except ValueError as exc:
-            raise exceptions.OptionsError(str(exc)) from exc
+            self._configure(updated)
+        except (rules.RulesError, ValueError, owner.Owned) as exc:
+            if not self.is_running and ctx.master.addons.get("errorcheck"):
+                raise SystemExit(f"bgfetch: {exc}") from None
+            raise exceptions.OptionsError(str(exc)) from None
+
+    def _configure(self, updated: set[str]) -> None:
+        if "bgfetch_rules" in updated:
+            self._load_rules(ctx.options.bgfetch_rules)
+        options.check(ctx.options, updated)
+        if updated & {"bgfetch_db", "confdir"}:  # a database another proxy owns: say so now, not in 10 s
+            owner.check_free(launch.db_path(ctx.options), os.getpid())
         if self.keeper.started and updated & options.RESTARTS:
             self.keeper.restart()
 
     def running(self) -> None:
         """Start the store in the background: mitmproxy tells its addons one by one, and
         requests may already arrive (those that need the store wait for it)."""
+        self.is_running = True
         ctx.options.update(connection_strategy="lazy")
         self.keeper.start()
         self._spawn(self._watch_rules())
@@ -98,20 +109,18 @@ class BackgroundFetch:
             return _answer(flow, exc.problem())
         url = request.url
         matched = self.rules.match(request.method, url, flow)
-        if given is not None or matched is not None:
-            if len(url) > answers.MAX_URL:
-                return _answer(flow, answers.url_too_long(len(url)))
-            credential = credential_key(request.headers.items(multi=True))
-            spec = rules.make_spec(request.method, url, matched or {}, given or {}, credential=credential)
-            if self.lookup:  # known at once: a second client for this URL must find it
-                self.lookup.add(url)
-            return self._to_store(flow, protocol.FETCH_PATH, {protocol.SPEC: spec.to_json(), protocol.URL: url})
-        if request.method in ("GET", "HEAD"):
-            if self.lookup and self.lookup.ready:
-                return self._serve_stored(flow, url)
-            if self.keeper.starting:  # whether the URL is stored is known once the store is ready
-                return self._serve_stored_when_ready(flow, url)
-        return None
+        if given is None and matched is None:
+            return self._stored_or(flow, url, None) if request.method in ("GET", "HEAD") else None
+        if len(url) > answers.MAX_URL:
+            return _answer(flow, answers.url_too_long(len(url)))
+        credential = credential_key(request.headers.items(multi=True))
+        spec = rules.make_spec(request.method, url, matched or {}, given or {}, credential=credential)
+        if self.lookup:  # known at once: a second client for this URL must find it
+            self.lookup.add(url)
+        fetch = (protocol.FETCH_PATH, {protocol.SPEC: spec.to_json(), protocol.URL: url})
+        if "id" in (given or {}) or request.method not in ("GET", "HEAD"):  # it asks for the fetch it names
+            return self._to_store(flow, *fetch)
+        return self._stored_or(flow, url, fetch)  # a rule or a bare header: what is stored wins
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if "bgfetch" in flow.metadata and flow.response:
@@ -193,22 +202,37 @@ class BackgroundFetch:
         else:
             _answer(flow, answers.UNAVAILABLE, {"Retry-After": answers.RETRY_AFTER})
 
-    def _serve_stored(self, flow: http.HTTPFlow, url: str) -> Awaitable[None] | None:
+    def _stored_or(self, flow: http.HTTPFlow, url: str, fetch: tuple[str, dict] | None) -> Awaitable[None] | None:
+        """Serve what the store holds for the URL; else hand the flow over for `fetch` (a path
+        and its details), or let it pass when there is none."""
+        if self.lookup and self.lookup.ready:
+            return self._stored_now_or(flow, url, fetch)
+        if self.keeper.starting:  # whether the URL is stored is known once the store is ready
+            return self._stored_when_ready(flow, url, fetch)
+        return self._to_store(flow, *fetch) if fetch else None
+
+    def _stored_now_or(self, flow: http.HTTPFlow, url: str, fetch: tuple[str, dict] | None) -> Awaitable[None] | None:
         record = self.lookup.find(url, flow.request.headers.items(multi=True))
         if inspect.isawaitable(record):  # a fleet node's store is asked
-            return self._serve_found(flow, record)
-        if record is None:
-            return None
-        return self._to_store(flow, protocol.STORED_PATH, {protocol.RECORD: str(record)})
+            return self._found_or(flow, record, fetch)
+        return self._record_or(flow, record, fetch)
 
-    async def _serve_found(self, flow: http.HTTPFlow, found: Awaitable[int | None]) -> None:
-        if (record := await found) is not None and (waiting := self._to_store(
-                flow, protocol.STORED_PATH, {protocol.RECORD: str(record)})):
+    async def _found_or(self, flow: http.HTTPFlow, found: Awaitable[int | None], fetch: tuple[str, dict] | None) -> None:
+        if waiting := self._record_or(flow, await found, fetch):
             await waiting
 
-    async def _serve_stored_when_ready(self, flow: http.HTTPFlow, url: str) -> None:
+    def _record_or(self, flow: http.HTTPFlow, record: int | None, fetch: tuple[str, dict] | None) -> Awaitable[None] | None:
+        if record is not None:
+            return self._to_store(flow, protocol.STORED_PATH, {protocol.RECORD: str(record)})
+        return self._to_store(flow, *fetch) if fetch else None
+
+    async def _stored_when_ready(self, flow: http.HTTPFlow, url: str, fetch: tuple[str, dict] | None) -> None:
         await self.keeper.wait_ready()
-        if self.lookup and self.lookup.ready and (waiting := self._serve_stored(flow, url)):
+        if self.lookup and self.lookup.ready:
+            waiting = self._stored_now_or(flow, url, fetch)
+        else:
+            waiting = self._to_store(flow, *fetch) if fetch else None
+        if waiting:
             await waiting
 
     def _redirect(self, flow: http.HTTPFlow, port: int, path: str, extra: dict[str, str] | None) -> None:

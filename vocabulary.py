@@ -1,7 +1,7 @@
 """What the rules, the proxy and the store must agree on, in one place that none of them owns.
 
 The fields of a background fetch and their checks (each raises ValueError saying what is
-expected; callers name the field), the registration's states, results and failure reasons,
+expected; callers name the field), the Fetch standard's bad ports, the registration's states, results and failure reasons,
 the key that ties a stored response to the credentials it was fetched with, and the names of
 the header fields that are bgfetch's own. Standard library only; imports nothing of bgfetch.
 """
@@ -21,6 +21,9 @@ MAX_TITLE = 1024
 MAX_URL = 8192  # the longest URL of a background fetch, by the header, a rule or the API
 MAX_BYTES = 2**53  # the largest count of bytes: the largest integer every JSON reader keeps exact
 RESPONDS = ("stream", "accepted")  # how the client that started a fetch is answered
+# When a stored response is checked with its origin before it is served (bgfetch_revalidate,
+# a rule's revalidate): never, when RFC 9111's rules say it is stale, or every time.
+REVALIDATE = ("never", "cache-control", "always")
 INTEGRITY_PREFIX = "sha256-"
 DOT_SEGMENTS = (".", "..")
 
@@ -68,6 +71,12 @@ def check_integrity(value: object) -> None:
         )
 
 
+def check_revalidate(value: object) -> None:
+    """ValueError unless value is one of REVALIDATE."""
+    if value not in REVALIDATE:
+        raise ValueError(f"must be {', '.join(REVALIDATE[:-1])} or {REVALIDATE[-1]}")
+
+
 # The fields of a fetch spec (what the proxy hands the store for one request) and their checks.
 SPEC_CHECKS = {
     "id": check_id,
@@ -75,8 +84,9 @@ SPEC_CHECKS = {
     "download_total": check_download_total,
     "respond": check_respond,
     "integrity": check_integrity,
+    "revalidate": check_revalidate,
 }
-SPEC_OPTIONAL = ("download_total", "integrity")  # None: not given
+SPEC_OPTIONAL = ("download_total", "integrity", "revalidate")  # None: not given
 
 
 def check_spec(fields: dict) -> None:
@@ -96,6 +106,30 @@ def check_spec(fields: dict) -> None:
 def _shown(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+# -- ports: the Fetch standard's port blocking ----------------------------------------
+
+# The Fetch standard's bad ports (https://fetch.spec.whatwg.org/#bad-port): ports of services
+# (mail, FTP, IRC, NFS, ...) that a request crafted by a page could talk to as if it were HTTP.
+# A browser's fetch() of a URL with one of them rejects; so does a background fetch, whichever
+# way it starts (the API, a command, the header, a rule), and so does a redirect to one.
+BAD_PORTS = frozenset((
+    0, 1, 7, 9, 11, 13, 15, 17, 19, 20, 21, 22, 23, 25, 37, 42, 43, 53, 69, 77, 79, 87, 95, 101,
+    102, 103, 104, 109, 110, 111, 113, 115, 117, 119, 123, 135, 137, 139, 143, 161, 179, 389, 427,
+    465, 512, 513, 514, 515, 526, 530, 531, 532, 540, 548, 554, 556, 563, 587, 601, 636, 989, 990,
+    993, 995, 1719, 1720, 1723, 2049, 3659, 4045, 4190, 5060, 5061, 6000, 6566, 6665, 6666, 6667,
+    6668, 6669, 6679, 6697, 10080,
+))
+
+
+def check_port(port: int) -> None:
+    """ValueError naming the port when it is one of the Fetch standard's bad ports."""
+    if port in BAD_PORTS:
+        raise ValueError(
+            f"port {port} is a bad port of the Fetch standard (https://fetch.spec.whatwg.org/#bad-port),"
+            " which no fetch may use"
+        )
 
 
 # -- sizes: a rule's download-total, the store's quota ---------------------------------

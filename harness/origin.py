@@ -9,7 +9,8 @@
         origin.start()  # "it comes back" on the same port
 
 Files are served for any method (HEAD without a body); `Range` (one range) and `If-Range` are
-honoured for GET. The server runs in background threads, one per connection, with HTTP/1.1
+honoured for GET, and `If-None-Match`/`If-Modified-Since` (a `304`) for GET and HEAD. A file
+may carry header fields of its own (`Cache-Control`, `Vary`, `Expires`...). The server runs in background threads, one per connection, with HTTP/1.1
 keep-alive. Run it by hand: `python harness/origin.py --port 8000 --size 64MiB /big.bin`.
 """
 
@@ -37,6 +38,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
+# A loopback address where nothing listens, for fetches that must wait paused: port 2 is below
+# 1024 (no test binds it) and, unlike port 1, not one of the Fetch standard's bad ports, which
+# bgfetch refuses outright.
+NOTHING_LISTENS = "http://127.0.0.1:2"
 THROTTLED_PIECE = 16 << 10  # bytes written between two throttle pauses
 PIECE = 256 << 10  # bytes written per send() when not throttled
 
@@ -52,6 +57,7 @@ class File:
     has_etag: bool
     has_last_modified: bool
     sha256: str
+    headers: tuple[tuple[str, str], ...] = ()  # sent with it (and with a 304 for it)
 
     @property
     def etag(self) -> str:
@@ -74,6 +80,7 @@ class Behaviour:
     no_validators: bool = False  # no ETag, no Last-Modified (and If-Range never matches)
     delay: float = 0.0  # seconds to wait before the response headers
     redirect_to: str | None = None  # 302 to this path, or to this absolute URL
+    echo: bool = False  # 200 with the request's own body (an upload's answer)
 
 
 @dataclass(frozen=True)
@@ -128,6 +135,22 @@ def if_range_matches(value: str, etag: str | None, last_modified: int | None) ->
     except (TypeError, ValueError):
         return False
     return last_modified is not None and date.timestamp() == last_modified
+
+
+def not_modified(headers: email.message.Message, etag: str | None, last_modified: int | None) -> bool:
+    """Whether a GET's `If-None-Match` (weak comparison; it wins) or `If-Modified-Since` says the
+    client holds this version (RFC 9110 §13.1.2, §13.1.3)."""
+    if_none_match = headers.get("If-None-Match")
+    if if_none_match is not None:
+        tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+        return etag is not None and ("*" in tags or etag.removeprefix("W/") in tags)
+    since = headers.get("If-Modified-Since")
+    if since is None or last_modified is None:
+        return False
+    try:
+        return last_modified <= email.utils.parsedate_to_datetime(since).timestamp()
+    except (TypeError, ValueError):
+        return False
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:
@@ -259,8 +282,11 @@ class Origin:
         etag: bool = True,
         last_modified: bool = True,
         content_type: str = "application/octet-stream",
+        headers: dict[str, str] | None = None,
+        modified_ago: int = 0,
     ) -> None:
-        """Serve `data`, or `size` pseudo-random bytes made from the path, at `path`."""
+        """Serve `data`, or `size` pseudo-random bytes made from the path, at `path`, with
+        these extra `headers`, last modified `modified_ago` seconds ago."""
         if (data is None) == (size is None):
             raise ValueError("give either data or size")
         if data is None:
@@ -268,11 +294,12 @@ class Origin:
         file = File(
             data=data,
             version=0,
-            mtime=int(time.time()),
+            mtime=int(time.time()) - modified_ago,
             content_type=content_type,
             has_etag=etag,
             has_last_modified=last_modified,
             sha256=hashlib.sha256(data).hexdigest(),
+            headers=tuple((headers or {}).items()),
         )
         with self._lock:
             self._files[path] = file
@@ -435,6 +462,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.reply_status(HTTPStatus.FOUND, {"Location": location})
         elif behaviour.status:
             self.reply_status(behaviour.status)
+        elif behaviour.echo:
+            self.reply_echo(body)
         elif file is None:
             self.reply_status(HTTPStatus.NOT_FOUND)
         else:
@@ -455,11 +484,25 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def reply_echo(self, body: bytes) -> None:
+        """200 with the request's body, as text."""
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
     def reply_file(self, path: str, file: File, behaviour: Behaviour) -> None:
         validators = not behaviour.no_validators
         etag = file.etag if validators and file.has_etag else None
         mtime = file.mtime if validators and file.has_last_modified else None
         size = len(file.data)
+        if self.command in ("GET", "HEAD") and not_modified(self.headers, etag, mtime):
+            self.send_response(HTTPStatus.NOT_MODIFIED)
+            self.send_validators(file, etag, mtime)
+            self.end_headers()
+            return
         selected = None
         if self.command == "GET" and not behaviour.ignore_range and "Range" in self.headers:
             if_range = self.headers.get("If-Range")
@@ -478,13 +521,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
         if not behaviour.ignore_range:
             self.send_header("Accept-Ranges", "bytes")
+        self.send_validators(file, etag, mtime)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.send_body(path, memoryview(file.data)[start:end], behaviour.throttle)
+
+    def send_validators(self, file: File, etag: str | None, mtime: int | None) -> None:
+        """ETag, Last-Modified and the file's own header fields: what a 200 and a 304 share."""
         if etag:
             self.send_header("ETag", etag)
         if mtime is not None:
             self.send_header("Last-Modified", file.last_modified)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.send_body(path, memoryview(file.data)[start:end], behaviour.throttle)
+        for name, value in file.headers:
+            self.send_header(name, value)
 
     def send_body(self, path: str, body: memoryview, throttle: float | None) -> None:
         """Write the body, paced by `throttle`, cut short when the behaviour says so."""

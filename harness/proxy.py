@@ -24,13 +24,16 @@ def free_port() -> int:
 class Proxy:
     """mitmdump with the bgfetch addon; its store's API also on a listen port for the tests."""
 
-    def __init__(self, workdir: Path, *options: str, home: Path | None = None, db: str | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, *options: str, home: Path | None = None, default_db: bool = False,
+                 db: str | None = None, env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.options = options
         self.home = home  # given: HOME for mitmdump, with its default confdir ~/.mitmproxy, as a user runs it
         self.confdir = home / ".mitmproxy" if home else workdir / "conf"
-        self.db = db or workdir / "bgfetch.sqlite3"  # a fleet's: postgresql://...
+        self.default_db = default_db  # bgfetch_db not set: the store is bgfetch.sqlite3 in the confdir
+        self.db = self.confdir / "bgfetch.sqlite3" if default_db else workdir / "bgfetch.sqlite3"
+        if db:
+            self.db = db  # a fleet's: postgresql://...
         self.env = env or {}  # more of mitmdump's environment (a fleet's S3 keys)
         self._store: int | None = None  # the pid of the store process, once seen
         self.port = free_port()
@@ -66,9 +69,10 @@ class Proxy:
         args = [
             str(MITMDUMP), "-s", str(ROOT / "addon.py"), "-p", str(self.port),
             "--listen-host", "127.0.0.1",
-            "--set", f"bgfetch_db={self.db}", "--set", f"bgfetch_listen_port={self.listen_port}",
-            "--set", "bgfetch_retry_cap=1",
+            "--set", f"bgfetch_listen_port={self.listen_port}", "--set", "bgfetch_retry_cap=1",
         ]
+        if not self.default_db:
+            args += ["--set", f"bgfetch_db={self.db}"]
         if not self.home:
             args += ["--set", f"confdir={self.confdir}"]
         for option in self.options:

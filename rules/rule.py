@@ -10,6 +10,7 @@ import re
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from mitmproxy import flowfilter
 
@@ -17,9 +18,9 @@ from rules.spec import fit_id, fit_title, url_fields
 from rules.yaml_lines import Mapping
 from vocabulary import SPEC_CHECKS as CHECKS, parse_size
 
-FIELDS = ("name", "url", "filter", "methods", "id", "title", "download-total", "respond", "integrity")
+FIELDS = ("name", "url", "filter", "methods", "id", "title", "download-total", "respond", "integrity", "revalidate")
 TEMPLATE_FIELDS = ("host", "path", "filename", "url")
-GLOB_EXAMPLE = "https://host/path/*.iso"
+GLOB_EXAMPLES = '"https://host/path/*.iso" (the full URL) or "*.whl", "*/pool/*.deb" (the path)'
 
 
 class RulesError(ValueError):
@@ -101,7 +102,7 @@ class RuleChecker:
         """The test of exactly one of url / filter."""
         given = [key for key in ("url", "filter") if key in self.item]
         if not given:
-            reason = "needs a url (a glob on the full URL) or a filter (a mitmproxy filter expression)"
+            reason = "needs a url (a glob on the full URL or its path) or a filter (a mitmproxy filter expression)"
             raise self.error(None, reason)
         if len(given) > 1:
             raise self.error("filter", 'and "url" are both given; a rule takes exactly one of them')
@@ -128,10 +129,17 @@ def _methods(value: object) -> frozenset[str]:
 
 
 def _glob(value: object) -> Callable[[str, object], bool]:
-    if not isinstance(value, str) or "://" not in value:
-        raise ValueError(f"must be a glob on the full URL, such as {GLOB_EXAMPLE}, got {_shown(value)}")
+    """A glob with a scheme matches the full URL, query included; one without, the URL's path
+    (from its first /, no query)."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"must be a glob such as {GLOB_EXAMPLES}, got {_shown(value)}")
     pattern = re.compile(fnmatch.translate(value))
-    return lambda url, flow: pattern.match(url) is not None
+    if "://" in value:
+        return lambda url, flow: pattern.match(url) is not None
+    if not value.startswith(("/", "*", "?", "[")):
+        raise ValueError(f"a glob without a scheme matches the path, which starts with /: write {_shown('/' + value)},"
+                         f" {_shown('*/' + value)}, or one on the full URL such as {_shown('*://' + value)}")
+    return lambda url, flow: pattern.match(urlsplit(url).path or "/") is not None
 
 
 def _filter(value: object) -> Callable[[str, object], bool]:
@@ -188,4 +196,5 @@ FIXED = {
     "download-total": _download_total,
     "respond": lambda value: _checked("respond", value, value),
     "integrity": lambda value: _checked("integrity", value, value),
+    "revalidate": lambda value: _checked("revalidate", value, value),
 }

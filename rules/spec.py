@@ -18,6 +18,7 @@ class FetchSpec:
     download_total: int | None = None
     respond: str = "stream"
     integrity: str | None = None
+    revalidate: str | None = None  # None: bgfetch_revalidate's
 
     def __post_init__(self) -> None:
         check_spec(asdict(self))

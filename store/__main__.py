@@ -17,13 +17,11 @@ naming the file, before anything is made beside it.
 
 import argparse
 import asyncio
-import fcntl
 import json
 import logging
 import signal
 import ssl
 import sys
-import time
 
 import httpx
 import tornado.httpserver
@@ -35,7 +33,7 @@ from store.engine import wire
 from store.engine.service import Store
 from store.engine.destinations import Destinations, checked_transport, refuse_in_hook
 from store.engine.webhook import Webhook
-from store.proxyside import options, pipes, protocol
+from store.proxyside import options, owner, pipes, protocol
 from store.web import forgery
 from store.web.app import make_app
 
@@ -48,23 +46,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     them), and how long to wait for another store on the database to go."""
     parser = argparse.ArgumentParser(prog="python -m store", description=__doc__.splitlines()[0])
     options.store_arguments(parser)
-    parser.add_argument("--lock-wait", type=float, default=10.0, help="seconds to wait for another store to go")
+    parser.add_argument("--lock-wait", type=float, default=10.0, help="seconds to wait for a store whose proxy has gone to go")
     return parser.parse_args(argv)
-
-
-def lock(db: str, wait: float):
-    """Hold an exclusive lock beside the database for the life of the process. A store that
-    is still shutting down (its mitmproxy was just killed) gets `wait` seconds to go."""
-    handle = open(db + ".lock", "w")
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return handle
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                sys.exit(f"another bgfetch store is running on {db}; stop it first")
-            time.sleep(0.1)
 
 
 def listen(app, port: int) -> tuple[tornado.httpserver.HTTPServer, int]:
@@ -121,7 +104,7 @@ async def serve(args: argparse.Namespace, secrets: dict) -> None:
     destinations = Destinations(args.public_host, args.proxy_port, refuse_private=args.refuse_private)
     async with http_client(args, destinations, secrets.get("upstream_auth")) as client:
         store = Store(await open_storage(args, secrets), client, concurrency=args.concurrency,
-                      retry_cap=args.retry_cap, quota=args.quota)
+                      retry_cap=args.retry_cap, quota=args.quota, revalidate=args.revalidate)
         webhook = Webhook(hook, args.retry_cap) if hook else None
         servers: list[tornado.httpserver.HTTPServer] = []
         announcer = pipes.Announcer(sys.stdout.fileno())
@@ -165,7 +148,7 @@ def listen_all(args: argparse.Namespace, store: Store, destinations: Destination
     app_options = {
         "token": secrets.get("token") or None, "public_host": args.public_host,
         "page_secret": forgery.new_secret(),  # the dashboard's, the same on both ports (one page)
-        "destinations": destinations,
+        "destinations": destinations, "paused_read_timeout": args.paused_read_timeout,
     }
     internal, port = listen(make_app(store, secret=secrets["secret"], **app_options), 0)
     servers.append(internal)
@@ -191,7 +174,10 @@ def main(argv: list[str] | None = None) -> None:
             identity.check(args.db)  # before the lock file: nothing is made beside another program's file
     except (identity.NotAStore, ValueError) as exc:
         sys.exit(str(exc))
-    _lock = None if fleet else lock(args.db, args.lock_wait)  # a fleet's nodes share their database
+    try:  # held for the life of the process; a fleet's nodes share their database
+        _lock = None if fleet else owner.take(args.db, args.lock_wait)
+    except owner.Owned as exc:
+        sys.exit(str(exc))
     wire.install()
     secrets = json.loads(sys.stdin.buffer.readline())
     try:

@@ -6,6 +6,7 @@ import time
 
 import httpx
 
+from harness.origin import NOTHING_LISTENS as DEAD
 from harness.poll import eventually
 
 API = "http://bgfetch.internal/api"
@@ -83,23 +84,24 @@ def test_one_failing_request_fails_the_whole_registration(origin, proxy):
 
 
 BAD_FETCHES = [
-    ({"requests": ["http://127.0.0.1:1/a"]}, "id"),
-    ({"id": "", "requests": ["http://127.0.0.1:1/a"]}, "id"),
-    ({"id": "a\nb", "requests": ["http://127.0.0.1:1/a"]}, "id"),
+    ({"requests": [f"{DEAD}/a"]}, "id"),
+    ({"id": "", "requests": [f"{DEAD}/a"]}, "id"),
+    ({"id": "a\nb", "requests": [f"{DEAD}/a"]}, "id"),
     ({"id": "x"}, "requests"),
     ({"id": "x", "requests": []}, "requests"),
-    ({"id": "x", "requests": ["http://127.0.0.1:1/a", "file:///etc/passwd"]}, "requests[1].url"),
-    ({"id": "x", "requests": ["http://127.0.0.1:1/a", {"url": "http://127.0.0.1:99999/"}]}, "requests[1].url"),
-    ({"id": "x", "requests": [{"url": "http://127.0.0.1:1/a", "method": "TRACE"}]}, "requests[0].method"),
-    ({"id": "x", "requests": [{"url": "http://127.0.0.1:1/a", "body": "data"}]}, "requests[0].body"),
-    ({"id": "x", "requests": [{"url": "http://127.0.0.1:1/a", "headers": {"X-A": "1\r\nX-B: 2"}}]}, "requests[0].headers.X-A"),
-    ({"id": "x", "requests": [{"url": "http://127.0.0.1:1/a", "integrity": "md5-abc"}]}, "requests[0].integrity"),
-    ({"id": "x", "requests": [{"url": "http://127.0.0.1:1/a", "colour": "red"}]}, "requests[0].colour"),
-    ({"id": "x", "requests": ["http://127.0.0.1:1/a", "HTTP://127.0.0.1:1/a#top"]}, "requests[1]"),
-    ({"id": "x", "requests": ["http://127.0.0.1:1/a"], "downloadTotal": -1}, "downloadTotal"),
-    ({"id": "x", "requests": ["http://127.0.0.1:1/a"], "downloadTotal": 2**64}, "downloadTotal"),
-    ({"id": "x", "requests": ["http://127.0.0.1:1/a"], "title": 5}, "title"),
-    ({"id": "x", "requests": ["http://127.0.0.1:1/a"], "icons": [{"sizes": "1x1"}]}, "icons[0].src"),
+    ({"id": "x", "requests": [f"{DEAD}/a", "file:///etc/passwd"]}, "requests[1].url"),
+    ({"id": "x", "requests": [f"{DEAD}/a", {"url": "http://127.0.0.1:99999/"}]}, "requests[1].url"),
+    ({"id": "x", "requests": [{"url": f"{DEAD}/a", "method": "TRACE"}]}, "requests[0].method"),
+    ({"id": "x", "requests": [{"url": f"{DEAD}/a", "body": "data"}]}, "requests[0].body"),
+    ({"id": "x", "requests": [{"url": f"{DEAD}/a", "headers": {"X-A": "1\r\nX-B: 2"}}]}, "requests[0].headers.X-A"),
+    ({"id": "x", "requests": [{"url": f"{DEAD}/a", "integrity": "md5-abc"}]}, "requests[0].integrity"),
+    ({"id": "x", "requests": [{"url": f"{DEAD}/a", "colour": "red"}]}, "requests[0].colour"),
+    ({"id": "x", "requests": [f"{DEAD}/a", "HTTP://127.0.0.1:2/a#top"]}, "requests[1]"),
+    ({"id": "x", "requests": [f"{DEAD}/a", "http://127.0.0.1:587/a"]}, "requests[1].url"),
+    ({"id": "x", "requests": [f"{DEAD}/a"], "downloadTotal": -1}, "downloadTotal"),
+    ({"id": "x", "requests": [f"{DEAD}/a"], "downloadTotal": 2**64}, "downloadTotal"),
+    ({"id": "x", "requests": [f"{DEAD}/a"], "title": 5}, "title"),
+    ({"id": "x", "requests": [f"{DEAD}/a"], "icons": [{"sizes": "1x1"}]}, "icons[0].src"),
     ([1, 2], ""),
 ]
 
@@ -119,7 +121,7 @@ def test_conflicts_wrong_media_types_and_unknown_ids(origin, proxy):
     with proxy.client() as client:
         assert client.post(f"{API}/fetches", json=start).status_code == 201
         assert problem_of(client.post(f"{API}/fetches", json=start), 409)["field"] == "id"
-        for broken in (b"{", b'{"id": "\\ud800", "requests": ["http://127.0.0.1:1/"]}', b"\xff"):
+        for broken in (b"{", b'{"id": "\\ud800", "requests": ["http://127.0.0.1:2/"]}', b"\xff"):
             assert problem_of(client.post(f"{API}/fetches", content=broken, headers={"Content-Type": "application/json"}), 400)["field"] == ""
         for method, path in [("POST", "/fetches"), ("POST", "/fetches/slow/abort"), ("PATCH", "/fetches/slow")]:
             form = client.request(method, API + path, data={"id": "forged", "title": "forged"})
@@ -173,7 +175,7 @@ def test_update_ui_and_new_credentials_for_a_paused_fetch(origin, proxy):
         bad = client.patch(f"{API}/fetches/done", json={"records": [{"index": 0, "url": "nope"}]})
         assert problem_of(bad, 400)["field"] == "records[0].url"
 
-    gone = "http://127.0.0.1:1/expired.bin"  # nothing listens: the fetch pauses
+    gone = f"{DEAD}/expired.bin"  # nothing listens: the fetch pauses
     proxy.api("POST", "/api/fetches", json={"id": "signed", "requests": [
         {"url": gone, "headers": {"Authorization": "Bearer old", "X-Keep": "yes", "Cookie": "a=1"}}]})
     proxy.wait_for("signed", state="paused")

@@ -8,6 +8,7 @@ import httpx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from harness.origin import NOTHING_LISTENS
 from store.web import validate
 
 API = "http://bgfetch.internal/api"
@@ -15,7 +16,7 @@ HUGE = "9" * 5000  # Python's int() refuses more than 4,300 digits
 DEEP = "[" * 100_000 + "]" * 100_000  # deeper than Python's recursion limit
 JSON = {"Content-Type": "application/json"}
 FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None)
-dead = "http://127.0.0.1:1/a"  # nothing listens there: a fetch of it waits as paused
+dead = f"{NOTHING_LISTENS}/a"  # a fetch of it waits as paused
 
 
 def problem_of(response: httpx.Response, status: int) -> dict:

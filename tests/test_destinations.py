@@ -15,8 +15,10 @@ from mitmproxy.addons import proxyserver, tlsconfig, upstream_auth
 from mitmproxy.test import taddons
 
 from addon import BackgroundFetch
+from harness.origin import NOTHING_LISTENS
 from harness.poll import eventually_async
 from store.engine.destinations import CheckedBackend, Destinations, Refused, checked_transport, literal_address, non_global
+from vocabulary import BAD_PORTS
 
 API = "http://bgfetch.internal/api"
 OWN = 8181
@@ -64,6 +66,20 @@ def test_the_option_refuses_literal_non_global_addresses_at_once():
     for url in ("http://8.8.8.8/", "http://example.com/", "http://[2001:4860:4860::8888]/"):
         assert policy.refusal(url) is None, url  # a name is checked when it is resolved
     assert literal_address("example.com") is None and literal_address("1.2.3") == ipaddress.ip_address("1.2.0.3")
+
+
+@pytest.mark.parametrize("port", sorted(BAD_PORTS))
+def test_every_bad_port_of_the_fetch_standard_is_refused_by_name(port):
+    reason = Destinations("bgfetch.internal").refusal(f"https://example.com:{port}/a")
+    assert reason is not None and f"port {port} is a bad port of the Fetch standard" in reason
+
+
+@pytest.mark.parametrize("url", [
+    "http://example.com/", "https://example.com/", "https://example.com:443/", "https://example.com:80/",
+    "http://example.com:8080/", "http://example.com:2/", "http://example.com:588/",
+])
+def test_default_and_other_ports_are_not_bad(url):
+    assert Destinations("bgfetch.internal").refusal(url) is None
 
 
 # -- the network backend: resolved once, checked, connected to the address checked ---------------
@@ -194,7 +210,7 @@ def test_the_api_refuses_fetches_of_bgfetch_itself_at_once(origin, proxy):
         assert "bgfetch's own" in problem["detail"], what
         with proxy.client() as client:  # the same through the proxy, in the spec's shape
             assert client.post(f"{API}/fetches", json={"id": "loop", "requests": [{"url": url}]}).json()["field"] == "requests[0].url"
-    proxy.api("POST", "/api/fetches", json={"id": "p", "requests": ["http://127.0.0.1:1/gone"]})
+    proxy.api("POST", "/api/fetches", json={"id": "p", "requests": [f"{NOTHING_LISTENS}/gone"]})
     proxy.wait_for("p", state="paused")
     patched = proxy.api("PATCH", "/api/fetches/p", json={"records": [{"index": 0, "url": own_urls(proxy)["listen port"]}]})
     assert patched.status_code == 400 and patched.json()["field"] == "records[0].url"
@@ -235,7 +251,7 @@ def test_the_header_and_rule_paths_never_loop(origin, make_proxy, tmp_path):
     assert proxy.api("GET", "/api/fetches?all=1").json() == {"ids": []}
 
 
-def test_commands_refuse_bgfetch_itself(origin, tmp_path):
+def test_commands_refuse_bgfetch_itself_and_bad_ports(origin, tmp_path):
     async def scenario():
         addon = BackgroundFetch()
         with taddons.context(addon, proxyserver.Proxyserver(), tlsconfig.TlsConfig(), upstream_auth.UpstreamAuth()) as tctx:
@@ -248,6 +264,8 @@ def test_commands_refuse_bgfetch_itself(origin, tmp_path):
                     run("bgfetch.fetch http://bgfetch.internal/api/fetches")
                 with pytest.raises(exceptions.CommandError, match="port 8765 is bgfetch's own"):
                     run("bgfetch.fetch http://127.0.0.1:8765/x")
+                with pytest.raises(exceptions.CommandError, match="port 587 is a bad port of the Fetch standard"):
+                    run("bgfetch.fetch http://example.com:587/x")
                 assert run("bgfetch.list") == []
             finally:
                 await addon.done()

@@ -85,7 +85,7 @@ def read_until_it_ends(proxy: Proxy, url: str) -> tuple[bytes, float]:
 
 def test_a_full_disk_pauses_keeps_the_bytes_the_api_answers_and_it_resumes_by_itself(tmp_path, origin, make_proxy):
     with small_disk(tmp_path / "disk", 64 * MiB) as disk:
-        proxy = make_proxy()
+        proxy = make_proxy("bgfetch_paused_read_timeout=10")  # readers of the paused fetch: the end in 10 s
         proxy.db = disk / "bgfetch.sqlite3"
         proxy.start()
         origin.add("/keep.bin", size=6 * MiB)

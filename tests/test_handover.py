@@ -19,7 +19,7 @@ from store.engine.service import Store
 from tests.test_api import problem_of
 
 INTERNAL_SECRET = "the-proxys-secret"
-GOOD_SPEC = {"id": "ok", "title": "", "download_total": None, "respond": "accepted", "integrity": None}
+GOOD_SPEC = {"id": "ok", "title": "", "download_total": None, "respond": "accepted", "integrity": None, "revalidate": None}
 
 
 @pytest.mark.parametrize("options", [(), ("bgfetch_token=t0ken",)])
@@ -51,6 +51,7 @@ BAD_HANDOVERS = [
     (protocol.FETCH_PATH, {protocol.SPEC: json.dumps({**GOOD_SPEC, "id": 7}), protocol.URL: "http://127.0.0.1:1/"}, "id"),
     (protocol.FETCH_PATH, {protocol.SPEC: json.dumps({**GOOD_SPEC, "respond": "later"}), protocol.URL: "http://127.0.0.1:1/"}, "field respond must be stream or accepted"),
     (protocol.FETCH_PATH, {protocol.SPEC: json.dumps({**GOOD_SPEC, "download_total": "9"}), protocol.URL: "http://127.0.0.1:1/"}, "field download_total must be"),
+    (protocol.FETCH_PATH, {protocol.SPEC: json.dumps({**GOOD_SPEC, "revalidate": "often"}), protocol.URL: "http://127.0.0.1:1/"}, "field revalidate must be never"),
     (protocol.FETCH_PATH, {protocol.SPEC: json.dumps({**GOOD_SPEC, "extra": 1}), protocol.URL: "http://127.0.0.1:1/"}, "exactly the fields"),
     (protocol.STORED_PATH, {}, protocol.RECORD),
     (protocol.STORED_PATH, {protocol.RECORD: "abc"}, "record number"),

@@ -8,17 +8,16 @@ import httpx
 
 from harness.proxy import Proxy
 from store.proxyside import launch
+from store.proxyside.options import OPTIONS
 
 TOKEN = "tok-3f9c1d7be2a04e5f8a6b"
 
 
 def options(**changed) -> SimpleNamespace:
-    values = dict(
-        bgfetch_db="~/x.sqlite3", bgfetch_listen_port=0, bgfetch_host="bgfetch.internal", bgfetch_concurrency=4,
-        bgfetch_retry_cap=30, mode=["regular"], ssl_insecure=False, ssl_verify_upstream_trusted_ca=None,
-        ssl_verify_upstream_trusted_confdir=None, bgfetch_token="", upstream_auth=None, bgfetch_webhook="",
-        confdir="~/.mitmproxy", bgfetch_refuse_private=False, bgfetch_bodies="", bgfetch_s3_access_key="",
-        bgfetch_s3_secret_key="", bgfetch_lease=10,
+    values = {option.name: option.default for option in OPTIONS if option.type is not None}  # bgfetch's own
+    values.update(
+        bgfetch_db="~/x.sqlite3", mode=["regular"], ssl_insecure=False, ssl_verify_upstream_trusted_ca=None,
+        ssl_verify_upstream_trusted_confdir=None, upstream_auth=None, confdir="~/.mitmproxy",
     )
     return SimpleNamespace(**{**values, **changed})
 

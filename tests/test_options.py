@@ -43,6 +43,7 @@ def test_the_addon_adds_every_bgfetch_option_of_the_table():
     ({"bgfetch_retry_cap": 0}, "bgfetch_retry_cap must be 1 second or more"),
     ({"bgfetch_webhook": "ftp://127.0.0.1/hook"}, "bgfetch_webhook must be an http or https URL, got 'ftp://"),
     ({"bgfetch_quota": "2XB"}, 'bgfetch_quota "2XB" is not a size'),
+    ({"bgfetch_revalidate": "sometimes"}, "bgfetch_revalidate must be never, cache-control or always"),
     ({"bgfetch_refuse_private": True, "mode": ["upstream:http://127.0.0.1:3128"]}, "cannot be enforced in mode upstream"),
 ])
 def test_a_bad_value_is_refused_naming_the_option_and_the_previous_one_stays(changed, message):
@@ -97,14 +98,16 @@ def test_every_option_launch_reads_restarts_the_store(tmp_path):
 
 def test_the_store_reads_back_what_launch_gives_it(tmp_path):
     opts = _mitmproxy_options(tmp_path, bgfetch_listen_port=8181, bgfetch_host="bgf.example", bgfetch_concurrency=2,
-                              bgfetch_retry_cap=7, bgfetch_refuse_private=True)
+                              bgfetch_retry_cap=7, bgfetch_refuse_private=True, bgfetch_paused_read_timeout=4,
+                              bgfetch_revalidate="always")
     started = launch.launch(opts, "shared", 20 * 10**9, [8080, 8081])
     parser = argparse.ArgumentParser()
     options.store_arguments(parser)
     args = parser.parse_args(started.args)
     assert vars(args) == {
         "db": str(tmp_path / "bgfetch.sqlite3"), "public_host": "bgf.example", "listen_port": 8181, "concurrency": 2,
-        "quota": 20 * 10**9, "retry_cap": 7.0, "refuse_private": True, "upstream_proxy": "http://up.example:3128",
+        "quota": 20 * 10**9, "retry_cap": 7.0, "paused_read_timeout": 4.0, "revalidate": "always",
+        "refuse_private": True, "upstream_proxy": "http://up.example:3128",
         "proxy_port": [8080, 8081], "insecure": True, "ca_file": "/ca.pem", "ca_dir": "/cas", "bodies": None,
         "lease": 10.0,
     }
@@ -132,8 +135,10 @@ def test_the_stores_defaults_are_the_tables():
     parser = argparse.ArgumentParser()
     options.store_arguments(parser)
     args = parser.parse_args(["--db", "x.sqlite3"])
-    assert (args.public_host, args.listen_port, args.concurrency, args.retry_cap, args.quota) == (
-        "bgfetch.internal", 0, 4, 30.0, None)
+    assert (args.public_host, args.listen_port, args.concurrency, args.retry_cap, args.quota, args.revalidate) == (
+        "bgfetch.internal", 0, 4, 30.0, None, "cache-control")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--db", "x.sqlite3", "--revalidate", "sometimes"])
     with pytest.raises(SystemExit):
         parser.parse_args([])  # --db is required
 

@@ -254,6 +254,15 @@ def test_redirect(origin, client, file):
     assert [r.path for r in origin.requests] == ["/old", "/old", "/f"]
 
 
+def test_echo_answers_each_request_with_its_own_body(origin, client):
+    origin.behave("/upload", echo=True)
+    for body in (b"upload1", b"upload2"):
+        response = client.post(origin.url("/upload"), content=body)
+        assert (response.status_code, response.content) == (200, body)
+    assert client.get(origin.url("/upload")).content == b""
+    assert [r.body for r in origin.requests] == [b"upload1", b"upload2", b""]
+
+
 def test_change_makes_a_new_version(origin, client, file):
     before = client.get(origin.url("/f"))
     origin.change("/f")
@@ -380,3 +389,24 @@ def test_command_line():
         process.send_signal(signal.SIGTERM)
         assert process.wait(10) == 0
         process.stdout.close()
+
+
+def test_conditional_get_and_head_are_answered_304_with_the_file_headers(origin, client):
+    origin.add("/c", data=b"v0", modified_ago=3600, headers={"Cache-Control": "max-age=60", "Vary": "Accept"})
+    etag, modified = origin.etag("/c"), origin.last_modified("/c")
+    for headers in ({"If-None-Match": etag}, {"If-None-Match": f'"x", W/{etag}'}, {"If-None-Match": "*"},
+                    {"If-Modified-Since": modified}):
+        for method in ("GET", "HEAD"):
+            response = client.request(method, origin.url("/c"), headers=headers)
+            assert response.status_code == 304 and response.content == b"", (method, headers)
+            assert response.headers["etag"] == etag and response.headers["cache-control"] == "max-age=60"
+            assert response.headers["vary"] == "Accept" and "date" in response.headers
+    stale = email.utils.formatdate(time.time() - 7200, usegmt=True)
+    for headers in ({"If-None-Match": '"x"'}, {"If-Modified-Since": stale},
+                    {"If-None-Match": '"x"', "If-Modified-Since": modified}):
+        response = client.get(origin.url("/c"), headers=headers)
+        assert response.status_code == 200 and response.content == b"v0", headers
+    origin.change("/c", b"v1")
+    response = client.get(origin.url("/c"), headers={"If-None-Match": etag, "If-Modified-Since": modified})
+    assert response.status_code == 200 and response.content == b"v1"
+    assert response.headers["last-modified"] != modified

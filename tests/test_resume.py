@@ -5,13 +5,17 @@ most 1.05 times the body's size in all.
 """
 
 import hashlib
+import os
 import sqlite3
+import subprocess
+import time
 
 import httpx
 import pytest
 
 
 MiB = 1 << 20
+NO_PROXY_ENV = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
 
 
 def sha256(data: bytes) -> str:
@@ -166,3 +170,36 @@ def test_expired_credentials_on_resume_pause_and_keep_the_bytes(origin, proxy):
         body = client.get(origin.url("/signed.bin"), headers={"Authorization": "Bearer t1"}).content
     assert sha256(body) == origin.sha256("/signed.bin")
     assert origin.body_bytes_sent("/signed.bin") <= 1.05 * 3 * MiB
+
+
+def test_a_reader_of_a_paused_fetch_gets_a_short_body_in_time_and_curl_resumes_it(origin, make_proxy, tmp_path):
+    bound = 2
+    proxy = make_proxy(f"bgfetch_paused_read_timeout={bound}").start()
+    origin.add("/p.bin", size=8 * MiB)
+    origin.behave("/p.bin", throttle=2 * MiB)
+    out = tmp_path / "p.bin"
+    fetch = ["curl", "-sS", "-x", proxy.url, "-H", 'Background-Fetch: id="p"', "-o", str(out), origin.url("/p.bin")]
+    reader = subprocess.Popen(fetch, stderr=subprocess.PIPE, env=NO_PROXY_ENV)
+    try:
+        proxy.wait_until("p", lambda r: r["downloaded"] >= MiB)
+        origin.stop()  # down for longer than the bound
+        down = time.monotonic()
+        _, said = reader.communicate(timeout=bound + 15)
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.communicate()
+    waited = time.monotonic() - down
+    assert reader.returncode == 18 and b"transfer closed" in said, said  # curl: a body that ended short
+    got = out.read_bytes()
+    assert MiB <= len(got) < 8 * MiB and got == origin.data("/p.bin")[: len(got)]
+    assert waited < bound + 8, waited  # the bound and a few seconds, not mitmproxy's idle timeout
+    assert proxy.registration("p")["state"] == "paused"  # the fetch itself goes on
+
+    origin.reset_behaviour("/p.bin")
+    origin.start()
+    resumed = subprocess.run([*fetch[:-1], "-C", "-", fetch[-1]], capture_output=True, timeout=60, env=NO_PROXY_ENV)
+    assert resumed.returncode == 0, resumed.stderr
+    assert sha256(out.read_bytes()) == origin.sha256("/p.bin")
+    proxy.wait_for("p", result="success")
+    assert origin.body_bytes_sent("/p.bin") <= 1.05 * 8 * MiB

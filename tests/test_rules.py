@@ -60,6 +60,7 @@ def test_every_field(tmp_path):
             download-total: 2GB
             respond: accepted
             integrity: "{DIGEST}"
+            revalidate: always
         """,
     )
     assert len(rules) == 1
@@ -71,16 +72,19 @@ def test_every_field(tmp_path):
         "download_total": 2_000_000_000,
         "respond": "accepted",
         "integrity": DIGEST,
+        "revalidate": "always",
         "rule": "podcasts",
     }
 
 
 def test_the_example_file_loads_and_matches():
     rules = load_file(str(EXAMPLE))
-    assert rules.names == ["iso-images", "videos", "debian-pool"]
+    assert rules.names == ["iso-images", "wheels", "videos", "debian-pool"]
     iso = "https://cdimage.debian.org/debian-cd/current/amd64/iso-cd/debian-13.0.0-amd64-netinst.iso"
     assert rules.match("GET", iso)["rule"] == "iso-images"
     assert rules.match("GET", "https://videos.example.com/talk.mp4")["rule"] == "videos"
+    wheel = "https://files.pythonhosted.org/packages/b7/ce/six-1.17.0-py2.py3-none-any.whl"
+    assert rules.match("GET", wheel)["rule"] == "wheels"
     deb = "http://deb.debian.org/debian/pool/main/h/hello/hello_2.10-3_amd64.deb"
     assert rules.match("GET", deb, flow(deb))["title"] == "hello_2.10-3_amd64.deb"
     release = "http://deb.debian.org/debian/dists/trixie/Release"
@@ -96,6 +100,18 @@ def test_glob_matches_the_full_url(tmp_path):
     assert rules.match("GET", "http://example.com/images/a.iso") is None
     assert rules.match("GET", "https://example.com/images/a.iso?x=1") is None
     assert rules.match("GET", "https://example.com/images/a.ISO") is None
+
+
+def test_a_glob_without_a_scheme_matches_the_path(tmp_path):
+    rules = load(tmp_path, 'rules: [{name: wheels, url: "*.whl"}, {name: debs, url: "*/pool/*.deb"},'
+                           ' {name: index, url: "/simple/*"}]')
+    assert rules.match("GET", "https://files.example/packages/ab/cd/six-1.16-py3-none-any.whl")["rule"] == "wheels"
+    assert rules.match("GET", "http://127.0.0.1:8000/six.whl?sig=1")["rule"] == "wheels"  # the path: no query
+    assert rules.match("GET", "http://deb.debian.org/debian/pool/main/h/hello/hello_2.10_amd64.deb")["rule"] == "debs"
+    assert rules.match("GET", "https://pypi.org/simple/six/")["rule"] == "index"
+    assert rules.match("GET", "https://pypi.org/simple") is None
+    assert rules.match("GET", "https://example.whl/") is None  # the host is not the path
+    assert rules.match("GET", "https://example.com/a.whl.txt") is None
 
 
 def test_filter_matches_the_flow(tmp_path):
@@ -255,11 +271,12 @@ def test_bad_sizes(tmp_path, value, reason):
         (
             "name: b\n    url: '*://*'\n    titel: x",
             'rules.yaml, rule "b", field "titel" (line 6): is not a rule field; the fields are name, url, filter, '
-            'methods, id, title, download-total, respond, integrity; did you mean "title"?',
+            'methods, id, title, download-total, respond, integrity, revalidate; did you mean "title"?',
         ),
         (
             "name: b",
-            "rules.yaml, rule \"b\" (line 4): needs a url (a glob on the full URL) or a filter (a mitmproxy filter expression)",
+            "rules.yaml, rule \"b\" (line 4): needs a url (a glob on the full URL or its path) or a filter (a mitmproxy"
+            " filter expression)",
         ),
         (
             "name: b\n    url: '*://*'\n    filter: '~a'",
@@ -267,13 +284,14 @@ def test_bad_sizes(tmp_path, value, reason):
         ),
         (
             "name: b\n    url: example.com/*.iso",
-            'rules.yaml, rule "b", field "url" (line 5): must be a glob on the full URL, such as '
-            'https://host/path/*.iso, got "example.com/*.iso"',
+            'rules.yaml, rule "b", field "url" (line 5): a glob without a scheme matches the path, which starts with'
+            ' /: write "/example.com/*.iso", "*/example.com/*.iso", or one on the full URL such as'
+            ' "*://example.com/*.iso"',
         ),
         (
             "name: b\n    url: ''",
-            'rules.yaml, rule "b", field "url" (line 5): must be a glob on the full URL, such as '
-            'https://host/path/*.iso, got ""',
+            'rules.yaml, rule "b", field "url" (line 5): must be a glob such as "https://host/path/*.iso" (the full'
+            ' URL) or "*.whl", "*/pool/*.deb" (the path), got ""',
         ),
         (
             "name: b\n    filter: '~x nonsense'",
@@ -337,6 +355,10 @@ def test_bad_sizes(tmp_path, value, reason):
             "name: b\n    url: '*://*'\n    integrity: md5-abc",
             'rules.yaml, rule "b", field "integrity" (line 6): must be "sha256-" followed by the base64 of a '
             'SHA-256 digest (44 characters), got "md5-abc"',
+        ),
+        (
+            "name: b\n    url: '*://*'\n    revalidate: sometimes",
+            'rules.yaml, rule "b", field "revalidate" (line 6): must be never, cache-control or always, got "sometimes"',
         ),
     ],
 )
@@ -417,7 +439,7 @@ def test_fetch_spec_json_round_trip():
     spec = FetchSpec(id="ep-5", title="Épisode 5", download_total=7, respond="accepted", integrity=DIGEST)
     text = spec.to_json()
     assert text.isascii() and "\n" not in text and ", " not in text
-    assert list(json.loads(text)) == ["id", "title", "download_total", "respond", "integrity"]
+    assert list(json.loads(text)) == ["id", "title", "download_total", "respond", "integrity", "revalidate"]
     assert FetchSpec(**json.loads(text)) == spec
 
 

@@ -1,12 +1,14 @@
-"""One store per database: the lock beside it (`python -m store`, store/__main__.py). A second store
+"""One store per database: the lock beside it (store/proxyside/owner.py). A second mitmproxy on a
+database owned says so at once, in one line with the fix, before it listens; a second store
 refuses to run; one started while the previous still goes waits for it, then goes with its parent."""
 
 import fcntl
 import json
+import re
 import subprocess
 import sys
 
-from harness.proxy import ROOT
+from harness.proxy import ROOT, Proxy
 
 
 def run_store(db, *args: str) -> subprocess.Popen:
@@ -27,7 +29,37 @@ def test_a_second_store_on_the_same_database_refuses_to_run(proxy):
     second.wait(30)
     second.stdout.close()
     second.stderr.close()
-    assert second.returncode != 0 and b"another bgfetch store is running" in err
+    assert second.returncode != 0 and b"is in use by another mitmproxy" in err
+
+
+def test_a_second_proxy_on_the_default_database_says_so_in_one_line_before_it_listens(tmp_path, origin):
+    origin.add("/a.bin", size=4096)
+    first = Proxy(tmp_path / "first", home=tmp_path / "home", default_db=True)
+    second = Proxy(tmp_path / "second", home=tmp_path / "home", default_db=True)
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    first.start()
+    try:
+        second.spawn()
+        assert second.proc.wait(15) == 1  # not 10 s of 503s waiting for the lock
+        said = second.log.read_text()
+        lines = [line for line in said.splitlines() if "bgfetch" in line and "Loading script" not in line]
+        assert len(lines) == 1, said
+        assert f"the database {first.db} is in use by another mitmproxy (pid {first.proc.pid})" in lines[0]
+        assert "Traceback" not in said and "listening" not in said, said  # it stopped before it listened
+        fix = re.search(r"--set (bgfetch_db=\S+)$", lines[0]).group(1)
+        third = Proxy(tmp_path / "second", fix, home=tmp_path / "home", default_db=True)
+        third.db = fix.split("=", 1)[1]
+        third.start()  # the fix works: a database of its own
+        try:
+            with third.client() as client:
+                assert client.get(origin.url("/a.bin"), headers={"Background-Fetch": "?1"}).content == origin.data("/a.bin")
+        finally:
+            third.stop()
+        with first.client() as client:  # the first one never noticed
+            assert client.get(origin.url("/a.bin"), headers={"Background-Fetch": "?1"}).status_code == 200
+    finally:
+        first.stop()
 
 
 def test_a_store_waits_for_the_previous_one_to_go_and_goes_with_its_parent(tmp_path):

@@ -129,6 +129,15 @@ def test_cut_twice_resumes_with_range_and_if_range(tmp_path):
     assert [r.headers.get("if-range") for r in origin.requests] == [None, '"v1"', '"v1"']
 
 
+def test_uploaded_counts_a_request_body_once_when_its_response_comes(tmp_path):
+    origin = FakeOrigin()
+    origin.plan = [origin.cut_at(1000)]
+    registration, _, body = fetch_once(tmp_path, origin, method="POST", body=b"Background Fetch!")
+    assert (registration["result"], body) == ("success", DATA)
+    assert (registration["uploadTotal"], registration["uploaded"]) == (17, 17)  # sent twice, counted once
+    assert [request.content for request in origin.requests] == [b"Background Fetch!"] * 2
+
+
 def test_last_modified_is_the_validator_when_the_etag_is_weak(tmp_path):
     date = "Tue, 01 Apr 2025 10:00:00 GMT"
     origin = FakeOrigin(etag='W/"weak"', last_modified=date)

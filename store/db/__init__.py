@@ -7,10 +7,10 @@ where the store process is put together.
 
 from store.db.faults import StorageBusy, StorageFault, StorageFull, StorageUnavailable, StorageUnreachable
 from store.db.storage import (
-    BodyLost, Conflict, Elsewhere, NewRecord, NotFound, NotPaused, Record, RequestChange, Storage,
+    BodyLost, Conflict, Elsewhere, NewRecord, NotFound, NotPaused, Page, Record, RequestChange, Storage,
 )
 
 __all__ = [
-    "BodyLost", "Conflict", "Elsewhere", "NewRecord", "NotFound", "NotPaused", "Record", "RequestChange", "Storage",
-    "StorageBusy", "StorageFault", "StorageFull", "StorageUnavailable", "StorageUnreachable",
+    "BodyLost", "Conflict", "Elsewhere", "NewRecord", "NotFound", "NotPaused", "Page", "Record", "RequestChange",
+    "Storage", "StorageBusy", "StorageFault", "StorageFull", "StorageUnavailable", "StorageUnreachable",
 ]

@@ -25,6 +25,7 @@ def as_record(row: sqlite3.Row) -> Record:
         received=row["received"],
         generation=row["generation"],
         complete=bool(row["complete"]),
+        revalidate=row["revalidate"],
     )
 
 
@@ -68,18 +69,30 @@ def download_room(conn: sqlite3.Connection, reg_id: str, record_id: int) -> int 
 HELD_SQL = """
 SELECT COALESCE(SUM(MAX(r.stored, COALESCE(r.size, 0))), 0)
 FROM records r JOIN registrations g ON g.id = r.registration_id
-WHERE g.result != 'failure' AND r.id != ?
+WHERE g.result != 'failure' AND r.id IS NOT ?
 """
 
 
-def held(conn: sqlite3.Connection, record_id: int) -> int:
-    """Bytes every record but `record_id` holds, or will hold once its announced size has come."""
+def held(conn: sqlite3.Connection, record_id: int | None = None) -> int:
+    """Bytes every record but `record_id` (None: every record) holds, or will hold once its
+    announced size has come."""
     return conn.execute(HELD_SQL, [record_id]).fetchone()[0]
 
 
+# A response has come, so the request's body was sent: the record's first response counts it
+# into its registration's `uploaded` (a retry that sends it again does not count it twice).
+UPLOADED_SQL = """
+UPDATE registrations SET uploaded = MIN(upload_total, uploaded + COALESCE(
+    (SELECT length(request_body) FROM records WHERE id = :record AND status IS NULL), 0))
+WHERE id = (SELECT registration_id FROM records WHERE id = :record)
+"""
+
+
 def set_response(conn: sqlite3.Connection, record_id: int, status: int, fields: list, size: int | None) -> int:
-    """Store the response's status, header fields and announced size; returns `held` as of this
-    transaction (the writer runs one at a time, so two transfers never share the room)."""
+    """Store the response's status, header fields and announced size, and count the request's
+    body as uploaded; returns `held` as of this transaction (the writer runs one at a time, so
+    two transfers never share the room)."""
+    conn.execute(UPLOADED_SQL, {"record": record_id})
     conn.execute(
         "UPDATE records SET status = ?, response_headers = ?, size = ? WHERE id = ?",
         [status, json.dumps(fields), size, record_id],

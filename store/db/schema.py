@@ -138,3 +138,17 @@ def m002_owners_and_body_hashes(db: sqlite_utils.Database) -> None:
         "UPDATE records SET body_hash = 'unknown' WHERE request_body IS NULL AND method != 'GET'"
         " AND registration_id IN (SELECT id FROM registrations WHERE upload_total > 0)"
     )
+
+
+@migrations()
+def m003_revalidate(db: sqlite_utils.Database) -> None:
+    """When each record's stored response is checked with its origin (`bgfetch_revalidate`'s
+    values, from a rule); "" for the option's."""
+    db.execute("ALTER TABLE records ADD COLUMN revalidate TEXT NOT NULL DEFAULT ''")
+
+
+@migrations()
+def m004_active_registrations(db: sqlite_utils.Database) -> None:
+    """An index of the registrations not done, so that listing them (`GET /api/fetches`, the
+    requeue at start-up) reads those alone, however many finished ones the store holds."""
+    db.execute("CREATE INDEX registrations_active ON registrations (state) WHERE state != 'done'")

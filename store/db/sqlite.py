@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Iterator
 
 from store.db import chunks, lookups, records, registrations, schema
 from store.db.faults import StorageFault
-from store.db.storage import MayReplace, NewRecord, Record, RequestChange, Step, Storage
+from store.db.storage import MayReplace, NewRecord, Page, Record, RequestChange, Step, Storage
 from store.db.writer import Writer
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,9 @@ class SqliteStorage(Storage):
 
     def ids(self, active_only: bool = True) -> list[str]:
         return registrations.ids(self.db, active_only)
+
+    def page(self, active_only: bool, limit: int, after: int | None = None, newest_first: bool = False) -> Page:
+        return registrations.page(self.db, active_only, limit, after, newest_first)
 
     async def create(self, registration: dict, new: list[NewRecord], may_replace: MayReplace) -> None:
         await self.writer.submit(registrations.create, registration, new, may_replace)
@@ -77,7 +80,7 @@ class SqliteStorage(Storage):
     def download_room(self, reg_id: str, record_id: int) -> int | None:
         return records.download_room(self.db, reg_id, record_id)
 
-    def held(self, record_id: int) -> int:
+    def held(self, record_id: int | None = None) -> int:
         return records.held(self.db, record_id)
 
     def servable(self, url: str, credential: str) -> int | None:

@@ -70,6 +70,15 @@ class Record:
     received: int
     generation: int
     complete: bool
+    revalidate: str = ""  # when its stored response is checked with the origin; "": bgfetch_revalidate's
+
+
+@dataclass(frozen=True)
+class Page:
+    """Some registration ids in order, and the position after the last of them (None: no more)."""
+
+    ids: list[str]
+    after: int | None
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,7 @@ class NewRecord:
     integrity: str | None = None
     credential: str = ""
     body_hash: str = ""
+    revalidate: str = ""
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,11 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def ids(self, active_only: bool = True) -> list[str]:
         """Registration ids in the order they were made; only those not done, unless told."""
+
+    @abc.abstractmethod
+    def page(self, active_only: bool, limit: int, after: int | None = None, newest_first: bool = False) -> Page:
+        """Up to `limit` ids in the order of `ids` (or newest first), from just after the position
+        `after` of an earlier page (None: from the start)."""
 
     @abc.abstractmethod
     async def create(self, registration: dict, records: list[NewRecord], may_replace: MayReplace) -> None:
@@ -177,13 +192,15 @@ class Storage(abc.ABC):
         """Bytes `record_id` may hold before its registration exceeds downloadTotal (None: no limit)."""
 
     @abc.abstractmethod
-    def held(self, record_id: int) -> int:
-        """Bytes every record but `record_id` holds or will hold (what the quota counts)."""
+    def held(self, record_id: int | None = None) -> int:
+        """Bytes every record but `record_id` (None: every record) holds or will hold (what the
+        quota counts)."""
 
     @abc.abstractmethod
     async def set_response(self, record_id: int, status: int, fields: Fields, size: int | None) -> int:
-        """Record the response's status, header fields and announced size; returns `held(record_id)`
-        as of the same commit, so two transfers never both count on the same room."""
+        """Record the response's status, header fields and announced size, and count the request's
+        body into the registration's `uploaded` (once: at its first response); returns
+        `held(record_id)` as of the same commit, so two transfers never both count on the same room."""
 
     @abc.abstractmethod
     async def restart_record(self, record_id: int) -> int:

@@ -5,6 +5,7 @@ through the contract of `store.db`.
 """
 
 from store.db import BodyLost, Conflict, NotFound, NotPaused, Record, StorageFault
+from store.engine.admission import QuotaExceeded
 from store.engine.lifecycle import LifecycleError
 
-__all__ = ["BodyLost", "Conflict", "LifecycleError", "NotFound", "NotPaused", "Record", "StorageFault"]
+__all__ = ["BodyLost", "Conflict", "LifecycleError", "NotFound", "NotPaused", "QuotaExceeded", "Record", "StorageFault"]

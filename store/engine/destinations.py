@@ -1,13 +1,14 @@
-"""Where transfers may connect: never back into bgfetch itself, and with `bgfetch_refuse_private`
-only to global addresses.
+"""Where transfers may connect: never to a bad port of the Fetch standard, never back into bgfetch
+itself, and with `bgfetch_refuse_private` only to global addresses.
 
 Two checks share one policy (`Destinations`):
 
-- `refusal(url)` knows what the URL alone tells, before any DNS: bgfetch's own host name
-  (`bgfetch_host`), and a literal address (`127.1`, `[::1]`, `localhost` as RFC 6761 has it) that
-  is one of bgfetch's own ports or, with the option, not global. The API refuses such a URL with
-  a 400, the proxy's route with a 400, and every request of a transfer (redirects included)
-  fails with it through `refuse_in_hook`.
+- `refusal(url)` knows what the URL alone tells, before any DNS: a bad port (the shared
+  vocabulary's `BAD_PORTS`), bgfetch's own host name (`bgfetch_host`), and a literal address
+  (`127.1`, `[::1]`, `localhost` as RFC 6761 has it) that is one of bgfetch's own ports or,
+  with the option, not global. The API refuses such a URL with a 400, the proxy's route with
+  a 400, and every request of a transfer (redirects included) fails with it through
+  `refuse_in_hook`.
 - `CheckedBackend` checks the addresses a name resolves to, at connect time, and connects to
   the address it checked: a name that resolves to a private address, at once or on a second
   lookup (DNS rebinding), is never connected to.
@@ -24,6 +25,8 @@ from collections.abc import Awaitable, Callable, Iterable
 import anyio
 import httpcore
 import httpx
+
+from vocabulary import check_port
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -52,13 +55,18 @@ class Destinations:
             url = httpx.URL(url)
         except httpx.InvalidURL:
             return None
+        port = DEFAULT_PORTS.get(url.scheme, 80) if url.port is None else url.port
+        try:
+            check_port(port)
+        except ValueError as exc:
+            return str(exc)
         host = url.host.lower().rstrip(".")
         if host == self.public_host:
             return f"{host} is bgfetch's own host (bgfetch_host): the fetch would fetch bgfetch itself"
         address = literal_address(host)
         if address is None:
             return None
-        return self.address_refusal(address, url.port or DEFAULT_PORTS.get(url.scheme, 80), host)
+        return self.address_refusal(address, port, host)
 
     def address_refusal(self, address: Address, port: int, name: str) -> str | None:
         """Why a transfer may not connect to `address`:`port` (which `name` gave); None if it may."""

@@ -14,8 +14,9 @@ NOT_UPSTREAM = HOP_BY_HOP | {
     "host", "content-length", "range", "if-range", "accept-encoding", "if-none-match",
     "if-modified-since", "if-match", "if-unmodified-since", "background-fetch",
 }
-# Not replayed from a stored response: framing is the store's, cookies are per client.
-NOT_REPLAYED = HOP_BY_HOP | {"content-length", "content-range", "set-cookie", "date", "age"}
+# Not replayed from a stored response: framing is the store's, cookies are per client, and its
+# age is the store's to tell (`Age`, from the origin's `Date`, which is replayed).
+NOT_REPLAYED = HOP_BY_HOP | {"content-length", "content-range", "set-cookie", "age"}
 
 
 def upstream(fields: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import httpx
 
 from store.db import Record, Storage
-from store.engine import decision, headers
+from store.engine import decision, freshness, headers
 from store.engine.outcomes import Failure, Limit, Pause, transport_problem
 from store.engine.sink import BodySink
 
@@ -72,7 +72,8 @@ class RecordFetch:
             record.url, record.stored if resumed else 0, record.size, response.status_code,
             response.headers.get("content-range"), response.headers.get("content-length"),
         )
-        generation, held = await self._apply(record, action, response.status_code, list(response.headers.multi_items()))
+        fields = freshness.dated(list(response.headers.multi_items()))
+        generation, held = await self._apply(record, action, response.status_code, fields)
         offset = action.offset if isinstance(action, decision.Append) else 0
         limit = self._limit(record, held)
         if limit and action.size is not None and action.size > limit.most:
@@ -88,7 +89,7 @@ class RecordFetch:
             case decision.Replace(size=size):
                 generation = await self.storage.restart_record(record.id) if record.stored else record.generation
                 held = await self.storage.set_response(record.id, status, fields, size)
-                self.committed(record.registration_id, False)
+                self.committed(record.registration_id, self._uploaded(record))
                 return generation, held
             case decision.StartOver(reason=reason):
                 await self.storage.restart_record(record.id)
@@ -98,8 +99,14 @@ class RecordFetch:
                 raise Pause(reason)
             case decision.BadStatus():
                 await self.storage.set_response(record.id, status, fields, None)
-                self.committed(record.registration_id, False)
+                self.committed(record.registration_id, self._uploaded(record))
                 raise Failure("bad-status", f"{record.url} answered {status}")
+
+    @staticmethod
+    def _uploaded(record: Record) -> bool:
+        """Whether the response that just came counted the record's request body as uploaded
+        (then a progress event tells it)."""
+        return record.status is None and bool(record.request_body)
 
     def _limit(self, record: Record, held: int) -> Limit | None:
         """The tighter of downloadTotal and the store's quota, for this record."""

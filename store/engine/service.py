@@ -19,8 +19,8 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 
 import httpx
 
-from store.db import NewRecord, NotFound, Record, RequestChange, Storage, StorageFault
-from store.engine import headers, lifecycle, ownership
+from store.db import NewRecord, NotFound, Page, Record, RequestChange, Storage, StorageFault
+from store.engine import admission, headers, lifecycle, ownership
 from store.engine.events import EventBus
 from store.engine.transfer import TransferLoop
 from vocabulary import credential_key
@@ -34,9 +34,11 @@ HELD_EVENTS = ("pause", "start", "retry")  # what leaves a registration paused w
 class Store:
     def __init__(
         self, storage: Storage, client: httpx.AsyncClient, *,
-        concurrency: int = 4, retry_cap: float = 30.0, quota: int | None = None,
+        concurrency: int = 4, retry_cap: float = 30.0, quota: int | None = None, revalidate: str = "cache-control",
     ) -> None:
         self.storage = storage
+        self.quota = quota
+        self.revalidate = revalidate  # bgfetch_revalidate: for records that do not say
         self.events = EventBus(self.snapshot)
         self.transfers = TransferLoop(
             storage, client, self, concurrency=concurrency, retry_cap=retry_cap, quota=quota
@@ -67,6 +69,10 @@ class Store:
     def ids(self, active_only: bool = True) -> list[str]:
         return self.storage.ids(active_only)
 
+    def page(self, active_only: bool, limit: int, after: int | None = None, newest_first: bool = False) -> Page:
+        """Up to `limit` ids, from just after the position `after` of the page before."""
+        return self.storage.page(active_only, limit, after, newest_first)
+
     def records(self, reg_id: str) -> list[Record]:
         return self.storage.records(reg_id)
 
@@ -91,12 +97,15 @@ class Store:
 
     async def fetch(self, registration: dict, requests: list[dict]) -> dict:
         """Create a registration and start it. `registration["owner"]` (default: the API) may
-        replace an inactive one of the same id as `ownership.may_replace` says; Conflict otherwise."""
+        replace an inactive one of the same id as `ownership.may_replace` says; Conflict otherwise.
+        QuotaExceeded, before anything is made, when its downloadTotal cannot fit in the quota."""
+        admission.check_quota(registration.get("download_total"), self.quota, self.storage.held())
         registration = {**registration, "owner": registration.get("owner", ownership.API)}
         new = [
             NewRecord(
                 url=r["url"], method=r.get("method", "GET"), headers=list(r.get("headers", [])), body=r.get("body"),
                 integrity=r.get("integrity"), credential=r.get("credential", ""), body_hash=ownership.body_hash(r.get("body")),
+                revalidate=r.get("revalidate") or "",
             )
             for r in requests
         ]

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from store.db import locations
-from vocabulary import parse_size
+from vocabulary import REVALIDATE, check_revalidate, parse_size
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class Option:
     kind: type | None = None  # the flag's value as the store reads it, when not `type` (list: repeated)
     required: bool = False  # the store does not start without the flag
     check: Callable[[object], None] | None = None  # ValueError saying what the value must be
+    choices: tuple[str, ...] = ()  # the values a string option takes (mitmproxy's console offers them)
 
     @property
     def restarts(self) -> bool:
@@ -44,7 +45,8 @@ class Option:
         if kind is list:
             return {"type": int, "action": "append", "default": [], "help": described}
         default = kind(self.default) if self.type is not None and self.default != "" else None
-        return {"type": kind, "default": default, "required": self.required, "help": described}
+        chosen = {"choices": self.choices} if self.choices else {}
+        return {"type": kind, "default": default, "required": self.required, "help": described, **chosen}
 
     def command_line(self, value: object) -> list[str]:
         """The flag and `value` as the store's command line takes them (nothing for None or False)."""
@@ -122,6 +124,14 @@ OPTIONS = (
     Option("bgfetch_token", str, "", "When set, the API requires `Authorization: Bearer <token>`.", secret="token"),
     Option("bgfetch_retry_cap", int, 30, "Longest wait, in seconds, between retries of a paused fetch.",
            flag="--retry-cap", kind=float, check=_a_second_or_more),
+    Option("bgfetch_paused_read_timeout", int, 30, "Seconds a client reading a background fetch that has paused"
+           " gets no new bytes before its response ends short, so that it can resume with `Range`"
+           " (curl -C -, wget -c); the fetch goes on.", flag="--paused-read-timeout", kind=float,
+           check=_a_second_or_more),
+    Option("bgfetch_revalidate", str, "cache-control", "When a stored response is checked with its origin (when it"
+           " is reachable) before it is served: `never`, when RFC 9111 says it is stale (`cache-control`; a client's"
+           " `no-cache`/`max-age=0` too) or `always`; also a rule key.", flag="--revalidate", check=check_revalidate,
+           choices=REVALIDATE),
     Option("bgfetch_refuse_private", bool, False, "Refuse background fetches of loopback, private, link-local and"
            " other non-global addresses, checked after DNS, redirects too (not with mode upstream; see SECURITY.md).",
            flag="--refuse-private"),

@@ -4,7 +4,7 @@ Written by hand beside `api/` and `validate.py` (the schemas in `openapi_schemas
 `tests/test_openapi.py` holds the three together.
 """
 
-from store.web import validate
+from store.web import paging, validate
 from store.web.openapi_schemas import FETCH_BODY, ICON, PROBLEM, RECORD, REGISTRATION, REQUEST, UPDATE_BODY, URL, ref
 from vocabulary import MAX_ID
 
@@ -43,6 +43,17 @@ BODY_ANSWER = {
 }
 
 
+PAGE = {
+    "type": "object", "required": ["ids"],
+    "properties": {
+        "ids": {"type": "array", "items": {"type": "string"}},
+        "registrations": {"type": "array", "items": ref("Registration"),
+                          "description": "with details=1: the registrations of `ids` (one deleted meanwhile is left out)"},
+        "next": {"type": "string", "description": "the cursor of the next page; absent on the last one"},
+    },
+}
+
+
 def _body(schema: dict) -> dict:
     return {"required": True, "content": _json(schema)}
 
@@ -50,10 +61,19 @@ def _body(schema: dict) -> dict:
 PATHS = {
     "/api/fetches": {
         "get": {
-            "operationId": "getIds", "summary": "getIds(): the ids of active registrations",
-            "parameters": [{"name": "all", "in": "query", "schema": FLAG, "description": "1: every registration"}],
-            "responses": _answers({"200": {"description": "The ids.", "content": _json({
-                "type": "object", "required": ["ids"], "properties": {"ids": {"type": "array", "items": {"type": "string"}}}})}}, 400),
+            "operationId": "getIds", "summary": "getIds(): the ids of active registrations, a page at a time",
+            "parameters": [
+                {"name": "all", "in": "query", "schema": FLAG, "description": "1: every registration"},
+                {"name": "limit", "in": "query", "description": "most ids in the answer",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": paging.LIMIT_MOST, "default": paging.LIMIT_DEFAULT}},
+                {"name": "order", "in": "query", "description": "by when they were made: oldest (getIds()'s order) or newest first",
+                 "schema": {"type": "string", "enum": list(paging.ORDERS), "default": paging.ORDERS[0]}},
+                {"name": "cursor", "in": "query", "schema": {"type": "string", "maxLength": 64},
+                 "description": "the `next` of the answer before: the page after it (in its order)"},
+                {"name": "details", "in": "query", "schema": FLAG, "description": "1: each registration too"},
+            ],
+            "responses": _answers({"200": {"description": "A page of ids, oldest first unless asked otherwise.",
+                                           "content": _json(PAGE)}}, 400),
         },
         "post": {
             "operationId": "fetch", "summary": "fetch(id, requests, options): start a background fetch",
@@ -157,12 +177,15 @@ def document(public_host: str) -> dict:
                 "UpdateBody": UPDATE_BODY, "Icon": ICON, "Problem": PROBLEM,
             },
             "responses": {
-                "Invalid": _problem(f"A value is invalid (a URL bgfetch may not fetch too), `field` names it; or the body is not"
+                "Invalid": _problem(f"A value is invalid (a URL bgfetch may not fetch too: bgfetch itself, a bad port of the Fetch"
+                                    f" standard), `field` names it; or the body is not"
                                     f" JSON in UTF-8 or nests deeper than {validate.MAX_DEPTH} levels (`field` is \"\")."),
                 "Unauthorized": _problem("No or a wrong Authorization: Bearer token."),
                 "Forbidden": _problem("The body was fetched with other credentials (Authorization, Cookie)."),
                 "NotFound": _problem("No such registration or record."),
-                "Conflict": _problem("The registration's state does not allow this."),
+                "Conflict": _problem("The registration's state does not allow this (type id-in-use, not-paused, not-active);"
+                                     " or, for fetch(), downloadTotal is more than bgfetch_quota leaves (type"
+                                     " quota-exceeded, `field` downloadTotal: the spec's QuotaExceededError)."),
                 "NotJson": _problem("The body must be Content-Type: application/json."),
                 "TooLarge": _problem(f"The body is over {validate.MAX_BODY_BYTES} bytes."),
                 "RangeNotSatisfiable": _problem("The Range lies past the body's end."),

@@ -64,6 +64,7 @@ class ProxiedFetch(BodyServing, StoreHandler):
             "body": self.request.body or None,
             "integrity": spec["integrity"],
             "credential": credential_key(fields),
+            "revalidate": spec["revalidate"],
         }
         record_id = await self._join_or_start(spec, record)
         if spec["respond"] == "accepted" and not self.store.record(record_id).complete:

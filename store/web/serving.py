@@ -1,4 +1,4 @@
-"""Serving a stored body: Range and If-Range, HEAD, and the bytes as they are committed.
+"""Serving a stored body: conditional requests (304), Range and If-Range, HEAD, and the bytes as they are committed.
 
 `BodyServing` is mixed into the routes that answer with a record's body: the proxy's flows
 (as the origin sent it) and the API's body route (as a sandboxed attachment).
@@ -9,13 +9,13 @@ import logging
 
 from tornado.iostream import StreamClosedError
 
-from store.engine import BodyLost, NotFound, Record, StorageFault, headers
+from store.engine import BodyLost, NotFound, Record, StorageFault, freshness, headers
+from store.web import conditions
 from store.web.handler import DEFAULT_FIELDS
 from store.web.ranges import Unsatisfiable, parse_range
 
 logger = logging.getLogger(__name__)
 
-PAUSED_READER_SECONDS = 10.0  # a reader at the end of a paused fetch's bytes gets a short body after this
 WHOLE = 2**62  # "to the end" for a body whose size is not known yet
 
 
@@ -23,13 +23,20 @@ class BodyServing:
     """For a `StoreHandler`: `serve_record`."""
 
     def body_fields(self, record: Record) -> list[tuple[str, str]]:
-        """The header fields a stored body goes out with: here, as the origin sent them."""
-        return headers.replayed(record.response_headers)
+        """The header fields a stored body goes out with: here, as the origin sent them (its
+        `Date` too), and the `Age` the store gives it."""
+        return [*headers.replayed(record.response_headers), ("Age", str(freshness.age(record.response_headers)))]
 
     async def serve_record(self, record_id: int) -> None:
         """Answer with a stored body — Range, HEAD, and read-while-writer included."""
         record = await self._wait_for_response(record_id)
         if record is None:
+            return
+        if conditions.not_modified(
+            self.request.headers.get("If-None-Match"), self.request.headers.get("If-Modified-Since"),
+            record.response_headers,
+        ):
+            self._not_modified(record)
             return
         size = record.size
         try:
@@ -41,10 +48,7 @@ class BodyServing:
             )
             return
         start, end = span or (0, size)
-        for name in ("Content-Type", *DEFAULT_FIELDS):
-            self.clear_header(name)
-        for name, value in self.body_fields(record):
-            self.add_header(name, value)
+        self._send_fields(self.body_fields(record))
         self.set_header("Accept-Ranges", "bytes")
         if span:
             self.set_status(206)
@@ -55,6 +59,22 @@ class BodyServing:
             self.finish()
             return
         await self._stream(record, start, end)
+
+    def _send_fields(self, fields: list[tuple[str, str]]) -> None:
+        """The stored response's header fields in place of the route's own (tornado's `Date`
+        too, when they carry one)."""
+        for name in ("Content-Type", *DEFAULT_FIELDS):
+            self.clear_header(name)
+        if headers.first(fields, "date"):
+            self.clear_header("Date")
+        for name, value in fields:
+            self.add_header(name, value)
+
+    def _not_modified(self, record: Record) -> None:
+        """304: the client holds this version; the fields of it that a 304 carries."""
+        self.set_status(304)
+        self._send_fields(conditions.not_modified_fields(self.body_fields(record)))
+        self.finish()
 
     def _range_header(self, record: Record) -> str | None:
         """The client's Range, unless its If-Range names another version."""
@@ -98,11 +118,12 @@ class BodyServing:
 
         One piece is read while the one before it is still being sent, so neither the disk
         nor the socket waits for the other; at most two are buffered. At the end of the
-        stored bytes of a fetch that stays paused (the origin is gone, the disk is full) the
-        response ends short after PAUSED_READER_SECONDS: the client resumes with Range; with
-        no byte sent yet, it is the paused problem instead (503, Retry-After)."""
+        stored bytes of a fetch that stays paused (the origin is gone, the disk is full), the
+        response ends short once no byte came for the app's `paused_read_timeout` seconds: the client resumes with Range; with no byte sent yet,
+        it is the paused problem instead (503, Retry-After)."""
         generation, pos = record.generation, start
         sending, moved = None, asyncio.get_running_loop().time()
+        bound = self.settings["paused_read_timeout"]
         try:
             while end is None or pos < end:
                 async for data in self.store.read(record.id, pos, end if end is not None else WHOLE):
@@ -119,7 +140,7 @@ class BodyServing:
                 if record.generation != generation or record.status is None or registration["result"] == "failure":
                     return self._cut(sending)  # the entity changed or failed: never mix two versions
                 if pos >= record.stored:
-                    stuck = asyncio.get_running_loop().time() - moved >= PAUSED_READER_SECONDS
+                    stuck = asyncio.get_running_loop().time() - moved >= bound
                     if stuck and registration["state"] == "paused":
                         # what is stored, then the end; with nothing sent yet, the paused problem
                         return self._cut(sending) if sending is not None else self._paused(registration)

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from store.db import records as record_rows
 from store.db import registrations as registration_rows
-from store.db.storage import NotFound, Record
+from store.db.storage import NotFound, Page, Record
 
 
 class Mirror:
@@ -110,8 +110,22 @@ class Mirror:
         return registration_rows.view(row, len(held), sum(record.stored for record in held))
 
     def ids(self, active_only: bool = True) -> list[str]:
+        return [row["id"] for row in self._in_order(active_only)]
+
+    def page(self, active_only: bool, limit: int, after: int | None, newest_first: bool) -> Page:
+        """Up to `limit` ids by `seq` (newest first when told), after the seq `after`."""
+        rows = self._in_order(active_only)
+        if newest_first:
+            rows.reverse()
+        if after is not None:
+            rows = [row for row in rows if (row["seq"] < after if newest_first else row["seq"] > after)]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page([row["id"] for row in rows], rows[-1]["seq"] if more else None)
+
+    def _in_order(self, active_only: bool) -> list[dict]:
         rows = sorted(self.registrations.values(), key=lambda row: row["seq"])
-        return [row["id"] for row in rows if not active_only or row["state"] != "done"]
+        return [row for row in rows if not active_only or row["state"] != "done"]
 
     def records_of(self, reg_id: str) -> list[Record]:
         indexes = self.by_registration.get(reg_id, {})
@@ -136,8 +150,9 @@ class Mirror:
             return None
         return row["download_total"] - sum(r.stored for r in self.records_of(reg_id) if r.id != record_id)
 
-    def held(self, record_id: int) -> int:
-        """Bytes every record but `record_id` holds or will hold, fleet-wide, as this copy knows them."""
+    def held(self, record_id: int | None = None) -> int:
+        """Bytes every record but `record_id` (None: every record) holds or will hold, fleet-wide,
+        as this copy knows them."""
         return sum(
             max(record.stored, record.size or 0) for record in self.records.values()
             if record.id != record_id and self.registrations[record.registration_id]["result"] != "failure"

@@ -69,6 +69,7 @@ CREATE TABLE bgfetch.records (
     received bigint NOT NULL DEFAULT 0,
     generation integer NOT NULL DEFAULT 0,
     complete boolean NOT NULL DEFAULT false,
+    revalidate text NOT NULL DEFAULT '',
     version bigint NOT NULL DEFAULT 0,
     UNIQUE (registration_id, idx)
 );

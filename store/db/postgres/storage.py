@@ -26,7 +26,7 @@ from store.db.postgres import bodies, connect, leases, schema, writes
 from store.db.postgres.chores import Chores
 from store.db.postgres.mirror import Mirror
 from store.db.storage import (
-    BodyLost, Conflict, MayReplace, NewRecord, Record, RequestChange, Step, Storage, Watcher,
+    BodyLost, Conflict, MayReplace, NewRecord, Page, Record, RequestChange, Step, Storage, Watcher,
 )
 
 logger = logging.getLogger(__name__)
@@ -125,6 +125,9 @@ class PostgresStorage(Storage):
     def ids(self, active_only: bool = True) -> list[str]:
         return self.mirror.ids(active_only)
 
+    def page(self, active_only: bool, limit: int, after: int | None = None, newest_first: bool = False) -> Page:
+        return self.mirror.page(active_only, limit, after, newest_first)
+
     async def create(self, registration: dict, new: list[NewRecord], may_replace: MayReplace) -> None:
         try:
             async with self._changing(registration["id"], "create") as cur:
@@ -175,7 +178,7 @@ class PostgresStorage(Storage):
     def download_room(self, reg_id: str, record_id: int) -> int | None:
         return self.mirror.download_room(reg_id, record_id)
 
-    def held(self, record_id: int) -> int:
+    def held(self, record_id: int | None = None) -> int:
         return self.mirror.held(record_id)
 
     def servable(self, url: str, credential: str) -> int | None:

@@ -37,9 +37,9 @@ async def create(cur: AsyncCursor, registration: dict, records: list[NewRecord],
     seq = (await cur.fetchone())["seq"]
     await cur.executemany(
         "INSERT INTO records (registration_id, registration_seq, idx, method, url, credential, request_headers,"
-        " request_body, body_hash, integrity) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        " request_body, body_hash, integrity, revalidate) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         [[reg_id, seq, idx, r.method, r.url, r.credential, json.dumps(list(r.headers)), r.body, r.body_hash,
-          r.integrity] for idx, r in enumerate(records)],
+          r.integrity, r.revalidate] for idx, r in enumerate(records)],
     )
 
 
@@ -130,19 +130,26 @@ async def delete(cur: AsyncCursor, reg_id: str) -> int:
     return count
 
 
+UPLOADED_SQL = """
+UPDATE registrations SET uploaded = LEAST(upload_total, uploaded + COALESCE(
+    (SELECT length(request_body) FROM records WHERE id = %(record)s AND status IS NULL), 0))
+WHERE id = (SELECT registration_id FROM records WHERE id = %(record)s)
+"""
 QUOTA_LOCK = 0x62674653_0002  # pg_advisory_xact_lock key: one response at a time counts the fleet's room
 HELD_SQL = """
 SELECT COALESCE(SUM(GREATEST(r.stored, COALESCE(r.size, 0))), 0) AS held
 FROM records r JOIN registrations g ON g.id = r.registration_id
-WHERE g.result != 'failure' AND r.id != %s
+WHERE g.result != 'failure' AND r.id IS DISTINCT FROM %s
 """
 
 
 async def set_response(cur: AsyncCursor, record_id: int, status: int, fields: list, size: int | None) -> int:
-    """Store the response's status, header fields and announced size; returns the bytes every
-    other record of the fleet holds or will hold, counted under a lock that makes two nodes'
+    """Store the response's status, header fields and announced size, and count the request's
+    body into `uploaded` (at the record's first response only); returns the bytes every other
+    record of the fleet holds or will hold, counted under a lock that makes two nodes'
     transfers take turns, so that they never both count on the same room."""
     await cur.execute("SELECT pg_advisory_xact_lock(%s)", [QUOTA_LOCK])
+    await cur.execute(UPLOADED_SQL, {"record": record_id})
     await cur.execute("UPDATE records SET status = %s, response_headers = %s, size = %s WHERE id = %s",
                       [status, json.dumps(fields), size, record_id])
     await cur.execute(HELD_SQL, [record_id])

@@ -2,7 +2,7 @@
 
 | route | spec counterpart |
 |---|---|
-| `POST /api/fetches`, `GET /api/fetches[?all=1]` | `fetch()`, `getIds()` |
+| `POST /api/fetches`, `GET /api/fetches[?all=1&limit=&order=&cursor=&details=1]` | `fetch()`, `getIds()` |
 | `GET`, `PATCH`, `DELETE /api/fetches/{id}` | `get()`, `updateUI()`, — |
 | `POST /api/fetches/{id}/abort` | `abort()` |
 | `GET /api/fetches/{id}/records[?url=&ignoreSearch=1&ignoreMethod=1&method=]` | `matchAll()` |

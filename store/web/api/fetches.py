@@ -4,18 +4,26 @@ Handlers let the engine's and the validator's exceptions through: `problems.TABL
 """
 
 from store.engine import LifecycleError, NotFound
-from store.web import validate, views
+from store.web import paging, validate, views
 from store.web.api.base import ApiHandler
 from store.web.handler import Problem
 
 
 class Fetches(ApiHandler):
-    """`POST /api/fetches`: `fetch()`; `GET /api/fetches`: `getIds()` (`?all=1`: every one)."""
+    """`POST /api/fetches`: `fetch()`; `GET /api/fetches`: `getIds()` (`?all=1`: every one), a
+    page at a time (`paging`); `?details=1` also gives each registration, as `get()` shows it."""
 
     SUPPORTED_METHODS = ("GET", "POST")
 
     def get(self) -> None:
-        self.send_json({"ids": self.store.ids(active_only=not self.flag("all"))})
+        asked = paging.asked(lambda name: self.get_argument(name, None))
+        page = self.store.page(not self.flag("all"), asked.limit, asked.after, asked.newest_first)
+        answer: dict = {"ids": page.ids}
+        if self.flag("details"):
+            answer["registrations"] = [r for r in map(self.store.snapshot, page.ids) if r is not None]
+        if page.after is not None:
+            answer["next"] = paging.cursor(asked.newest_first, page.after)
+        self.send_json(answer)
 
     async def post(self) -> None:
         registration, requests = validate.fetch_body(self.json_body(), self.refused)

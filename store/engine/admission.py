@@ -1,0 +1,23 @@
+"""What a new registration must meet before it is made: a downloadTotal that the quota can hold.
+
+The spec's `fetch()` rejects at once with a QuotaExceededError when the download it announces
+cannot fit; bgfetch compares `downloadTotal` with what `bgfetch_quota` leaves beside every
+stored body and the announced size of those downloading (storage's `held`).
+"""
+
+
+class QuotaExceeded(Exception):
+    """downloadTotal is more than what the store's quota leaves."""
+
+
+def check_quota(download_total: int | None, quota: int | None, held: int) -> None:
+    """QuotaExceeded, saying by how much, when `download_total` bytes would not fit in `quota`
+    with `held` bytes already held; nothing to check without either."""
+    if download_total is None or quota is None:
+        return
+    left = max(quota - held, 0)
+    if download_total > left:
+        raise QuotaExceeded(
+            f"downloadTotal {download_total} is more than the {left} bytes that bgfetch_quota leaves"
+            f" ({quota} bytes, {held} held); delete finished fetches or ask for less"
+        )

@@ -203,37 +203,26 @@ class BackgroundFetch:
             _answer(flow, answers.UNAVAILABLE, {"Retry-After": answers.RETRY_AFTER})
 
     def _stored_or(self, flow: http.HTTPFlow, url: str, fetch: tuple[str, dict] | None) -> Awaitable[None] | None:
-        """Serve what the store holds for the URL; else hand the flow over for `fetch` (a path
-        and its details), or let it pass when there is none."""
+        """Serve what the store holds for the URL; else hand the flow over for `fetch`, or let it pass."""
         if self.lookup and self.lookup.ready:
-            return self._stored_now_or(flow, url, fetch)
+            record = self.lookup.find(url, flow.request.headers.items(multi=True))
+            if inspect.isawaitable(record):  # a fleet node's store is asked
+                return self._when_found(flow, record, fetch)
+            return self._record_or(flow, record, fetch)
         if self.keeper.starting:  # whether the URL is stored is known once the store is ready
-            return self._stored_when_ready(flow, url, fetch)
-        return self._to_store(flow, *fetch) if fetch else None
+            return self._when_found(flow, self.keeper.wait_ready(), fetch, url)
+        return self._record_or(flow, None, fetch)
 
-    def _stored_now_or(self, flow: http.HTTPFlow, url: str, fetch: tuple[str, dict] | None) -> Awaitable[None] | None:
-        record = self.lookup.find(url, flow.request.headers.items(multi=True))
-        if inspect.isawaitable(record):  # a fleet node's store is asked
-            return self._found_or(flow, record, fetch)
-        return self._record_or(flow, record, fetch)
-
-    async def _found_or(self, flow: http.HTTPFlow, found: Awaitable[int | None], fetch: tuple[str, dict] | None) -> None:
-        if waiting := self._record_or(flow, await found, fetch):
+    async def _when_found(self, flow: http.HTTPFlow, found: Awaitable, fetch: tuple[str, dict] | None, url: str = "") -> None:
+        record = await found
+        if url:  # `found` was the store getting ready: now the URL is looked up
+            record = await self.lookup.found(url, flow.request.headers.items(multi=True)) if self.lookup else None
+        if waiting := self._record_or(flow, record, fetch):
             await waiting
 
     def _record_or(self, flow: http.HTTPFlow, record: int | None, fetch: tuple[str, dict] | None) -> Awaitable[None] | None:
-        if record is not None:
-            return self._to_store(flow, protocol.STORED_PATH, {protocol.RECORD: str(record)})
-        return self._to_store(flow, *fetch) if fetch else None
-
-    async def _stored_when_ready(self, flow: http.HTTPFlow, url: str, fetch: tuple[str, dict] | None) -> None:
-        await self.keeper.wait_ready()
-        if self.lookup and self.lookup.ready:
-            waiting = self._stored_now_or(flow, url, fetch)
-        else:
-            waiting = self._to_store(flow, *fetch) if fetch else None
-        if waiting:
-            await waiting
+        where = (protocol.STORED_PATH, {protocol.RECORD: str(record)}) if record is not None else fetch
+        return self._to_store(flow, *where) if where else None
 
     def _redirect(self, flow: http.HTTPFlow, port: int, path: str, extra: dict[str, str] | None) -> None:
         """Point the flow at the store's internal port, with the secret and the fetch details."""

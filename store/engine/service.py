@@ -200,6 +200,7 @@ class Store:
         if event == "bytes":
             self.events.progress(reg_id)
         elif event == "delete":
+            self.lost(reg_id)
             for listener in self.removal_listeners:
                 listener(1)
         else:

@@ -1,6 +1,7 @@
 """The question the proxy asks of every request: does the store hold this URL? (read-only)"""
 
 import asyncio
+import inspect
 import logging
 import sqlite3
 from collections.abc import Awaitable, Iterable
@@ -129,6 +130,11 @@ class Lookup:
 
     def _find(self, url: str, credential: str) -> int | None | Awaitable[int | None]:
         return lookups.servable_record(self.conn, url, credential)
+
+    async def found(self, url: str, fields: Iterable[tuple[str, str]]) -> int | None:
+        """`find`, awaited if need be (None until the first build): for a request that waits anyway."""
+        record = self.find(url, fields)
+        return await record if inspect.isawaitable(record) else record
 
     def _filled(self) -> BloomFilter:
         """A filter sized for, and holding, every URL of the database's records (in a thread)."""

@@ -39,6 +39,8 @@ class ObjectStore:
             config=botocore.config.Config(
                 s3={"addressing_style": "path"}, max_pool_connections=THREADS, connect_timeout=5, read_timeout=30,
                 retries={"mode": "standard", "max_attempts": 3},
+                # only the checksums S3 requires: S3-compatible stores differ in the others they take
+                request_checksum_calculation="when_required", response_checksum_validation="when_required",
             ),
         )
         self.threads = concurrent.futures.ThreadPoolExecutor(THREADS, thread_name_prefix="bgfetch-objects")

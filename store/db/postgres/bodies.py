@@ -7,7 +7,8 @@ deleted while a chunk names it:
 3. `commit`, in one transaction fenced by the lease: the record's byte count moves on (only
    from the offset the chunk starts at, and in the generation it belongs to), the chunk row
    names the object, and the object leaves `doomed_objects` (if the collector took it
-   meanwhile, the commit fails instead).
+   meanwhile, the commit fails instead). A chunk here is what one object holds: the appends
+   that waited together (`appends`).
 A writer that dies or loses its lease between 1 and 3 leaves its object doomed; `collect`
 deletes doomed objects once due (a deleted chunk's object is due at once: a trigger).
 """

@@ -23,6 +23,7 @@ from store.db import locations
 from store.db.faults import StorageUnreachable
 from store.db.objects import ObjectStore
 from store.db.postgres import bodies, connect, leases, schema, writes
+from store.db.postgres.appends import Appends
 from store.db.postgres.chores import Chores
 from store.db.postgres.mirror import Mirror
 from store.db.storage import (
@@ -46,8 +47,7 @@ class PostgresStorage(Storage):
         self.mirror = Mirror()
         self.tokens: dict[str, int] = {}  # registration id -> the lease token this node claimed
         self.watcher: Watcher | None = None
-        self._tails: dict[int, asyncio.Future] = {}  # record id -> its last append: commits keep their order
-        self._appends: set[asyncio.Future] = set()
+        self.appends = Appends(self)
         self.chores = Chores(self)
 
     @classmethod
@@ -102,10 +102,10 @@ class PostgresStorage(Storage):
         async with self.connection() as conn, conn.transaction(), conn.cursor() as cur:
             yield cur
             row, records = await writes.read_registration(cur, reg_id)
-            await self._send(cur, "reg" if row else "gone", reg_id, event)
+            await self.send(cur, "reg" if row else "gone", reg_id, event)
         self.take(reg_id, row, records)
 
-    async def _send(self, cur, kind: str, reg_id: str, event: str = "", **more) -> None:
+    async def send(self, cur, kind: str, reg_id: str, event: str = "", **more) -> None:
         note = json.dumps({"n": self.node, "k": kind, "r": reg_id, "e": event, **more})
         await cur.execute("SELECT pg_notify(%s, %s)", [connect.CHANNEL, note])
 
@@ -146,7 +146,7 @@ class PostgresStorage(Storage):
             found = await writes.requeue_unclaimed(cur, step)
             rows = [await writes.read_registration(cur, reg_id) for reg_id in found]
             for reg_id in found:
-                await self._send(cur, "reg", reg_id, "requeue")
+                await self.send(cur, "reg", reg_id, "requeue")
         for reg_id, (row, records) in zip(found, rows):
             self.take(reg_id, row, records)
         return found
@@ -207,38 +207,8 @@ class PostgresStorage(Storage):
 
     def append(self, record_id: int, generation: int, offset: int, pieces: list[bytes], size: int) -> Awaitable[bool]:
         """The chunk's object is written at once (several in flight); the commits keep the order
-        of the appends."""
-        before = self._tails.get(record_id)
-        future = asyncio.ensure_future(self._append(record_id, generation, offset, pieces, size, before))
-        self._tails[record_id] = future
-        self._appends.add(future)
-        future.add_done_callback(lambda done: self._appended(record_id, done))
-        return future
-
-    def _appended(self, record_id: int, future: asyncio.Future) -> None:
-        self._appends.discard(future)
-        if self._tails.get(record_id) is future:
-            del self._tails[record_id]
-
-    async def _append(self, record_id: int, generation: int, offset: int, pieces: list[bytes], size: int,
-                      before: asyncio.Future | None) -> bool:
-        name = f"{record_id}/{generation}/{offset:015d}-{uuid.uuid4().hex[:12]}"
-        async with self.connection() as conn:
-            await bodies.intend(conn, name)
-        await self.objects.put(name, pieces)
-        if before is not None:
-            await asyncio.gather(before, return_exceptions=True)
-        reg_id = self.mirror.record(record_id).registration_id
-        async with self.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            await leases.fence(cur, self.node, self.tokens, record_id)
-            counts = await bodies.commit(cur, record_id, generation, offset, size, name)
-            if counts is not None:
-                await self._send(cur, "bytes", reg_id, i=record_id, v=counts["version"], s=counts["stored"],
-                                 c=counts["received"])
-        if counts is None:
-            return False
-        self.mirror.put_bytes(record_id, counts["version"], counts["stored"], counts["received"])
-        return True
+        of the appends, several to a transaction (`appends`)."""
+        return self.appends.append(record_id, generation, offset, pieces, size)
 
     async def read(self, record_id: int, start: int, end: int) -> AsyncIterator[bytes]:
         pos = start
@@ -287,7 +257,7 @@ class PostgresStorage(Storage):
     async def close(self) -> None:
         """Wait for the chunks in flight, let go of this node's leases, and close every connection."""
         await self.chores.close()
-        await asyncio.gather(*self._appends, return_exceptions=True)
+        await self.appends.close()
         try:
             async with self.connection() as conn:
                 await leases.release_all(conn, self.node, self.tokens)

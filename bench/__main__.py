@@ -14,7 +14,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import report, targets
+from . import fleet, report, targets
 from .load import Load
 from .measure import MB, human_size, machine, parse_size
 from .plot import plot
@@ -29,7 +29,7 @@ PROFILES = {  # --quick: the same scenarios on smaller bodies and fewer registra
     "quick": {"sizes": "16MiB,64MiB,256MiB", "size": "256MiB", "small_requests": 2000, "clients": 100,
               "readers_size": "16MiB", "registrations": 200, "lag_size": "64MiB"},
 }
-PARTS = ("sweep", "load")
+PARTS = ("sweep", "load", "fleet")
 
 
 def _size(text: str) -> int:
@@ -53,7 +53,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--size", type=_size, help="body size of the targets' rows and of Squid (default 1GiB; "
                                               "added to --sizes)")
     p.add_argument("--runs", type=int, default=3, help="timed runs per scenario; medians are reported (default 3)")
-    p.add_argument("--only", choices=PARTS, help="only the throughput sweep, or only the load on one store")
+    p.add_argument("--only", choices=PARTS, help="only the throughput sweep, only the load on one store, or only "
+                                                 "a fleet of two nodes on PostgreSQL and SeaweedFS (bench/fleet.py)")
     p.add_argument("--clients", type=int, help="readers of one stored body at once (default 100)")
     p.add_argument("--registrations", type=int, help="registrations queued at once (default 1000, quick 200)")
     p.add_argument("--no-bgfetch", action="store_true", help="only direct curl, plain mitmdump and Squid")
@@ -82,6 +83,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def disk_needed(a: argparse.Namespace) -> int:
     """Bytes the run writes at most at once: the largest body and its store, Squid's cache, the load's store."""
+    if a.only == "fleet":  # the body, and the fetches of it in the object store
+        return (a.runs + 2) * a.size + 1_000_000_000
     sweep = 2 * max(a.sizes) + int(1.3 * a.runs * a.size) if a.only != "load" else 0
     load = a.load["readers_size"] * 2 + 4 * a.runs * a.load["lag_size"] * 2 if a.only != "sweep" else 0
     return max(sweep, load) + 1_000_000_000
@@ -130,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         if free < need:
             raise BenchError(f"{tmp} has {free / 1e9:.1f} GB free, the run needs about {need / 1e9:.1f} GB "
                              "(smaller --sizes, or TMPDIR elsewhere)")
+        if args.only == "fleet":
+            return _fleet(args, tmp)
         run(args, tmp, result)
     except BenchError as e:
         print(f"\nbench stopped: {e}", file=sys.stderr, flush=True)
@@ -155,6 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     paths = report.write(result, args.results)
     picture = plot(result, args.plot)
     print(f"\nwritten in {result['seconds']} s: " + ", ".join(str(p) for p in [*paths, *([picture] if picture else [])]))
+    return 0
+
+
+def _fleet(args: argparse.Namespace, tmp: Path) -> int:
+    """`--only fleet`: its own table and verdicts, written to fleet.{json,md} beside the others."""
+    result = fleet.FleetRuns(tmp, args.size, args.runs).measure()
+    print(f"\n{fleet.markdown(result)}")
+    paths = fleet.write(result, args.results)
+    print("written: " + ", ".join(str(p) for p in paths))
     return 0
 
 

@@ -15,7 +15,12 @@ import traceback
 from pathlib import Path
 
 from . import fleet, report, targets
+from .deletion import Deletion
 from .load import Load
+from .scale import Scale
+from .segments import Segmented
+from .sustained import Sustained
+from .tls import Tls
 from .measure import MB, human_size, machine, parse_size
 from .plot import plot
 from .rig import Rig
@@ -25,11 +30,14 @@ from .sweep import SizeRuns
 REPO = Path(__file__).resolve().parent.parent
 PROFILES = {  # --quick: the same scenarios on smaller bodies and fewer registrations (~2 minutes)
     "full": {"sizes": "64MiB,256MiB,1GiB,4GiB", "size": "1GiB", "small_requests": 2000, "clients": 100,
-             "readers_size": "100MiB", "registrations": 1000, "lag_size": "256MiB"},
+             "readers_size": "100MiB", "registrations": 1000, "lag_size": "256MiB", "scale": 100_000,
+             "delete_size": "4GiB", "sustained_size": "1GiB", "segmented_size": "1GiB"},
     "quick": {"sizes": "16MiB,64MiB,256MiB", "size": "256MiB", "small_requests": 2000, "clients": 100,
-              "readers_size": "16MiB", "registrations": 200, "lag_size": "64MiB"},
+              "readers_size": "16MiB", "registrations": 200, "lag_size": "64MiB", "scale": 20_000,
+             "delete_size": "1GiB", "sustained_size": "256MiB", "segmented_size": "256MiB"},
 }
-PARTS = ("sweep", "load", "fleet")
+PARTS = ("sweep", "load", "scale", "delete", "sustained", "tls", "segmented", "fleet")
+ROUNDS = 5  # of the sustained part
 
 
 def _size(text: str) -> int:
@@ -57,6 +65,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                                  "a fleet of two nodes on PostgreSQL and SeaweedFS (bench/fleet.py)")
     p.add_argument("--clients", type=int, help="readers of one stored body at once (default 100)")
     p.add_argument("--registrations", type=int, help="registrations queued at once (default 1000, quick 200)")
+    p.add_argument("--delete-size", type=_size, help="the body deleted in the delete part (default 4GiB, quick 1GiB)")
+    p.add_argument("--scale", type=int, help="registrations in the store of the scale part (default 100000, quick 20000)")
     p.add_argument("--no-bgfetch", action="store_true", help="only direct curl, plain mitmdump and Squid")
     p.add_argument("--no-squid", action="store_true", help="without Squid (its targets are then n/a)")
     p.add_argument("--repo", type=Path, default=REPO, help="the bgfetch checkout whose addon.py is measured")
@@ -72,12 +82,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a.sizes = sorted(set(a.sizes) | {a.size})
     a.clients = a.clients or preset["clients"]
     a.registrations = a.registrations or preset["registrations"]
+    a.scale = a.scale or preset["scale"]
+    a.delete_size = a.delete_size or _size(preset["delete_size"])
+    a.sustained_size, a.segmented_size = _size(preset["sustained_size"]), _size(preset["segmented_size"])
     a.plot = a.plot or (a.results / "latest.png" if a.quick else REPO / "docs" / "bench.png")
     a.load = {"small_requests": preset["small_requests"], "clients": a.clients,
               "readers_size": _size(preset["readers_size"]), "registrations": a.registrations,
               "lag_size": _size(preset["lag_size"])}
-    if a.runs < 1 or a.clients < 1 or a.registrations < 1:
-        p.error("--runs, --clients and --registrations must be at least 1")
+    if a.runs < 1 or a.clients < 1 or a.registrations < 1 or a.scale < 1:
+        p.error("--runs, --clients, --registrations and --scale must be at least 1")
     return a
 
 
@@ -85,9 +98,11 @@ def disk_needed(a: argparse.Namespace) -> int:
     """Bytes the run writes at most at once: the largest body and its store, Squid's cache, the load's store."""
     if a.only == "fleet":  # the body, and the fetches of it in the object store
         return (a.runs + 2) * a.size + 1_000_000_000
-    sweep = 2 * max(a.sizes) + int(1.3 * a.runs * a.size) if a.only != "load" else 0
-    load = a.load["readers_size"] * 2 + 4 * a.runs * a.load["lag_size"] * 2 if a.only != "sweep" else 0
-    return max(sweep, load) + 1_000_000_000
+    sweep = 2 * max(a.sizes) + int(1.3 * a.runs * a.size) if a.only in (None, "sweep") else 0
+    load = a.load["readers_size"] * 2 + 4 * a.runs * a.load["lag_size"] * 2 if a.only in (None, "load") else 0
+    delete = 3 * a.delete_size if a.only in (None, "delete") else 0
+    sustained = 3 * ROUNDS * a.sustained_size if a.only in (None, "sustained") else 0
+    return max(sweep, load, delete, sustained, 3 * a.size) + 1_000_000_000
 
 
 def _sigterm(signum, frame):  # turn SIGTERM into an exception so that every finally runs
@@ -102,13 +117,28 @@ def run(args: argparse.Namespace, tmp: Path, result: dict) -> None:
         result["machine"] = machine(rig.nginx_bin, rig.squid.binary if rig.squid else find_binary("squid"))
         result["skipped"] = {"bgfetch": rig.bg_skip, "squid": rig.squid_skip}
         print("machine: " + report.machine_line(result["machine"]), flush=True)
-        if args.only != "load":
+        if args.only in (None, "sweep"):
             for size in args.sizes:
                 target = size == args.size
                 result["throughput"].append(SizeRuns(rig, size, args.runs, with_squid=target, verify=target).measure())
-        if args.only != "sweep":
+        if args.only in (None, "load"):
             print("load on one store", flush=True)
             result["load"] = Load(rig, args.runs, **args.load).measure()
+        if args.only in (None, "scale"):
+            print(f"a store of {args.scale:,} registrations", flush=True)
+            result["scale"] = Scale(rig, args.runs, count=args.scale, small_requests=args.load["small_requests"]).measure()
+        if args.only in (None, "delete"):
+            print(f"DELETE of a stored {human_size(args.delete_size)} body", flush=True)
+            result["delete"] = Deletion(rig, args.runs, args.delete_size).measure()
+        if args.only in (None, "sustained"):
+            print(f"{ROUNDS} rounds of: background fetch of {human_size(args.sustained_size)}, then served", flush=True)
+            result["sustained"] = Sustained(rig, args.runs, args.sustained_size, ROUNDS).measure()
+        if args.only in (None, "tls"):
+            print(f"HTTPS, {human_size(args.size)}", flush=True)
+            result["tls"] = Tls(rig, args.runs, args.size).measure()
+        if args.only in (None, "segmented"):
+            print(f"an origin with limit_rate per connection, {human_size(args.segmented_size)}", flush=True)
+            result["segmented"] = Segmented(rig, args.runs, args.segmented_size).measure()
         if rig.bg is not None:
             result["commands"]["bgfetch"] = shlex.join(rig.bg.cmd)
         result["commands"]["plain"] = shlex.join(rig.plain.cmd)
@@ -126,8 +156,11 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     started = time.monotonic()
     result = {"started": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(), "profile": args.profile,
-              "runs": args.runs, "sizes": args.sizes, "target_size": args.size, "counts": args.load,
-              "throughput": [], "load": {}, "commands": {
+              "runs": args.runs, "sizes": args.sizes, "target_size": args.size,
+              "counts": {**args.load, "scale": args.scale, "delete_size": args.delete_size,
+                         "sustained_size": args.sustained_size, "rounds": ROUNDS, "segmented_size": args.segmented_size},
+              "throughput": [], "load": {}, "scale": {}, "delete": {}, "sustained": {}, "tls": {}, "segmented": {},
+              "commands": {
                   "curl": "curl -s -o /dev/null -w '%{size_download} %{time_total} %{http_code}' [-x PROXY] URL"}}
     try:
         if free < need:

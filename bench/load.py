@@ -27,6 +27,31 @@ def _ms(fig: dict, *fields: str) -> str:
     return "  ".join(f"{f.removesuffix('_ms').replace('_', ' ')} {fig[f]:.1f} ms" for f in fields if fig.get(f) is not None)
 
 
+def small_requests(config: Path, count: int, proxy: str | None, pids: dict) -> tuple[dict, dict]:
+    """One curl process fetching the `count` URLs of `config` over one kept-alive connection (through
+    `proxy`): `ProcWatch.finish()` of `pids` and the figures (seconds, per second, CPU per request)."""
+    cmd = ["curl", "-s", "-K", str(config), "-w", "%{http_code} %{num_connects}\n"] + (["-x", proxy] if proxy else [])
+    watch = ProcWatch(pids)
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), timeout=600)
+    seconds = time.perf_counter() - t0
+    lines = out.stdout.split()
+    codes, connects = lines[0::2], [int(c) for c in lines[1::2]]
+    if len(codes) != count or set(codes) != {"200"}:
+        raise RuntimeError(f"{len(codes)} answers, statuses {sorted(set(codes))}; curl exit {out.returncode}")
+    procs = watch.finish()
+    # the proxy's CPU time per request: a figure that a busy machine's contention hides less
+    used = [p["cpu_seconds"] for p in procs.values() if p["cpu_seconds"] is not None]
+    return procs, {"seconds": seconds, "per_second": count / seconds, "connections": sum(connects),
+                   "cpu_us_per_request": 1e6 * sum(used) / count if used else None}
+
+
+def small_config(path: Path, url: str, count: int) -> Path:
+    """A curl config of `count` GETs of `url` (each with its own query), bodies to /dev/null."""
+    path.write_text("".join(f'url = "{url}?n={n}"\noutput = "/dev/null"\n' for n in range(count)))
+    return path
+
+
 class Load:
     """The load scenarios, in the order that builds each one's state: a stored body to read, then
     the loop lag while it is read, then the queue, then small requests past a store of many records."""
@@ -105,9 +130,7 @@ class Load:
         """One curl process, `count` URLs from a config file, one connection kept alive (curl reuses it).
         SMALL_PAIRS_PER_RUN pairs of plain and bgfetch runs: each takes about 2 s, and the machine's noise
         from one to the next (±8 %) is larger than the addon's cost, so the median needs many pairs."""
-        config = self.rig.tmp / "small-urls.txt"
-        config.write_text("".join(f'url = "{self.rig.nginx.url(self.small.name)}?n={n}"\noutput = "/dev/null"\n'
-                                  for n in range(self.small_count)))
+        config = small_config(self.rig.tmp / "small-urls.txt", self.rig.nginx.url(self.small.name), self.small_count)
         for pair in range(SMALL_PAIRS_PER_RUN):
             self._small_pair(config, (run - 1) * SMALL_PAIRS_PER_RUN + pair + 1)
 
@@ -119,22 +142,9 @@ class Load:
         if run % 2 == 0:  # alternate which proxy goes first, so neither always meets the warmer machine
             proxies.reverse()
         for key, proxy, pids in [("small_direct", None, {}), *proxies]:
-            cmd = ["curl", "-s", "-K", str(config), "-w", "%{http_code} %{num_connects}\n"] + (["-x", proxy] if proxy else [])
             try:
-                watch = ProcWatch(pids)
-                t0 = time.perf_counter()
-                out = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), timeout=600)
-                seconds = time.perf_counter() - t0
-                lines = out.stdout.split()
-                codes, connects = lines[0::2], [int(c) for c in lines[1::2]]
-                if len(codes) != self.small_count or set(codes) != {"200"}:
-                    raise RuntimeError(f"{len(codes)} answers, statuses {sorted(set(codes))}; curl exit {out.returncode}")
-                procs = watch.finish()
-                # the proxy's CPU time per request: a figure that a busy machine's contention hides less
-                used = [p["cpu_seconds"] for p in procs.values() if p["cpu_seconds"] is not None]
-                self.series[key].record(run, procs, seconds=seconds, per_second=self.small_count / seconds,
-                                        connections=sum(connects),
-                                        cpu_us_per_request=1e6 * sum(used) / self.small_count if used else None)
+                procs, figures = small_requests(config, self.small_count, proxy, pids)
+                self.series[key].record(run, procs, **figures)
             except Exception as e:
                 self.series[key].fail(run, e)
 

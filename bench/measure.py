@@ -85,9 +85,11 @@ class CurlResult:
     status: int
 
 
-def curl(url: str, proxy: str | None = None, headers: list[str] = (), timeout: float = 600) -> CurlResult:
+def curl(url: str, proxy: str | None = None, headers: list[str] = (), timeout: float = 600,
+         extra: list[str] = ()) -> CurlResult:
+    """One GET, body to /dev/null; `extra`: more curl arguments (--http2, --cacert ...)."""
     cmd = ["curl", "-s", "-o", "/dev/null", "-w", "%{size_download} %{time_total} %{http_code}",
-           "--max-time", str(int(timeout))]
+           "--max-time", str(int(timeout)), *extra]
     if proxy:
         cmd += ["-x", proxy]
     for h in headers:
@@ -101,9 +103,9 @@ def curl(url: str, proxy: str | None = None, headers: list[str] = (), timeout: f
         raise RuntimeError(f"curl {url} failed (exit {out.returncode}): {out.stdout!r} {out.stderr!r}") from None
 
 
-def curl_sha256(url: str, proxy: str | None = None, timeout: float = 600) -> tuple[str, int]:
+def curl_sha256(url: str, proxy: str | None = None, timeout: float = 600, extra: list[str] = ()) -> tuple[str, int]:
     """(sha256, length) of a body fetched with curl (untimed: checks what a client gets)."""
-    cmd = ["curl", "-s", "-f", "--max-time", str(int(timeout)), "-o", "-", url] + (["-x", proxy] if proxy else [])
+    cmd = ["curl", "-s", "-f", "--max-time", str(int(timeout)), *extra, "-o", "-", url] + (["-x", proxy] if proxy else [])
     digest, n = hashlib.sha256(), 0
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=clean_env()) as p:
         try:
@@ -142,11 +144,13 @@ class Api:
         self.conn.close()
 
 
-def background_fetch(proxy: str, api_port: int, url: str, fetch_id: str, size: int, timeout: float) -> tuple[float, dict]:
+def background_fetch(proxy: str, api_port: int, url: str, fetch_id: str, size: int, timeout: float,
+                     extra: list[str] = ()) -> tuple[float, dict]:
     """Start a `respond=accepted` background fetch through the proxy and poll the store's API
     every 20 ms until `result` is set. Returns (seconds from the curl start to success, registration)."""
     t0 = time.perf_counter()
-    r = curl(url, proxy=proxy, headers=[f'Background-Fetch: id="{fetch_id}", respond=accepted'], timeout=60)
+    r = curl(url, proxy=proxy, headers=[f'Background-Fetch: id="{fetch_id}", respond=accepted'], timeout=60,
+             extra=extra)
     if r.status != 202:
         raise RuntimeError(f"the Background-Fetch request got HTTP {r.status}, expected 202 Accepted")
     deadline = t0 + timeout
@@ -188,6 +192,18 @@ def reset_peak(pid: int | None) -> bool:
         return True
     except OSError:
         return False
+
+
+def written_bytes(pid: int | None) -> tuple[int, int] | None:
+    """(write_bytes, cancelled_write_bytes) of a process so far (/proc/<pid>/io): bytes it made dirty
+    for the disk, and those truncated away before they reached it."""
+    if not pid:
+        return None
+    try:
+        fields = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+        return int(fields["write_bytes"]), int(fields["cancelled_write_bytes"])
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def peak_rss_mb(pid: int | None) -> float | None:

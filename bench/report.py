@@ -70,9 +70,9 @@ def sizes_table(result: dict) -> list[str]:
     return _table(header, rows, "l" + "r" * 11)
 
 
-def load_table(result: dict) -> list[str]:
+def load_table(result: dict, part: str = "load") -> list[str]:
     rows = []
-    for sc in result["load"].values():
+    for sc in result[part].values():
         text = sc.get("text") or f"skipped: {sc.get('skipped')}"
         if sc.get("identical") is not None:
             text += f"; {sc['identical']} bodies byte-identical"
@@ -91,6 +91,15 @@ def markdown(result: dict) -> str:
         out += ["Throughput and memory by body size:", "", *sizes_table(result), ""]
     if result["load"]:
         out += ["Load on one store:", "", *load_table(result), ""]
+    if result.get("delete"):
+        out += ["DELETE of a big body:", "", *_table(["scenario", "median of the runs"],
+                                                    [[result["delete"]["name"], result["delete"].get("text") or
+                                                      f"skipped: {result['delete'].get('skipped')}"]], "ll"), ""]
+    for part, title in (("scale", f"A store of {result['counts'].get('scale', 0):,} registrations"),
+                        ("sustained", "Sustained rounds (no sync between)"), ("tls", "HTTPS"),
+                        ("segmented", "An origin that caps each connection")):
+        if result.get(part):
+            out += [f"{title}:", "", *load_table(result, part), ""]
     errors = [f"- {sc['name']}: {e}" for t in result["throughput"] for sc in t["scenarios"].values()
               for e in sc.get("errors", [])]
     if errors:

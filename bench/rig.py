@@ -108,13 +108,8 @@ class Rig:
         for old in self.tmp.glob("mitm-bgfetch-*/bgfetch.sqlite3*"):
             old.unlink()  # the last store's bodies: only the disk space matters now
         work.mkdir(parents=True)
-        api_port = free_port()
-        rules = self.tmp / "rules.yaml"
-        rules.write_text(RULES)
-        bg = Mitmdump("bgfetch mitmdump", work,
-                      ["-s", str(self.repo / "addon.py"), "--set", f"bgfetch_db={db}",
-                       "--set", f"bgfetch_listen_port={api_port}", "--set", f"bgfetch_rules={rules}"],
-                      api_port=api_port)
+        bg = self.bgfetch_mitmdump("bgfetch mitmdump", work, db)
+        api_port = bg.api_port
         if self.bg_starts == 1:
             print(f"bgfetch mitmdump:\n  $ {shlex.join(bg.cmd)}", flush=True)
         try:
@@ -131,6 +126,16 @@ class Rig:
                   f"store pid {pids['store'] or 'NOT FOUND'} (restarted on an empty store before each bgfetch run)",
                   flush=True)
         return True
+
+    def bgfetch_mitmdump(self, name: str, work: Path, db: Path, *options: str) -> Mitmdump:
+        """A bgfetch mitmdump (not started yet) on the store `db`, with the rules of a user, its API on
+        a listen port, and `options` (NAME=VALUE) besides."""
+        rules = self.tmp / "rules.yaml"
+        rules.write_text(RULES)
+        api_port = free_port()
+        sets = [f"bgfetch_db={db}", f"bgfetch_listen_port={api_port}", f"bgfetch_rules={rules}", *options]
+        return Mitmdump(name, work, ["-s", str(self.repo / "addon.py"), *(a for o in sets for a in ("--set", o))],
+                        api_port=api_port)
 
     def stored_files(self) -> list[Path]:
         """The bgfetch store's database files, to warm before serving from them."""

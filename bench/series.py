@@ -6,7 +6,7 @@ import math
 import statistics
 from typing import Callable
 
-from .measure import MB
+from .measure import MB, CurlResult, ProcWatch
 
 
 def median(values) -> float | None:
@@ -51,6 +51,22 @@ class Series:
                           for k, v in rec["procs"].items() if None not in (v["peak_rss_mb"], v["cpu_pct"]))
         print(f"  {self.name:<44} {self.show(rec)}  {procs}", flush=True)
         return rec
+
+    def timed(self, run: int, pids: dict, size: int, transfer: Callable[[], CurlResult],
+              check: Callable[[CurlResult], None] = lambda r: None) -> bool:
+        """Run one timed `transfer` of a whole body of `size` bytes, watching `pids`, and keep its
+        figures; False when it failed (or `check` raised), the failure kept."""
+        try:
+            watch = ProcWatch(pids)
+            r = transfer()
+            if (r.status, r.size) != (200, size):
+                raise RuntimeError(f"{self.name}: HTTP {r.status}, {r.size} bytes, expected 200 and {size}")
+            check(r)
+            self.record(run, watch.finish(), seconds=r.seconds, bytes=r.size)
+            return True
+        except Exception as e:
+            self.fail(run, e)
+            return False
 
     def fail(self, run: int, err: BaseException | str) -> None:
         self.errors.append(f"run {run}: {err}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import os
 import shutil
 import signal
@@ -12,6 +14,11 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from store.proxyside.process import MALLOC_TUNABLES
 
@@ -215,22 +222,41 @@ http {{
         listen {host}:{port};
         root {root};
         location / {{ }}
+        # an origin that caps each connection, as many CDNs and mirrors do
+        location /limited/ {{ alias {root}/; limit_rate {limit_rate}; }}
+    }}
+    server {{
+        listen {host}:{tls_port} ssl http2;
+        ssl_certificate {dir}/origin.pem;
+        ssl_certificate_key {dir}/origin.key;
+        root {root};
+        location / {{ }}
     }}
 }}
 """
+LIMIT_RATE = "25m"  # nginx's m: MiB per second and connection
 
 
 class Nginx:
-    """A private nginx (one worker, sendfile) serving `root` on a free 127.0.0.1 port."""
+    """A private nginx (one worker, sendfile) serving `root` on a free 127.0.0.1 port, also under
+    /limited/ at LIMIT_RATE per connection, and over HTTPS (HTTP/1.1 and HTTP/2, a self-signed
+    certificate) on another."""
 
     def __init__(self, binary: str, workdir: Path, root: Path):
         self.binary, self.dir, self.root = binary, workdir, root
         self.port = free_port()
+        self.tls_port = free_port()
         self.proc: subprocess.Popen | None = None
         self.access_log = self.dir / "access.log"
 
     def url(self, name: str) -> str:
         return f"http://{LOOPBACK}:{self.port}/{name}"
+
+    def https_url(self, name: str) -> str:
+        return f"https://{LOOPBACK}:{self.tls_port}/{name}"
+
+    def limited_url(self, name: str) -> str:
+        return f"http://{LOOPBACK}:{self.port}/limited/{name}"
 
     def requests_seen(self) -> int:
         try:
@@ -244,12 +270,15 @@ class Nginx:
         # workers run as an unprivileged user when started as root: let them read the bodies
         user = "user root;" if os.geteuid() == 0 else ""
         conf = self.dir / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(dir=self.dir, host=LOOPBACK, port=self.port, root=self.root, user=user))
+        self_signed(self.dir / "origin.pem", self.dir / "origin.key")
+        conf.write_text(NGINX_CONF.format(dir=self.dir, host=LOOPBACK, port=self.port, tls_port=self.tls_port,
+                                          root=self.root, user=user, limit_rate=LIMIT_RATE))
         self.stderr = self.dir / "stderr.log"
         cmd = [self.binary, "-p", str(self.dir), "-c", str(conf), "-e", str(self.dir / "error.log")]
         with open(self.stderr, "wb") as err:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True)
         wait_listening("nginx", self.proc, self.port, [self.stderr, self.dir / "error.log"])
+        wait_listening("nginx (https)", self.proc, self.tls_port, [self.stderr, self.dir / "error.log"])
         return self
 
     def stop(self) -> None:
@@ -260,6 +289,22 @@ class Nginx:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except OSError:
                 pass
+
+
+def self_signed(cert: Path, key: Path) -> None:
+    """A certificate for 127.0.0.1 signed by its own key (the mitmdumps run with ssl_insecure)."""
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, LOOPBACK)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    made = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(private.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(LOOPBACK))]), False)
+            .sign(private, hashes.SHA256()))
+    cert.write_bytes(made.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    key.chmod(0o600)
 
 
 # --------------------------------------------------------------------------- mitmdump
@@ -289,6 +334,11 @@ class Mitmdump:
         self.stderr_log = self.dir / "stderr.log"
 
     @property
+    def ca(self) -> Path:
+        """mitmproxy's CA certificate of this mitmdump, for clients of intercepted HTTPS."""
+        return self.dir / "confdir" / "mitmproxy-ca-cert.pem"
+
+    @property
     def proxy(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
 
@@ -300,6 +350,7 @@ class Mitmdump:
             "-p", str(self.port),
             "--set", f"confdir={self.dir / 'confdir'}",
             "--set", "stream_large_bodies=1m",
+            "--set", "ssl_insecure=true",  # the HTTPS origin's certificate is self-signed
             *self.extra,
         ]
 

@@ -58,30 +58,21 @@ class SizeRuns:
                 self.series[key].skipped = self.rig.squid_skip or "measured at the targets' size only"
         return {"size": self.size, "scenarios": {k: s.summary() for k, s in self.series.items()}}
 
-    def _expect(self, r, what: str) -> None:
-        if r.status != 200 or r.size != self.size:
-            raise RuntimeError(f"{what}: HTTP {r.status}, {r.size} bytes, expected 200 and {self.size}")
-
     def _curl(self, key: str, run: int, url: str, proxy: str | None, pids: dict, warm_first: list,
               squid_logs: tuple[str, ...] = ()) -> bool:
         """One timed curl of a whole body; False when it failed (the failure is kept).
         `squid_logs`: the result codes Squid must log for it (a miss must be a miss, a hit a hit)."""
         warm(*warm_first)
         before = self.rig.nginx.requests_seen()
-        try:
-            watch = ProcWatch(pids)
-            r = curl(url, proxy=proxy, timeout=self.timeout)
-            self._expect(r, self.series[key].name)
+
+        def check(_) -> None:
             origin = self.rig.nginx.requests_seen() - before
             if key.startswith("bgfetch_serve") and origin:
                 raise RuntimeError(f"the origin saw {origin} requests while the store served the body")
             if squid_logs and (got := self.rig.squid.last_status(url)) not in squid_logs:
                 raise RuntimeError(f"Squid logged {got} for this request, expected {' or '.join(squid_logs)}")
-            self.series[key].record(run, watch.finish(), seconds=r.seconds, bytes=r.size)
-            return True
-        except Exception as e:
-            self.series[key].fail(run, e)
-            return False
+
+        return self.series[key].timed(run, pids, self.size, lambda: curl(url, proxy=proxy, timeout=self.timeout), check)
 
     def one_run(self, run: int) -> None:
         rig, s = self.rig, self.series

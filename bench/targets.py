@@ -14,6 +14,9 @@ RSS_LIMIT_MB = 150.0
 FLAT_MB = 10.0
 LATENCY_LIMIT_MS = 50.0
 LAG_LIMIT_MS = 50.0
+STARTUP_LIMIT_S = 3.0
+FIRST_SCREEN_LIMIT_S = 1.0
+WRITER_STALL_LIMIT_MS = 100.0
 
 
 def _target(what: str, target: str, ok: bool | None, measured: str, why: str = "") -> dict:
@@ -118,8 +121,106 @@ def evaluate(result: dict) -> list[dict]:
                       also=_crowd_through_plain(readers, load.get("readers_plain"))),
         *_queue_targets(load.get("queue"), counts["registrations"]),
         _lag_target(load.get("lag")),
+        *_scale_targets(result.get("scale") or {}, counts.get("scale", 0)),
+        *_delete_target(result.get("delete"), counts.get("delete_size")),
+        *_sustained_targets(result.get("sustained") or {}, counts),
+        *_tls_targets(result.get("tls") or {}, size),
+        *_segmented_targets(result.get("segmented") or {}, counts),
     ]
     return out
+
+
+def _sustained_targets(sc: dict, counts: dict) -> list[dict]:
+    """Every round's fetch against plain mitmdump (the worst round of the medians), and the bytes written."""
+    if not sc:
+        return []
+    rounds, body = counts["rounds"], human_size(counts["sustained_size"])
+    what = f"{rounds} rounds of a {body} background fetch then served, back to back (no sync)"
+    fetches = [sc.get(f"fetch_{n}") for n in range(1, rounds + 1)]
+    why = _missing(*fetches, sc.get("plain"))
+    ratios = [] if why else [paired_ratio(f, sc["plain"]) for f in fetches]
+    fetch = (_target(what + ": every fetch", "≥ 0.8× plain mitmdump", None, "n/a", why) if why or None in ratios else
+             _target(what + ": every fetch", "≥ 0.8× plain mitmdump", min(ratios) >= 0.8,
+                     f"worst {min(ratios):.2f}×; rounds " + ", ".join(f"{r:.2f}" for r in ratios)
+                     + f" (plain {sc['plain']['mbps']:,.0f} MB/s)"))
+    disk, what_disk = sc.get("disk"), what + ": bytes the store process wrote"
+    if why := _missing(disk):
+        return [fetch, _target(what_disk, "≤ 1.3× the bodies", None, "n/a", why)]
+    worst = max(r["written_ratio"] for r in disk["runs"])
+    return [fetch, _target(what_disk, "≤ 1.3× the bodies", worst <= 1.3,
+                           f"{disk['written_ratio']:.2f}× (worst run {worst:.2f}×; /proc/<pid>/io write_bytes)")]
+
+
+def _tls_targets(sc: dict, size: int) -> list[dict]:
+    if not sc:
+        return []
+    body = human_size(size)
+    return [
+        _ratio_target(f"background fetch of {body} from an HTTPS origin", 0.9, sc.get("fetch"), sc.get("plain_h1"),
+                      "plain mitmdump (HTTPS)"),
+        _ratio_target(f"a stored {body} body served over intercepted HTTPS, HTTP/1.1", 1.1, sc.get("serve_h1"),
+                      sc.get("plain_h1"), "plain mitmdump (HTTPS, HTTP/1.1)"),
+        _ratio_target(f"a stored {body} body served over intercepted HTTPS, HTTP/2", 1.1, sc.get("serve_h2"),
+                      sc.get("plain_h2"), "plain mitmdump (HTTPS, HTTP/2)"),
+    ]
+
+
+def _segmented_targets(sc: dict, counts: dict) -> list[dict]:
+    if not sc:
+        return []
+    return [_ratio_target(f"background fetch of {human_size(counts['segmented_size'])} from an origin capping each"
+                          " connection (limit_rate)", 3.5, sc.get("fetch"), sc.get("direct"), "direct curl")]
+
+
+def _delete_target(sc: dict | None, size: int | None) -> list[dict]:
+    """The slowest write (PATCH of another registration) around a DELETE of a big body, in the worst run."""
+    if not sc or not size:
+        return []
+    what = f"DELETE of a {human_size(size)} body: writer stall (PATCH of another registration every 10 ms)"
+    target = f"never > {WRITER_STALL_LIMIT_MS:g} ms"
+    if why := _missing(sc):
+        return [_target(what, target, None, "n/a", why)]
+    worst = max(r["write_max_ms"] for r in sc["runs"])
+    return [_target(what, target, worst <= WRITER_STALL_LIMIT_MS,
+                    f"max {worst:.0f} ms (p99 {sc['write_p99_ms']:.0f}, idle median {sc['write_idle_ms']:.1f}); "
+                    f"the DELETE answered in {sc['delete_ms']:.0f} ms, the space was back after "
+                    f"{sc['space_back_seconds']:.1f} s; reads max {sc['read_max_ms']:.0f} ms")]
+
+
+def _below(what: str, limit: float, unit: str, sc: dict | None, field: str, also: str = "", digits: int = 2) -> dict:
+    """The median of `field` (the worst run's too) under `limit`."""
+    target = f"< {limit:g} {unit}"
+    if why := _missing(sc):
+        return _target(what, target, None, "n/a", why)
+    worst = max(r[field] for r in sc["runs"])
+    return _target(what, target, sc[field] < limit, f"{sc[field]:.{digits}f} {unit} (worst run {worst:.{digits}f})" + also)
+
+
+def _scale_targets(scale: dict, count: int) -> list[dict]:
+    """The rows of issue 17 for a store of `count` registrations."""
+    if not scale:
+        return []
+    n = f"{count:,} registrations stored"
+    keys = ("api_active", "api_all", "api_deep", "api_dashboard")
+    listings = [scale.get(k) for k in keys]
+    why = _missing(*listings)
+    worst = max(listings, key=lambda sc: sc["median_ms"]) if not why else None
+    empty = scale.get("startup_empty")
+    return [
+        _below(f"{n}: proxy start-up (until it passes a request and serves a stored URL)", STARTUP_LIMIT_S, "s",
+               scale.get("startup"), "seconds",
+               "" if _missing(empty) else f"; an empty store: {empty['seconds']:.2f} s"),
+        _ratio_target(f"{n}: small requests that no rule matches, time", 1.05, scale.get("small_scale"),
+                      scale.get("small_plain"), "plain mitmdump's", "seconds", at_most=True,
+                      also=_cpu_per_request(scale.get("small_scale"), scale.get("small_plain"))),
+        _below(f"{n}: peak RSS of mitmproxy", RSS_LIMIT_MB, "MB", scale.get("rss"), "mitmdump_mb", digits=0),
+        _target(f"{n}: GET /api/fetches, a page at a time", f"median < {LATENCY_LIMIT_MS:g} ms",
+                None if why else worst["median_ms"] < LATENCY_LIMIT_MS,
+                "n/a" if why else ", ".join(f"{k.removeprefix('api_')} {sc['median_ms']:.1f} ms"
+                                            for k, sc in zip(keys, listings)), why),
+        _below(f"dashboard with {count:,} registrations in Chromium: first screen", FIRST_SCREEN_LIMIT_S, "s",
+               scale.get("dashboard"), "seconds"),
+    ]
 
 
 def _queue_targets(sc: dict | None, asked: int) -> list[dict]:

@@ -158,3 +158,60 @@ def test_readers_against_one_plain_stream_with_the_same_crowd_through_plain_for_
     row = next(t for t in targets.evaluate(res) if t["what"].endswith("at once: aggregate"))
     assert row["ok"] is True
     assert row["measured"] == "1.05× (840 vs 800 MB/s); the same clients through plain mitmdump: 700 MB/s (1.20×)"
+
+
+def test_a_store_of_many_registrations_judged_by_its_medians():
+    res = result(fetch_mbps=450, serve_mbps=600, store_rss_4g=82)
+    res["counts"]["scale"] = 100_000
+    listing = [{"median_ms": 2.0}, {"median_ms": 3.0}, {"median_ms": 60.0}]
+    res["scale"] = {
+        "startup_empty": series("startup_empty", [{"seconds": 1.8}] * 3),
+        "startup": series("startup", [{"seconds": 2.0}, {"seconds": 2.2}, {"seconds": 3.4}]),
+        "rss": series("rss", [{"mitmdump_mb": 104.4}] * 3),
+        "small_plain": series("small_plain", [{"seconds": 2.0}] * 3),
+        "small_scale": series("small_scale", [{"seconds": 2.2}] * 3),
+        **{f"api_{k}": series(f"api_{k}", listing) for k in ("active", "all", "deep")},
+        "api_dashboard": series("api_dashboard", [{"median_ms": 4.0}] * 3),
+    }
+    rows = {t["what"]: t for t in targets.evaluate(res)}
+    startup = rows["100,000 registrations stored: proxy start-up (until it passes a request and serves a stored URL)"]
+    assert (startup["ok"], startup["measured"]) == (True, "2.20 s (worst run 3.40); an empty store: 1.80 s")
+    assert rows["100,000 registrations stored: small requests that no rule matches, time"]["ok"] is False  # 1.10×
+    assert rows["100,000 registrations stored: peak RSS of mitmproxy"]["measured"] == "104 MB (worst run 104)"
+    listed = rows["100,000 registrations stored: GET /api/fetches, a page at a time"]
+    assert (listed["ok"], listed["measured"]) == (True, "active 3.0 ms, all 3.0 ms, deep 3.0 ms, dashboard 4.0 ms")
+    assert rows["dashboard with 100,000 registrations in Chromium: first screen"]["ok"] is None  # not measured
+
+
+def test_a_delete_is_judged_by_its_slowest_write_in_the_worst_run():
+    res = result(fetch_mbps=450, serve_mbps=600, store_rss_4g=82)
+    res["counts"]["delete_size"] = 4 * GIB
+    figures = {"delete_ms": 8.0, "space_back_seconds": 5.0, "write_idle_ms": 1.4, "write_p99_ms": 40.0,
+               "read_max_ms": 20.0}
+    res["delete"] = series("delete", [{**figures, "write_max_ms": ms} for ms in (60.0, 70.0, 120.0)])
+    row = next(t for t in targets.evaluate(res) if t["what"].startswith("DELETE of a 4 GiB body"))
+    assert row["ok"] is False and row["measured"].startswith("max 120 ms (p99 40, idle median 1.4)")
+
+
+def test_sustained_rounds_tls_and_a_capped_origin_judged_in_one_run():
+    res = result(fetch_mbps=450, serve_mbps=600, store_rss_4g=82)
+    res["counts"].update(rounds=3, sustained_size=GIB, segmented_size=GIB)
+    res["sustained"] = {
+        "plain": series("plain", [{"mbps": 500}] * 3),
+        **{f"fetch_{n}": series(f"fetch_{n}", [{"mbps": mbps}] * 3) for n, mbps in ((1, 600), (2, 380), (3, 450))},
+        "disk": series("disk", [{"written_ratio": r} for r in (1.1, 1.2, 1.25)]),
+    }
+    res["tls"] = {"plain_h1": series("plain_h1", [{"mbps": 300}] * 3), "plain_h2": series("plain_h2", [{"mbps": 250}] * 3),
+                  "fetch": series("fetch", [{"mbps": 280}] * 3), "serve_h1": series("serve_h1", [{"mbps": 340}] * 3),
+                  "serve_h2": series("serve_h2", [{"mbps": 260}] * 3)}
+    res["segmented"] = {"direct": series("direct", [{"mbps": 26}] * 3), "fetch": series("fetch", [{"mbps": 95}] * 3)}
+    rows = {t["what"]: t for t in targets.evaluate(res)}
+    rounds = "3 rounds of a 1 GiB background fetch then served, back to back (no sync)"
+    assert rows[f"{rounds}: every fetch"]["ok"] is False  # round 2: 0.76×
+    assert rows[f"{rounds}: every fetch"]["measured"] == "worst 0.76×; rounds 1.20, 0.76, 0.90 (plain 500 MB/s)"
+    assert rows[f"{rounds}: bytes the store process wrote"]["ok"] is True
+    assert rows["background fetch of 1 GiB from an HTTPS origin"]["ok"] is True  # 0.93×
+    assert rows["a stored 1 GiB body served over intercepted HTTPS, HTTP/1.1"]["ok"] is True  # 1.13×
+    assert rows["a stored 1 GiB body served over intercepted HTTPS, HTTP/2"]["ok"] is False  # 1.04×
+    capped = rows["background fetch of 1 GiB from an origin capping each connection (limit_rate)"]
+    assert (capped["ok"], capped["measured"]) == (True, "3.65× (95 vs 26 MB/s)")

@@ -17,6 +17,7 @@ def record(record_id: int, reg_id: str, seq: int, version: int = 0, **more) -> d
             "url": f"http://origin.example/{record_id}", "credential": "", "request_headers": "[]",
             "request_body": None, "body_hash": "", "integrity": None, "status": None, "response_headers": None,
             "size": None, "stored": 0, "received": 0, "generation": 0, "complete": False, "revalidate": "",
+            "reusable": True, "selecting": "",
             "version": version, **more}
 
 

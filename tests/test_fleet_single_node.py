@@ -13,13 +13,22 @@ from tests.test_api import (  # noqa: F401  (collected by pytest from this modul
     test_a_podcast_and_its_cover_are_one_registration,
     test_api_through_the_proxy_lists_ids,
     test_conflicts_wrong_media_types_and_unknown_ids,
-    test_one_failing_request_fails_the_whole_registration,
+    test_one_failing_request_fails_the_whole_registration_and_keeps_its_records,
     test_records_follow_match_all_rules,
     test_update_ui_and_new_credentials_for_a_paused_fetch,
 )
 from tests.test_events import (  # noqa: F401
     test_abort_event_and_a_stream_per_client,
     test_event_stream_through_the_proxy_and_replay_after_reconnect,
+)
+from tests.test_freshness_e2e import (  # noqa: F401  (revalidation, renewals, no-store, Vary)
+    test_a_fresh_response_is_served_unless_the_client_insists,
+    test_a_no_store_response_is_kept_only_for_the_requests_that_name_its_fetch,
+    test_a_stale_response_is_revalidated_a_304_serves_it_and_refreshes_its_date,
+    test_an_answer_that_is_not_the_stored_one_goes_to_the_client,
+    test_conditional_requests_are_answered_304_by_the_store,
+    test_vary_is_honoured_for_the_request_fields_it_names,
+    test_with_the_origin_down_or_failing_the_stored_response_is_served,
 )
 from tests.test_header_e2e import (  # noqa: F401
     test_a_fetch_made_through_the_api_is_served_through_the_proxy,

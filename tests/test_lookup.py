@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.poll import eventually_async
-from store.db import schema
+from store.db import lookups, schema
 from store.proxyside import bloom, protocol
 from store.proxyside.bloom import BloomFilter
 from store.proxyside.lookup import STALE_MIN, Lookup
@@ -91,8 +91,10 @@ def test_a_url_never_stored_costs_no_query_and_a_stored_one_is_found(tmp_path):
 
     async def scenario():
         lookup = Lookup(str(db))
-        assert lookup.find("http://a/stored", []) is None  # nothing known before the first build
+        assert lookup.find("http://a/stored", []) is None  # nothing known before the database is open
         await lookup.open()
+        assert lookup.find("http://a/stored", []) is not None  # the index answers until the filter is built
+        await settled(lookup)
         queries = []
         lookup.conn.set_trace_callback(queries.append)
         try:
@@ -107,6 +109,30 @@ def test_a_url_never_stored_costs_no_query_and_a_stored_one_is_found(tmp_path):
     asyncio.run(scenario())
 
 
+def test_repeated_requests_of_a_url_resolve_to_one_complete_verified_record(tmp_path):
+    """A registration may hold a request more than once (as the spec allows): the lookup serves
+    one record of the URL, the same every time: a complete one before one still arriving, never
+    one whose integrity is unchecked, the newest of equals, and nothing of a failed fetch."""
+    db, url = tmp_path / "db.sqlite3", "http://a/repeated"
+    database(db, [])
+    conn = schema.connect(str(db))
+    try:
+        conn.execute("INSERT INTO registrations (id, state, result, created_at, updated_at) VALUES ('d', 'fetching', '', 0, 0)")
+        for idx, complete, integrity in [(0, 1, None), (1, 0, None), (2, 0, "sha256-" + "A" * 43 + "=")]:
+            conn.execute("INSERT INTO records (registration_id, idx, url, status, complete, integrity)"
+                         " VALUES ('d', ?, ?, 200, ?, ?)", [idx, url, complete, integrity])
+        ids = [row[0] for row in conn.execute("SELECT id FROM records ORDER BY idx")]
+        assert {lookups.servable_record(conn, url, "") for _ in range(5)} == {ids[0]}
+        conn.execute("UPDATE records SET complete = 1 WHERE id = ?", [ids[1]])
+        assert lookups.servable_record(conn, url, "") == ids[1]
+        conn.execute("UPDATE records SET complete = 1 WHERE id = ?", [ids[2]])  # verified: now it may be served
+        assert lookups.servable_record(conn, url, "") == ids[2]
+        conn.execute("UPDATE registrations SET state = 'done', result = 'failure'")
+        assert lookups.servable_record(conn, url, "") is None
+    finally:
+        conn.close()
+
+
 def test_an_announced_url_is_found_at_once(tmp_path):
     db = tmp_path / "db.sqlite3"
     database(db, ["http://a/first"])
@@ -114,6 +140,7 @@ def test_an_announced_url_is_found_at_once(tmp_path):
     async def scenario():
         lookup = Lookup(str(db))
         await lookup.open()
+        await settled(lookup)
         try:
             database(db, ["http://a/later"], start=1)
             assert lookup.find("http://a/later", []) is None
@@ -151,6 +178,7 @@ def test_a_line_that_is_not_an_announcement_makes_the_lookup_read_the_database_a
     async def scenario():
         lookup = Told(str(db))
         await lookup.open()
+        await settled(lookup)
         database(db, ["http://a/later"], start=1)
         assert lookup.find("http://a/later", []) is None
         store = StoreProcess([], {"secret": "s"}, lookup, program=[sys.executable, "-c", GARBLED])
@@ -176,11 +204,12 @@ def test_removals_make_it_rebuild_without_the_removed_urls(tmp_path):
     async def scenario():
         lookup = Lookup(str(db))
         await lookup.open()
+        await settled(lookup)
         try:
-            first = lookup.filter
+            first, built = lookup.filter, lookup._build
             delete(db, urls[:2 * STALE_MIN])
             lookup.forget(STALE_MIN - 1)
-            assert lookup._build is None  # too few to be worth a read of the database
+            assert lookup._build is built  # too few to be worth a read of the database
             lookup.forget(STALE_MIN + 1)
             await settled(lookup)
             assert lookup.filter is not first
@@ -200,6 +229,7 @@ def test_a_full_filter_is_rebuilt_bigger_and_what_came_meanwhile_is_kept(tmp_pat
     async def scenario():
         lookup = Lookup(str(db))
         await lookup.open()
+        await settled(lookup)
         try:
             assert len(lookup.filter.array) * 8 == bloom.MIN_BITS
             database(db, urls, start=1)
@@ -226,6 +256,7 @@ def test_a_rebuild_that_cannot_read_keeps_the_filter_in_use(tmp_path, caplog):
     async def scenario():
         lookup = Lookup(str(db))
         await lookup.open()
+        await settled(lookup)
         try:
             kept = lookup.filter
             os.rename(db, tmp_path / "elsewhere")

@@ -10,19 +10,22 @@ READ_BYTES = 256 * 1024
 
 
 def append(conn: sqlite3.Connection, record_id: int, generation: int, offset: int, pieces: list[bytes]) -> bool:
-    """Store the bytes of `pieces` at `offset`; a chunk of an older generation (the body
-    restarted) is dropped. The pieces are copied straight into SQLite's pages with the GIL
+    """Store the bytes of `pieces` at `offset` of the record's body (or of its renewal, by
+    `generation`); a chunk of a generation that is neither (the body restarted) is dropped. The pieces are copied straight into SQLite's pages with the GIL
     released (incremental blob I/O), so the event loop never pays for joining them."""
     size = sum(map(len, pieces))
     updated = conn.execute(
         "UPDATE records SET stored = ?, received = received + ?"
         " WHERE id = ? AND generation = ? AND stored = ?",
         [offset + size, size, record_id, generation, offset],
+    ).rowcount or conn.execute(  # or the record's renewal (renewals.py)
+        "UPDATE renewals SET stored = ? WHERE record_id = ? AND generation = ? AND stored = ?",
+        [offset + size, record_id, generation, offset],
     ).rowcount
     if updated:
         rowid = conn.execute(
-            "INSERT INTO chunks (record_id, offset, size, data) VALUES (?, ?, ?, zeroblob(?))",
-            [record_id, offset, size, size],
+            "INSERT INTO chunks (record_id, generation, offset, size, data) VALUES (?, ?, ?, ?, zeroblob(?))",
+            [record_id, generation, offset, size, size],
         ).lastrowid
         with conn.blobopen("chunks", "data", rowid) as blob:
             for piece in pieces:
@@ -30,27 +33,36 @@ def append(conn: sqlite3.Connection, record_id: int, generation: int, offset: in
     return bool(updated)
 
 
-def chunks_from(conn: sqlite3.Connection, record_id: int, offset: int) -> list[sqlite3.Row]:
-    """The committed chunks that hold bytes at or after `offset`, in order."""
+def chunks_from(conn: sqlite3.Connection, record_id: int, generation: int, offset: int) -> list[sqlite3.Row]:
+    """The committed chunks of a generation that hold bytes at or after `offset`, in order.
+    (Only columns the index or the row's head hold: `generation` sits after the bytes.)"""
     return conn.execute(
-        "SELECT id, offset, size FROM chunks WHERE record_id = ? AND offset + size > ?"
+        "SELECT id, offset, size FROM chunks WHERE record_id = ? AND generation = ? AND offset + size > ?"
         " AND offset >= (SELECT COALESCE(MAX(offset), 0) FROM chunks"
-        "                WHERE record_id = ? AND offset <= ?)"
+        "                WHERE record_id = ? AND generation = ? AND offset <= ?)"
         " ORDER BY offset LIMIT 64",
-        [record_id, offset, record_id, offset],
+        [record_id, generation, offset, record_id, generation, offset],
     ).fetchall()
 
 
-def read(conn: sqlite3.Connection, record_id: int, start: int, end: int) -> Iterator[bytes]:
-    """Committed bytes of a record from `start` up to `end` (exclusive), READ_BYTES at a time.
+def current_generation(conn: sqlite3.Connection, record_id: int) -> int:
+    row = conn.execute("SELECT generation FROM records WHERE id = ?", [record_id]).fetchone()
+    return row[0] if row else -1
+
+
+def read(conn: sqlite3.Connection, record_id: int, start: int, end: int, generation: int | None = None) -> Iterator[bytes]:
+    """Committed bytes of a record's body (of `generation`; None: the one it serves) from
+    `start` up to `end` (exclusive), READ_BYTES at a time.
 
     Stops early where the committed bytes end; the caller waits for more and asks again.
     No blob stays open across a `yield`: the connection is shared, and an open blob would
     hold its read transaction — and every reader's view of the store — in the past.
     """
     pos = start
+    if generation is None:
+        generation = current_generation(conn, record_id)
     while pos < end:
-        rows = chunks_from(conn, record_id, pos)
+        rows = chunks_from(conn, record_id, generation, pos)
         if not rows or rows[0]["offset"] > pos:
             return
         for row in rows:

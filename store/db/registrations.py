@@ -5,6 +5,7 @@ transaction (`writer.Writer.submit`); read functions run on any connection.
 """
 
 import json
+import secrets
 import sqlite3
 import time
 from datetime import UTC, datetime
@@ -43,7 +44,8 @@ def create(conn: sqlite3.Connection, registration: dict, records: list[NewRecord
 def transition(conn: sqlite3.Connection, reg_id: str, event: str, step: Step, reason: str = "",
                error: str = "", held_pause: str | None = None) -> str:
     """Apply a lifecycle event; returns the new state. Ending drops the request headers and
-    bodies; a failure drops the partial bodies. A pause the engine held in memory
+    bodies; a failure (an abort too) drops the partial bodies and keeps the complete ones, whose
+    records stay readable through the API until DELETE. A pause the engine held in memory
     (`held_pause`, its lastError) is written first: the row is brought to `paused`."""
     row = conn.execute("SELECT state FROM registrations WHERE id = ?", [reg_id]).fetchone()
     if row is None:
@@ -60,8 +62,11 @@ def transition(conn: sqlite3.Connection, reg_id: str, event: str, step: Step, re
             "UPDATE records SET request_headers = NULL, request_body = NULL WHERE registration_id = ?", [reg_id]
         )
     if result == "failure":
-        conn.execute("DELETE FROM chunks WHERE record_id IN (SELECT id FROM records WHERE registration_id = ?)", [reg_id])
-        conn.execute("UPDATE records SET stored = 0, complete = 0 WHERE registration_id = ?", [reg_id])
+        conn.execute(
+            "DELETE FROM chunks WHERE record_id IN (SELECT id FROM records WHERE registration_id = ? AND NOT complete)",
+            [reg_id],
+        )
+        conn.execute("UPDATE records SET stored = 0 WHERE registration_id = ? AND NOT complete", [reg_id])
     return state
 
 
@@ -109,17 +114,44 @@ def update(conn: sqlite3.Connection, reg_id: str, title: str | None, icons: list
 
 
 def delete(conn: sqlite3.Connection, reg_id: str) -> int:
-    """Remove a registration, its records and chunks; how many records it had."""
+    """Remove a registration at once, for every reader; how many records it had. Its records
+    (and their chunks) move to a stand-in registration marked `deleting` that no reader sees
+    (done, failure: never served; its id, which no API id can be, never listed), whose chunks
+    `purge_some` removes a piece at a time. The id is free again as soon as this commits."""
     count = conn.execute("SELECT count(*) FROM records WHERE registration_id = ?", [reg_id]).fetchone()[0]
-    if not conn.execute("DELETE FROM registrations WHERE id = ?", [reg_id]).rowcount:
+    if not conn.execute("SELECT 1 FROM registrations WHERE id = ? AND NOT deleting", [reg_id]).fetchone():
         raise NotFound(reg_id)
+    if count:
+        # a new generation under way is given up with them (its chunks go with the records')
+        conn.execute("DELETE FROM renewals WHERE record_id IN (SELECT id FROM records WHERE registration_id = ?)",
+                     [reg_id])
+        stand_in, now = f"\0deleted-{secrets.token_hex(8)}", time.time()
+        conn.execute("INSERT INTO registrations (id, state, result, created_at, updated_at, deleting)"
+                     " VALUES (?, 'done', 'failure', ?, ?, 1)", [stand_in, now, now])
+        conn.execute("UPDATE records SET registration_id = ? WHERE registration_id = ?", [stand_in, reg_id])
+    conn.execute("DELETE FROM registrations WHERE id = ?", [reg_id])
     return count
+
+
+def purge_some(conn: sqlite3.Connection, most: int) -> bool:
+    """Remove up to `most` chunks of deleted registrations, or a stand-in whose chunks are all
+    gone (with its records); whether any work is left."""
+    stand_in = conn.execute("SELECT id FROM registrations WHERE deleting LIMIT 1").fetchone()
+    if stand_in is None:
+        return False
+    removed = conn.execute(
+        "DELETE FROM chunks WHERE id IN (SELECT id FROM chunks WHERE record_id IN"
+        " (SELECT id FROM records WHERE registration_id = ?) LIMIT ?)", [stand_in[0], most],
+    ).rowcount
+    if not removed:
+        conn.execute("DELETE FROM registrations WHERE id = ?", [stand_in[0]])
+    return True
 
 
 REGISTRATION_SQL = """
 SELECT g.*, COUNT(r.id) AS record_count, COALESCE(SUM(r.stored), 0) AS downloaded
 FROM registrations g LEFT JOIN records r ON r.registration_id = g.id
-WHERE g.id = ? GROUP BY g.id
+WHERE g.id = ? AND NOT g.deleting GROUP BY g.id
 """
 
 
@@ -143,7 +175,7 @@ def view(row, record_count: int, downloaded: int) -> dict:
         "uploaded": row["uploaded"],
         "result": row["result"],
         "failureReason": row["failure_reason"],
-        "recordsAvailable": row["result"] != "failure",
+        "recordsAvailable": True,  # records stay, whatever the result, until DELETE (README: Conformance)
         "state": row["state"],
         "records": record_count,
         "createdAt": _iso(row["created_at"]),
@@ -153,7 +185,7 @@ def view(row, record_count: int, downloaded: int) -> dict:
 
 
 def ids(conn: sqlite3.Connection, active_only: bool = True) -> list[str]:
-    where = f"{ACTIVE_INDEX} WHERE {ACTIVE_SQL}" if active_only else ""
+    where = f"{ACTIVE_INDEX} WHERE {ACTIVE_SQL}" if active_only else "WHERE NOT deleting"
     return [r[0] for r in conn.execute(f"SELECT id FROM registrations {where} ORDER BY rowid")]
 
 
@@ -161,11 +193,11 @@ def page(conn: sqlite3.Connection, active_only: bool, limit: int, after: int | N
     """Up to `limit` ids by rowid (the order they were made; newest first when told) after the
     rowid `after`. The active ones come from their own index (`registrations_active`), so a page
     of them costs the same beside 100,000 finished ones."""
-    where = [ACTIVE_SQL] if active_only else []
+    where = [ACTIVE_SQL if active_only else "NOT deleting"]  # deleted ones are done: never active
     if after is not None:
         where.append("rowid < ?" if newest_first else "rowid > ?")
     sql = (f"SELECT rowid, id FROM registrations {ACTIVE_INDEX if active_only else ''}"
-           f" {'WHERE ' + ' AND '.join(where) if where else ''}"
+           f" WHERE {' AND '.join(where)}"
            f" ORDER BY rowid {'DESC' if newest_first else ''} LIMIT ?")
     rows = conn.execute(sql, [*([after] if after is not None else []), limit + 1]).fetchall()
     more = len(rows) > limit

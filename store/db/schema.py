@@ -152,3 +152,52 @@ def m004_active_registrations(db: sqlite_utils.Database) -> None:
     """An index of the registrations not done, so that listing them (`GET /api/fetches`, the
     requeue at start-up) reads those alone, however many finished ones the store holds."""
     db.execute("CREATE INDEX registrations_active ON registrations (state) WHERE state != 'done'")
+
+
+@migrations()
+def m005_generations(db: sqlite_utils.Database) -> None:
+    """Two generations of a record's body side by side: the one served and its renewal (a new
+    entity its origin sent on revalidation), which replaces it once complete.
+
+    Each chunk names its generation. Every chunk stored so far belongs to its record's current
+    generation (older ones were deleted as they went), so the generations start again at 0
+    rather than the chunks being rewritten (their bytes would all go through the WAL)."""
+    db.execute("ALTER TABLE chunks ADD COLUMN generation INTEGER NOT NULL DEFAULT 0")
+    db.execute("UPDATE records SET generation = 0")
+    db.execute("DROP INDEX chunks_by_offset")
+    db.execute("CREATE UNIQUE INDEX chunks_by_offset ON chunks (record_id, generation, offset)")
+    db.execute(
+        """
+        CREATE TABLE renewals (
+            record_id INTEGER PRIMARY KEY REFERENCES records(id) ON DELETE CASCADE,
+            generation INTEGER NOT NULL,
+            status INTEGER NOT NULL,
+            response_headers TEXT NOT NULL,
+            size INTEGER,
+            stored INTEGER NOT NULL DEFAULT 0
+        )"""
+    )
+
+
+@migrations()
+def m006_reusable(db: sqlite_utils.Database) -> None:
+    """Whether a record's response may be served to later requests of its URL: 0 for one its
+    origin marked `no-store` (or `private`, fetched without credentials); the requests that
+    name its fetch (a header, a rule) are still served it."""
+    db.execute("ALTER TABLE records ADD COLUMN reusable INTEGER NOT NULL DEFAULT 1")
+
+
+@migrations()
+def m007_selecting(db: sqlite_utils.Database) -> None:
+    """The request fields a varying response was selected for (`variants`, JSON; "" when it
+    does not vary), of a record and of a renewal."""
+    db.execute("ALTER TABLE records ADD COLUMN selecting TEXT NOT NULL DEFAULT ''")
+    db.execute("ALTER TABLE renewals ADD COLUMN selecting TEXT NOT NULL DEFAULT ''")
+
+
+@migrations()
+def m008_deleting(db: sqlite_utils.Database) -> None:
+    """A deleted registration's records and bodies wait for removal under a stand-in registration
+    marked `deleting` (`registrations.delete`), removed a bounded piece at a time (`purge_some`):
+    a DELETE of a 4 GiB body never holds the writer for long, and a crash leaves it to finish."""
+    db.execute("ALTER TABLE registrations ADD COLUMN deleting INTEGER NOT NULL DEFAULT 0")

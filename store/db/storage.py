@@ -71,6 +71,8 @@ class Record:
     generation: int
     complete: bool
     revalidate: str = ""  # when its stored response is checked with the origin; "": bgfetch_revalidate's
+    reusable: bool = True  # whether later requests of its URL may be served it (not `no-store`)
+    selecting: str = ""  # the request fields its response varies on (`variants`); "": it does not
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,8 @@ class Storage(abc.ABC):
     async def transition(self, reg_id: str, event: str, step: Step, reason: str = "", error: str = "",
                          held_pause: str | None = None) -> str:
         """Apply a lifecycle event (`step` gives the next state); returns the new state. Ending drops
-        the request headers and bodies (credentials); a failure drops the partial bodies.
+        the request headers and bodies (credentials); a failure drops the partial bodies (the
+        complete ones stay, with their records, until `delete`).
         `held_pause`: the lastError of a pause the engine held in memory, written first."""
 
     @abc.abstractmethod
@@ -167,7 +170,9 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def delete(self, reg_id: str) -> int:
-        """Remove a registration with its records and bodies; how many records it had. NotFound."""
+        """Remove a registration with its records and bodies; how many records it had. NotFound.
+        It is gone for every reader (and its id free) once this returns; the bodies' bytes may go
+        later, in `give_back_space`, so that no write waits long behind a big one."""
 
     # -- records ---------------------------------------------------------------
 
@@ -197,10 +202,18 @@ class Storage(abc.ABC):
         quota counts)."""
 
     @abc.abstractmethod
-    async def set_response(self, record_id: int, status: int, fields: Fields, size: int | None) -> int:
-        """Record the response's status, header fields and announced size, and count the request's
-        body into the registration's `uploaded` (once: at its first response); returns
-        `held(record_id)` as of the same commit, so two transfers never both count on the same room."""
+    async def set_response(self, record_id: int, status: int, fields: Fields, size: int | None,
+                           reusable: bool = True, selecting: str = "", count_held: bool = True) -> int:
+        """Record the response's status, header fields, announced size, whether later requests
+        may be served it and the request fields it varies on (`variants`), and count the
+        request's body into the registration's `uploaded` (once: at its first response); returns
+        `held(record_id)` as of the same commit, so two transfers never both count on the same room
+        (0 when not `count_held`: there is no quota to count for)."""
+
+    @abc.abstractmethod
+    async def refresh_response(self, record_id: int, generation: int, fields: Fields) -> bool:
+        """New header fields for a complete record's stored response (its origin confirmed it,
+        RFC 9111 §3.2); False when that generation is no longer the record's."""
 
     @abc.abstractmethod
     async def restart_record(self, record_id: int) -> int:
@@ -211,26 +224,59 @@ class Storage(abc.ABC):
         """The record's body is whole: its size is what is stored."""
 
     @abc.abstractmethod
-    def servable(self, url: str, credential: str) -> int | None:
+    def servable(self, url: str, credential: str, fields: list[tuple[str, str]] = ()) -> int | None:
         """The record to serve for a GET of `url` by a request with these credentials (the
-        vocabulary's `credential_key`): a 2xx response stored or on its way, verified if it has
-        integrity; None if there is none."""
+        vocabulary's `credential_key`) and header `fields` (`variants`): a reusable 2xx response
+        stored or on its way, verified if it has integrity; None if there is none."""
 
     @abc.abstractmethod
     def urls(self) -> Iterator[str]:
         """Every distinct URL of the records."""
 
+    # -- renewals: a record's next generation, stored while the current one is served
+
+    @abc.abstractmethod
+    def renewal(self, record_id: int) -> Record | None:
+        """The record as its renewal under way will make it (`generation`, response, `stored`;
+        not complete), None without one."""
+
+    @abc.abstractmethod
+    async def begin_renewal(self, record_id: int, status: int, fields: Fields, size: int | None,
+                            selecting: str = "") -> int:
+        """Start storing a new entity for a complete record, beside the one it serves; the
+        generation its chunks take (`append`). One renewal a record: one under way is dropped."""
+
+    @abc.abstractmethod
+    async def complete_renewal(self, record_id: int, generation: int) -> int | None:
+        """The renewal is whole: it becomes what the record serves. Returns the generation it
+        replaced, whose chunks stay for its readers until `drop_generation`; None when that
+        renewal is gone."""
+
+    @abc.abstractmethod
+    async def drop_renewal(self, record_id: int, generation: int) -> None:
+        """Give a renewal up, with its chunks."""
+
+    @abc.abstractmethod
+    async def drop_generation(self, record_id: int, generation: int) -> None:
+        """Delete the chunks of a generation the record replaced (no-op for the current one)."""
+
+    @abc.abstractmethod
+    async def forget_renewals(self) -> None:
+        """At start-up: no renewal survives a restart, nor a replaced generation's chunks."""
+
     # -- bodies ----------------------------------------------------------------
 
     @abc.abstractmethod
     def append(self, record_id: int, generation: int, offset: int, pieces: list[bytes], size: int) -> Awaitable[bool]:
-        """Queue `size` bytes of `pieces` at `offset`; resolves once committed: False when the record
-        has moved on (another generation, another length). StorageFull when the disk has no room."""
+        """Queue `size` bytes of `pieces` at `offset` of the record's body or of its renewal (by
+        `generation`); resolves once committed: False when neither is of that generation and
+        length any more. StorageFull when the disk has no room."""
 
     @abc.abstractmethod
-    def read(self, record_id: int, start: int, end: int) -> AsyncIterator[bytes]:
-        """Committed bytes from `start` up to `end` (exclusive), in pieces; stops early where the
-        committed bytes end (the caller waits for more and asks again)."""
+    def read(self, record_id: int, start: int, end: int, generation: int | None = None) -> AsyncIterator[bytes]:
+        """Committed bytes of a generation of the body (None: the one the record serves) from
+        `start` up to `end` (exclusive), in pieces; stops early where the committed bytes end
+        (the caller waits for more and asks again)."""
 
     @abc.abstractmethod
     async def digest(self, record_id: int, size: int) -> bytes:
@@ -242,7 +288,8 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def give_back_space(self) -> None:
-        """Return the space of deleted bodies to the file system (or object store), bit by bit."""
+        """Remove what deleted registrations left, and return the space of deleted bodies to the
+        file system (or object store), bit by bit; also what a crash left undone."""
 
     @abc.abstractmethod
     async def close(self) -> None:

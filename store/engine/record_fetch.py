@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import httpx
 
-from store.db import Record, Storage
+from store.db import Record, Storage, variants
 from store.engine import decision, freshness, headers
 from store.engine.outcomes import Failure, Limit, Pause, transport_problem
 from store.engine.sink import BodySink
@@ -24,6 +24,16 @@ def validator(fields: list) -> str | None:
     if etag and not etag.startswith("W/"):
         return etag
     return headers.first(fields, "last-modified")
+
+
+def limit_for(storage: Storage, quota: int | None, record: Record, held: int) -> Limit | None:
+    """The tighter of downloadTotal and the store's quota (`held`: what the others hold), for this record."""
+    limits = []
+    if (room := storage.download_room(record.registration_id, record.id)) is not None:
+        limits.append(Limit(room, "download-total-exceeded", "downloadTotal"))
+    if quota is not None:
+        limits.append(Limit(quota - held, "quota-exceeded", "bgfetch_quota"))
+    return min(limits, key=lambda limit: limit.most, default=None)
 
 
 class RecordFetch:
@@ -85,10 +95,13 @@ class RecordFetch:
         """Carry out `action` on the stored record: (the generation bytes go to, bytes held by the others)."""
         match action:
             case decision.Append():
-                return record.generation, self.storage.held(record.id)
+                return record.generation, self.storage.held(record.id) if self.quota is not None else 0
             case decision.Replace(size=size):
                 generation = await self.storage.restart_record(record.id) if record.stored else record.generation
-                held = await self.storage.set_response(record.id, status, fields, size)
+                reusable = freshness.reusable(record.url, status, fields, bool(record.credential))
+                selecting = variants.selecting(fields, record.request_headers)
+                held = await self.storage.set_response(
+                    record.id, status, fields, size, reusable, selecting, count_held=self.quota is not None)
                 self.committed(record.registration_id, self._uploaded(record))
                 return generation, held
             case decision.StartOver(reason=reason):
@@ -109,13 +122,7 @@ class RecordFetch:
         return record.status is None and bool(record.request_body)
 
     def _limit(self, record: Record, held: int) -> Limit | None:
-        """The tighter of downloadTotal and the store's quota, for this record."""
-        limits = []
-        if (room := self.storage.download_room(record.registration_id, record.id)) is not None:
-            limits.append(Limit(room, "download-total-exceeded", "downloadTotal"))
-        if self.quota is not None:
-            limits.append(Limit(self.quota - held, "quota-exceeded", "bgfetch_quota"))
-        return min(limits, key=lambda limit: limit.most, default=None)
+        return limit_for(self.storage, self.quota, record, held)
 
     async def _complete(self, record: Record, size: int) -> None:
         if record.integrity:

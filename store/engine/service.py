@@ -3,9 +3,7 @@
 Everything that changes state goes through here, so the API, the proxy's internal routes and
 the commands all behave alike. It owns its storage (`store.db.Storage`) and closes it.
 
-In a fleet the store is also its storage's `Watcher`: what other nodes do reaches this node's
-readers, subscribers and proxy (`changed_elsewhere`), and this node takes over the transfers no node runs
-(`unclaimed`) and stops those another node took over (`lost`).
+In a fleet its `FleetWatcher` hears what the other nodes do (`store.engine.fleet`).
 
 Faults are pauses: when the database takes no writes at all (another process holds its lock,
 the disk is full to the last byte), a pause is held in memory — the registration reads as
@@ -16,18 +14,22 @@ change that goes through (the lifecycle's `hold` event).
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import ContextManager
 
 import httpx
 
 from store.db import NewRecord, NotFound, Page, Record, RequestChange, Storage, StorageFault
 from store.engine import admission, headers, lifecycle, ownership
 from store.engine.events import EventBus
+from store.engine.fleet import FleetWatcher
+from store.engine.renewal import Renewals
+from store.engine.revalidation import Outcome, Revalidation
 from store.engine.transfer import TransferLoop
 from vocabulary import credential_key
 
 logger = logging.getLogger(__name__)
 
-EVENT_OF = {"succeed": "success", "fail": "fail", "abort": "abort"}
+EVENT_OF = lifecycle.EVENT_OF
 HELD_EVENTS = ("pause", "start", "retry")  # what leaves a registration paused when it cannot be written
 
 
@@ -38,18 +40,20 @@ class Store:
     ) -> None:
         self.storage = storage
         self.quota = quota
-        self.revalidate = revalidate  # bgfetch_revalidate: for records that do not say
         self.events = EventBus(self.snapshot)
+        self.renewals = Renewals(storage, quota, self.committed, self.reclaim)
+        self.revalidation = Revalidation(storage, client, revalidate, self.renewals)
         self.transfers = TransferLoop(
             storage, client, self, concurrency=concurrency, retry_cap=retry_cap, quota=quota
         )
         self._change = asyncio.Event()
         self._reclaim: asyncio.Task | None = None
+        self._reclaim_again = False
         self._unwritten: dict[str, str] = {}  # registration id -> lastError of a pause held in memory
         self.url_listeners: list[Callable[[str], None]] = []  # told each URL a record takes
         self.removal_listeners: list[Callable[[int], None]] = []  # told how many URLs records gave up
-        self._stopping: set[asyncio.Task] = set()  # transfers another node took over, being stopped
-        storage.watch(self)
+        self.fleet = FleetWatcher(self)  # what the other nodes of a fleet do (a storage of one node tells nothing)
+        storage.watch(self.fleet)
 
     # -- reads -------------------------------------------------------------
 
@@ -82,12 +86,29 @@ class Store:
     def record_at(self, reg_id: str, index: int) -> Record | None:
         return self.storage.record_at(reg_id, index)
 
-    def read(self, record_id: int, start: int, end: int) -> AsyncIterator[bytes]:
-        return self.storage.read(record_id, start, end)
+    def read(self, record_id: int, start: int, end: int, generation: int | None = None) -> AsyncIterator[bytes]:
+        return self.storage.read(record_id, start, end, generation)
 
-    def servable(self, url: str, credential: str) -> int | None:
-        """The record that answers a GET of `url` with these credentials, if any (the proxy's lookup)."""
-        return self.storage.servable(url, credential)
+    def version(self, record_id: int, generation: int) -> Record | None:
+        """The record as of `generation`: what it serves, or its renewal under way; None when
+        it is neither any more (replaced, restarted, given up). NotFound when it is gone."""
+        record = self.storage.record(record_id)
+        if record.generation == generation:
+            return record
+        renewal = self.storage.renewal(record_id)
+        if renewal is not None and renewal.generation == generation:
+            return renewal
+        record = self.storage.record(record_id)  # the renewal may have taken its place meanwhile
+        return record if record.generation == generation else None
+
+    def reading(self, record_id: int, generation: int) -> ContextManager[None]:
+        """Hold a generation's bytes while a reader sends them, even once it is replaced."""
+        return self.renewals.reading(record_id, generation)
+
+    def servable(self, url: str, credential: str, fields: list[tuple[str, str]]) -> int | None:
+        """The record that answers a GET of `url` with these credentials and header fields, if
+        any (the proxy's lookup)."""
+        return self.storage.servable(url, credential, fields)
 
     def urls(self) -> Iterator[str]:
         """Every distinct URL the records have (what the proxy's lookup is built from)."""
@@ -95,11 +116,16 @@ class Store:
 
     # -- changes -------------------------------------------------------------
 
+    async def freshen(self, record: Record, request_fields: list[tuple[str, str]]) -> Outcome:
+        """How to answer a GET/HEAD of a stored response: as stored (after its origin confirmed
+        it, or could not be asked), or with the origin's own answer (`revalidation`)."""
+        return await self.revalidation.check(record, request_fields)
+
     async def fetch(self, registration: dict, requests: list[dict]) -> dict:
         """Create a registration and start it. `registration["owner"]` (default: the API) may
         replace an inactive one of the same id as `ownership.may_replace` says; Conflict otherwise.
         QuotaExceeded, before anything is made, when its downloadTotal cannot fit in the quota."""
-        admission.check_quota(registration.get("download_total"), self.quota, self.storage.held())
+        admission.check_quota(registration.get("download_total"), self.quota, self.storage.held)
         registration = {**registration, "owner": registration.get("owner", ownership.API)}
         new = [
             NewRecord(
@@ -138,7 +164,8 @@ class Store:
 
     async def abort(self, reg_id: str) -> dict:
         """Stop the transfer and end the registration as failure/aborted; its partial bodies
-        go. LifecycleError when it is no longer active, NotFound when there is none."""
+        go, the complete ones stay. LifecycleError when it is no longer active, NotFound when
+        there is none."""
         await self.transfers.stop(reg_id)
         try:
             await self.transition(reg_id, "abort")
@@ -190,42 +217,6 @@ class Store:
         self._unwritten[reg_id] = error
         self.events.publish("progress", reg_id)
 
-    # -- what the other nodes of a fleet do (storage.Watcher) ---------------------
-
-    def changed_elsewhere(self, reg_id: str, event: str) -> None:
-        """Another node changed `reg_id`: readers wake, subscribers hear it (the webhook only
-        hears this node's own events), the proxy learns its URLs; a registration that ended
-        there stops here too."""
-        self.notify()
-        if event == "bytes":
-            self.events.progress(reg_id)
-        elif event == "delete":
-            self.lost(reg_id)
-            for listener in self.removal_listeners:
-                listener(1)
-        else:
-            if event in ("create", "update"):
-                self._announce(record.url for record in self.storage.records(reg_id))
-            if event in EVENT_OF:
-                self.lost(reg_id)
-            self.events.publish(EVENT_OF.get(event, "progress"), reg_id, own=False)
-
-    def unclaimed(self, reg_id: str) -> None:
-        """No node runs `reg_id`'s transfer: run it here (the first node to claim it wins)."""
-        if reg_id not in self.transfers.tasks:
-            self.transfers.start(reg_id)
-
-    def lost(self, reg_id: str) -> None:
-        """Another node runs `reg_id` now (or ended it): stop this node's transfer of it."""
-        if reg_id in self.transfers.tasks:
-            task = asyncio.create_task(self.transfers.stop(reg_id), name=f"bgfetch stop {reg_id}")
-            self._stopping.add(task)
-            task.add_done_callback(self._stopping.discard)
-
-    def reloaded(self) -> None:
-        """Everything was read again: readers look again."""
-        self.notify()
-
     def committed(self, reg_id: str, progress: bool) -> None:
         """Something of `reg_id` was committed: wake readers; body bytes also tell subscribers."""
         self.notify()
@@ -236,6 +227,7 @@ class Store:
         """Every registration that was active runs again from its committed bytes; when the
         database takes no writes yet, each waits paused and retries."""
         try:
+            await self.storage.forget_renewals()
             active, paused = await self.storage.requeue_active(lifecycle.step), False
         except StorageFault as exc:
             active, paused = self.ids(), True
@@ -243,6 +235,7 @@ class Store:
                 self._hold_pause(reg_id, str(exc))
         for reg_id in active:
             self.transfers.start(reg_id, paused=paused)
+        self.reclaim()  # what a DELETE left when the store stopped
 
     # -- waiting for change --------------------------------------------------
 
@@ -258,17 +251,25 @@ class Store:
             pass
 
     def reclaim(self) -> None:
-        """Give the space of deleted bodies back, a little at a time; then wake what paused for it."""
+        """Give the space of deleted bodies back, a little at a time; then wake what paused for it.
+        Asked while it runs, it runs once more."""
         if self._reclaim is None or self._reclaim.done():
             self._reclaim = asyncio.create_task(self._give_back(), name="bgfetch reclaim")
+        else:
+            self._reclaim_again = True
 
     async def _give_back(self) -> None:
-        await self.storage.give_back_space()
-        self.transfers.room_returned()
+        while True:
+            self._reclaim_again = False
+            await self.storage.give_back_space()
+            self.transfers.room_returned()
+            if not self._reclaim_again:
+                return
 
     async def close(self) -> None:
-        await asyncio.gather(*self._stopping, return_exceptions=True)
+        await self.fleet.close()
         await self.transfers.close()
+        await self.renewals.close()
         if self._reclaim:
             await asyncio.gather(self._reclaim, return_exceptions=True)
         self.events.close()

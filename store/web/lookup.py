@@ -5,9 +5,11 @@ from its copy in memory of the fleet's records, so the proxy finds what any node
 fetching, without a query of its own.
 """
 
+import json
+
 from store.proxyside import protocol
-from store.web.handler import StoreHandler
-from store.web.proxied import handed_over
+from store.web.handler import Problem, StoreHandler
+from vocabulary import credential_key
 
 DIGESTS_AT_ONCE = 4096  # digests written per flush
 
@@ -30,12 +32,16 @@ class Urls(StoreHandler):
 
 
 class Lookup(StoreHandler):
-    """`GET LOOKUP_PATH` with URL and CREDENTIAL: `{"record": n}` for the record that answers a
-    GET of that URL with those credentials, `{"record": null}` when none does."""
+    """`POST LOOKUP_PATH` with `{"url": ..., "fields": [[name, value], ...]}` (a request's header
+    fields): `{"record": n}` for the record that answers a GET of that URL with those fields
+    (the same credentials, and the values its response varies on), `{"record": null}` if none."""
 
     CHECKS_FORGERY = False
 
-    def get(self) -> None:
-        url = handed_over(self.request.headers.get(protocol.URL), protocol.URL)
-        credential = self.request.headers.get(protocol.CREDENTIAL, "")
-        self.send_json({"record": self.store.servable(url, credential)})
+    def post(self) -> None:
+        try:
+            asked = json.loads(self.request.body)
+            url, fields = asked["url"], [(str(name), str(value)) for name, value in asked["fields"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise Problem(400, "bad-handover", f"{protocol.LOOKUP_PATH} takes {{url, fields}}: {exc}") from None
+        self.send_json({"record": self.store.servable(url, credential_key(fields), fields)})

@@ -22,14 +22,25 @@ WHOLE = 2**62  # "to the end" for a body whose size is not known yet
 class BodyServing:
     """For a `StoreHandler`: `serve_record`."""
 
+    # Whether a complete body of a failed (or aborted) registration is served: the API's records
+    # keep them; a proxy client is never answered with one in place of its URL's origin.
+    SERVES_FAILED = False
+
+    def compute_etag(self) -> None:
+        """No ETag of tornado's making: a stored body has its origin's, or none."""
+        return None
+
     def body_fields(self, record: Record) -> list[tuple[str, str]]:
         """The header fields a stored body goes out with: here, as the origin sent them (its
         `Date` too), and the `Age` the store gives it."""
         return [*headers.replayed(record.response_headers), ("Age", str(freshness.age(record.response_headers)))]
 
-    async def serve_record(self, record_id: int) -> None:
-        """Answer with a stored body — Range, HEAD, and read-while-writer included."""
-        record = await self._wait_for_response(record_id)
+    async def serve_record(self, record_id: int, generation: int | None = None) -> None:
+        """Answer with a stored body — Range, HEAD, and read-while-writer included; with
+        `generation`, that one (a renewal under way), else the one the record serves."""
+        record = self.store.version(record_id, generation) if generation is not None else None
+        if record is None:
+            record = await self._wait_for_response(record_id)
         if record is None:
             return
         if conditions.not_modified(
@@ -58,7 +69,8 @@ class BodyServing:
         if self.request.method == "HEAD":
             self.finish()
             return
-        await self._stream(record, start, end)
+        with self.store.reading(record.id, record.generation):  # its bytes stay until this reader is done
+            await self._stream(record, start, end)
 
     def _send_fields(self, fields: list[tuple[str, str]]) -> None:
         """The stored response's header fields in place of the route's own (tornado's `Date`
@@ -90,8 +102,9 @@ class BodyServing:
         while True:
             record = self.store.record(record_id)
             registration = self.store.get(record.registration_id)
+            usable = registration["result"] != "failure" or (self.SERVES_FAILED and record.complete)
             if record.status is not None and 200 <= record.status < 300:
-                if registration["result"] != "failure" and (record.complete or not record.integrity):
+                if usable and (record.complete or not record.integrity):
                     return record
             if registration["result"] == "failure":
                 self.problem(
@@ -126,19 +139,23 @@ class BodyServing:
         bound = self.settings["paused_read_timeout"]
         try:
             while end is None or pos < end:
-                async for data in self.store.read(record.id, pos, end if end is not None else WHOLE):
+                async for data in self.store.read(record.id, pos, end if end is not None else WHOLE, generation):
                     self.write(data)
                     pos, moved = pos + len(data), asyncio.get_running_loop().time()
                     if sending is not None:
                         await sending
                     sending = self.flush()
                     await asyncio.sleep(0)  # a fast client must not keep the loop from the others
-                record = self.store.record(record.id)
-                if record.complete and pos >= record.stored and record.generation == generation:
+                if end is not None and pos >= end:
+                    break  # all of it: whatever became of its generation since
+                record = self.store.version(record.id, generation)
+                if record is None:
+                    return self._cut(sending)  # the entity changed: never mix two versions
+                if record.complete and pos >= record.stored:
                     break
                 registration = self.store.get(record.registration_id)
-                if record.generation != generation or record.status is None or registration["result"] == "failure":
-                    return self._cut(sending)  # the entity changed or failed: never mix two versions
+                if record.status is None or registration["result"] == "failure":
+                    return self._cut(sending)  # it failed
                 if pos >= record.stored:
                     stuck = asyncio.get_running_loop().time() - moved >= bound
                     if stuck and registration["state"] == "paused":

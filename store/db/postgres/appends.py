@@ -15,7 +15,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 
-from store.db.postgres import bodies, leases
+from store.db.postgres import bodies, leases, writes
 
 BATCH_BYTES = 16 * 1024 * 1024  # the most one object holds
 
@@ -77,14 +77,21 @@ class Appends:
         await storage.objects.put(name, [piece for pending in batch for piece in pending.pieces])
         reg_id = storage.mirror.record(record_id).registration_id
         async with storage.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            await leases.fence(cur, storage.node, storage.tokens, record_id)
-            counts = await bodies.commit(cur, record_id, first.generation, first.offset, size, name)
-            if counts is not None:
+            fenced = await leases.fence(cur, storage.node, storage.tokens, record_id, first.generation)
+            counts = await bodies.commit(cur, record_id, first.generation, first.offset, size, name,
+                                         renewal_only=fenced["state"] == "done")
+            if counts is not None and counts.get("renewal"):  # the other nodes read the renewal again
+                row, records = await writes.read_registration(cur, reg_id)
+                await storage.send(cur, "reg", reg_id, "renewal")
+            elif counts is not None:
                 await storage.send(cur, "bytes", reg_id, i=record_id, v=counts["version"], s=counts["stored"],
                                    c=counts["received"])
         if counts is None:
             return False
-        storage.mirror.put_bytes(record_id, counts["version"], counts["stored"], counts["received"])
+        if counts.get("renewal"):
+            storage.take(reg_id, row, records)
+        else:
+            storage.mirror.put_bytes(record_id, counts["version"], counts["stored"], counts["received"])
         return True
 
     async def close(self) -> None:

@@ -28,30 +28,41 @@ async def intend(conn: AsyncConnection, name: str) -> None:
     await conn.commit()
 
 
-async def commit(cur: AsyncCursor, record_id: int, generation: int, offset: int, size: int, name: str) -> dict | None:
-    """Commit the chunk (the caller has fenced the lease); the record's new counts and version,
-    None when the record has moved on (another generation, another length)."""
-    await cur.execute(
-        "UPDATE records SET stored = %s, received = received + %s WHERE id = %s AND generation = %s AND stored = %s"
-        " RETURNING version, stored, received",
-        [offset + size, size, record_id, generation, offset])
-    counts = await cur.fetchone()
+async def commit(cur: AsyncCursor, record_id: int, generation: int, offset: int, size: int, name: str,
+                 renewal_only: bool = False) -> dict | None:
+    """Commit the chunk (the caller has fenced the lease) to the record's body or, by its
+    generation, to the record's renewal (only there with `renewal_only`); the new counts
+    (with the record's version, or `renewal` true), None when neither is of that generation
+    and length any more."""
+    counts = None
+    if not renewal_only:
+        await cur.execute(
+            "UPDATE records SET stored = %s, received = received + %s WHERE id = %s AND generation = %s"
+            " AND stored = %s RETURNING version, stored, received",
+            [offset + size, size, record_id, generation, offset])
+        counts = await cur.fetchone()
     if counts is None:
-        return None
-    await cur.execute('INSERT INTO chunks (record_id, "offset", size, object) VALUES (%s, %s, %s, %s)',
-                      [record_id, offset, size, name])
+        await cur.execute("UPDATE renewals SET stored = %s, updated_at = now() WHERE record_id = %s AND generation = %s"
+                          " AND stored = %s RETURNING stored, true AS renewal", [offset + size, record_id, generation, offset])
+        counts = await cur.fetchone()
+        if counts is None:
+            return None
+    await cur.execute('INSERT INTO chunks (record_id, generation, "offset", size, object) VALUES (%s, %s, %s, %s, %s)',
+                      [record_id, generation, offset, size, name])
     await cur.execute("DELETE FROM doomed_objects WHERE object = %s", [name])
     if not cur.rowcount:  # collected before its chunk was committed: the bytes are not there
         raise StorageUnreachable(f"object {name} was collected before its chunk was committed")
     return counts
 
 
-async def chunks_from(conn: AsyncConnection, record_id: int, start: int, end: int) -> list[dict]:
-    """`offset`, `size` and `object` of the committed chunks that hold bytes from `start` up to `end`, in order."""
+async def chunks_from(conn: AsyncConnection, record_id: int, generation: int, start: int, end: int) -> list[dict]:
+    """`offset`, `size` and `object` of the committed chunks of a generation of the record's body
+    that hold bytes from `start` up to `end`, in order."""
     async with conn.cursor() as cur:
         await cur.execute(
-            'SELECT "offset", size, object FROM chunks WHERE record_id = %s AND "offset" + size > %s'
-            ' AND "offset" < %s ORDER BY "offset" LIMIT %s', [record_id, start, end, CHUNKS_AT_ONCE])
+            'SELECT "offset", size, object FROM chunks WHERE record_id = %s AND generation = %s'
+            ' AND "offset" + size > %s AND "offset" < %s ORDER BY "offset" LIMIT %s',
+            [record_id, generation, start, end, CHUNKS_AT_ONCE])
         rows = await cur.fetchall()
     await conn.commit()
     return rows

@@ -63,7 +63,7 @@ class Chores:
                 await cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 await cur.execute("SELECT * FROM registrations")
                 registrations = await cur.fetchall()
-                await cur.execute("SELECT * FROM records")
+                await cur.execute(writes.RECORDS_SQL)
                 records = await cur.fetchall()
         self.storage.mirror.load(registrations, records)
         if self.storage.watcher:

@@ -57,18 +57,22 @@ def check(row: dict, node: str, token: int | None) -> None:
         raise Elsewhere(f"this node's lease is gone (held by {holder} now, token {row['lease_token']})")
 
 
-async def fence(cur: AsyncCursor, node: str, tokens: dict[str, int], record_id: int) -> str:
+async def fence(cur: AsyncCursor, node: str, tokens: dict[str, int], record_id: int,
+                generation: int | None = None) -> dict:
     """Lock the registration of the record against claims until the transaction ends, and check
-    that this node's token of it (`tokens`: registration id -> token) is still its lease; its id.
-    Elsewhere when it is not (another node claimed it, or it ended); NotFound when it is gone."""
+    that this node's token of it (`tokens`: registration id -> token) is still its lease; its
+    `id` and `state`. Elsewhere when it is not (another node claimed it, or it ended); NotFound
+    when it is gone. Chunks of a `generation` past the record's, of an ended registration, pass:
+    they are a renewal's, which is no transfer and runs under no lease."""
     await cur.execute(
-        "SELECT g.id, g.lease_node, g.lease_token FROM records r JOIN registrations g"
+        "SELECT g.id, g.state, g.lease_node, g.lease_token, r.generation FROM records r JOIN registrations g"
         " ON g.id = r.registration_id WHERE r.id = %s FOR SHARE OF g", [record_id])
     row = await cur.fetchone()
     if row is None:
         raise NotFound(record_id)
-    check(row, node, tokens.get(row["id"]))
-    return row["id"]
+    if not (generation is not None and generation > row["generation"] and row["state"] == "done"):
+        check(row, node, tokens.get(row["id"]))
+    return row
 
 
 async def release(cur: AsyncCursor, reg_id: str) -> None:

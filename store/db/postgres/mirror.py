@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from store.db import records as record_rows
 from store.db import registrations as registration_rows
+from store.db import variants
 from store.db.storage import NotFound, Page, Record
 
 
@@ -24,6 +25,7 @@ class Mirror:
         self.by_registration: dict[str, dict[int, int]] = {}  # registration id -> index -> record id
         self.versions: dict[int, int] = {}  # record id -> version
         self.by_url: dict[str, set[int]] = {}  # URL -> ids of the records that have it
+        self.renewals: dict[int, dict] = {}  # record id -> its renewal's row
         self.gone: dict[str, int] = {}  # registration id -> the seq it had when deleted: older rows stay out
         self._loading: set[str] | None = None  # registrations put while a load reads the database
 
@@ -77,6 +79,11 @@ class Mirror:
         self.versions[record.id] = row["version"]
         self.by_registration[record.registration_id][record.index] = record.id
         self.by_url.setdefault(record.url, set()).add(record.id)
+        if "renewal" in row:  # rows read with their renewal (writes.RECORDS_SQL)
+            if row["renewal"]:
+                self.renewals[record.id] = row["renewal"]
+            else:
+                self.renewals.pop(record.id, None)
         return True
 
     def put_bytes(self, record_id: int, version: int, stored: int, received: int) -> bool:
@@ -96,6 +103,7 @@ class Mirror:
         for record_id in self.by_registration.pop(reg_id, {}).values():
             record = self.records.pop(record_id)
             self.versions.pop(record_id, None)
+            self.renewals.pop(record_id, None)
             self.by_url[record.url].discard(record_id)
             if not self.by_url[record.url]:
                 del self.by_url[record.url]
@@ -137,6 +145,15 @@ class Mirror:
         except KeyError:
             raise NotFound(record_id) from None
 
+    def renewal(self, record_id: int) -> Record | None:
+        """The record as its renewal under way will make it, None without one."""
+        row = self.renewals.get(record_id)
+        if row is None or record_id not in self.records:
+            return None
+        return replace(self.records[record_id], generation=row["generation"], status=row["status"],
+                       response_headers=record_rows.header_fields(row["response_headers"]), size=row["size"],
+                       stored=row["stored"], complete=False, selecting=row["selecting"])
+
     def record_at(self, reg_id: str, index: int) -> Record | None:
         record_id = self.by_registration.get(reg_id, {}).get(index)
         return self.records[record_id] if record_id is not None else None
@@ -158,8 +175,9 @@ class Mirror:
             if record.id != record_id and self.registrations[record.registration_id]["result"] != "failure"
         )
 
-    def servable(self, url: str, credential: str) -> int | None:
-        """The record to serve for a GET of `url` with these credentials, as `lookups.SERVABLE_SQL` picks it."""
+    def servable(self, url: str, credential: str, fields: list[tuple[str, str]] = ()) -> int | None:
+        """The record to serve for a GET of `url` with these credentials and header fields, as
+        `lookups.servable_record` picks it."""
         best, best_key = None, None
         for record in map(self.records.__getitem__, self.by_url.get(url, ())):
             if record.credential != credential or record.method != "GET":
@@ -167,8 +185,10 @@ class Mirror:
             row = self.registrations[record.registration_id]
             if row["result"] == "failure" or (record.integrity and not record.complete):
                 continue
-            ok = record.status is not None and 200 <= record.status <= 299
+            ok = record.status is not None and 200 <= record.status <= 299 and record.reusable
             if not ok and not (record.status is None and row["state"] == "fetching"):
+                continue
+            if not variants.matches(record.selecting, fields):
                 continue
             key = (record.complete, record.status is not None, record.id)
             if best_key is None or key > best_key:

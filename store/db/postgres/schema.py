@@ -11,8 +11,10 @@ once, one migrates and the others wait, then find nothing left to do.
   every claim; a chunk is committed only under the token its writer claimed.
 - `records`: as in SQLite, plus `version` and `registration_seq` (the `seq` of its registration:
   a late row of a record whose registration was replaced under the same id is told apart).
+- `renewals`: a record's next generation (a new entity its origin sent on revalidation), stored
+  beside the one it serves until it is complete (as SQLite's).
 - `chunks`: where each committed piece of a body is: an object of the bucket (`object` is its
-  key), `size` bytes at `offset` of the record's body.
+  key), `size` bytes at `offset` of a generation of the record's body.
 - `doomed_objects`: objects to delete from the bucket. A chunk's object is written there first
   (`since` in the future: its writer may still commit it), and leaves it when its chunk is
   committed; a deleted chunk's object goes back there at once (a trigger). So an object whose
@@ -70,16 +72,29 @@ CREATE TABLE bgfetch.records (
     generation integer NOT NULL DEFAULT 0,
     complete boolean NOT NULL DEFAULT false,
     revalidate text NOT NULL DEFAULT '',
+    reusable boolean NOT NULL DEFAULT true,
+    selecting text NOT NULL DEFAULT '',
     version bigint NOT NULL DEFAULT 0,
     UNIQUE (registration_id, idx)
 );
 CREATE INDEX records_by_url ON bgfetch.records (url, credential);
+CREATE TABLE bgfetch.renewals (
+    record_id bigint PRIMARY KEY REFERENCES bgfetch.records(id) ON DELETE CASCADE,
+    generation integer NOT NULL,
+    status integer NOT NULL,
+    response_headers text NOT NULL,
+    size bigint,
+    stored bigint NOT NULL DEFAULT 0,
+    selecting text NOT NULL DEFAULT '',
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
 CREATE TABLE bgfetch.chunks (
     record_id bigint NOT NULL REFERENCES bgfetch.records(id) ON DELETE CASCADE,
+    generation integer NOT NULL,
     "offset" bigint NOT NULL,
     size bigint NOT NULL,
     object text NOT NULL,
-    PRIMARY KEY (record_id, "offset")
+    PRIMARY KEY (record_id, generation, "offset")
 );
 CREATE TABLE bgfetch.doomed_objects (
     object text PRIMARY KEY,

@@ -22,7 +22,7 @@ import psycopg
 from store.db import locations
 from store.db.faults import StorageUnreachable
 from store.db.objects import ObjectStore
-from store.db.postgres import bodies, connect, leases, schema, writes
+from store.db.postgres import bodies, connect, leases, renewals, schema, writes
 from store.db.postgres.appends import Appends
 from store.db.postgres.chores import Chores
 from store.db.postgres.mirror import Mirror
@@ -85,8 +85,6 @@ class PostgresStorage(Storage):
 
     def watch(self, watcher: Watcher) -> None:
         self.watcher = watcher
-
-    # -- transactions ------------------------------------------------------------
 
     @contextlib.asynccontextmanager
     async def connection(self):
@@ -161,8 +159,6 @@ class PostgresStorage(Storage):
         self.tokens.pop(reg_id, None)
         return count
 
-    # -- records ---------------------------------------------------------------
-
     def records(self, reg_id: str) -> list[Record]:
         return self.mirror.records_of(reg_id)
 
@@ -181,8 +177,8 @@ class PostgresStorage(Storage):
     def held(self, record_id: int | None = None) -> int:
         return self.mirror.held(record_id)
 
-    def servable(self, url: str, credential: str) -> int | None:
-        return self.mirror.servable(url, credential)
+    def servable(self, url: str, credential: str, fields: list[tuple[str, str]] = ()) -> int | None:
+        return self.mirror.servable(url, credential, fields)
 
     def urls(self) -> Iterator[str]:
         return iter(list(self.mirror.by_url))
@@ -194,8 +190,41 @@ class PostgresStorage(Storage):
             await leases.fence(cur, self.node, self.tokens, record_id)
             return await write(cur, record_id, *args)
 
-    async def set_response(self, record_id: int, status: int, fields: list, size: int | None) -> int:
-        return await self._record_write(record_id, "response", writes.set_response, status, fields, size)
+    async def set_response(self, record_id: int, status: int, fields: list, size: int | None,
+                           reusable: bool = True, selecting: str = "", count_held: bool = True) -> int:
+        return await self._record_write(record_id, "response", writes.set_response, status, fields, size,
+                                         reusable, selecting, count_held)
+
+    async def refresh_response(self, record_id: int, generation: int, fields: list) -> bool:
+        return await self._renewing(record_id, writes.refresh_response, generation, fields)
+
+    async def _renewing(self, record_id: int, write, *args):
+        """A write of a renewal: no transfer, so under no lease (any node that revalidates)."""
+        async with self._changing(self.mirror.record(record_id).registration_id, "renewal") as cur:
+            return await write(cur, record_id, *args)
+
+    def renewal(self, record_id: int) -> Record | None:
+        return self.mirror.renewal(record_id)
+
+    async def begin_renewal(self, record_id: int, status: int, fields: list, size: int | None,
+                            selecting: str = "") -> int:
+        return await self._renewing(record_id, renewals.begin, status, fields, size, selecting)
+
+    async def complete_renewal(self, record_id: int, generation: int) -> int | None:
+        return await self._renewing(record_id, renewals.complete, generation)
+
+    async def drop_renewal(self, record_id: int, generation: int) -> None:
+        await self._renewing(record_id, renewals.drop, generation)
+
+    async def drop_generation(self, record_id: int, generation: int) -> None:
+        await self._renewing(record_id, renewals.drop_generation, generation)
+
+    async def forget_renewals(self) -> None:  # only those no node has written to for a while
+        async with self.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            for record_id in await renewals.forget_stale(cur):
+                if record_id in self.mirror.records:
+                    reg_id = self.mirror.record(record_id).registration_id
+                    self.take(reg_id, *await writes.read_registration(cur, reg_id))
 
     async def restart_record(self, record_id: int) -> int:
         return await self._record_write(record_id, "restart", writes.restart)
@@ -210,11 +239,13 @@ class PostgresStorage(Storage):
         of the appends, several to a transaction (`appends`)."""
         return self.appends.append(record_id, generation, offset, pieces, size)
 
-    async def read(self, record_id: int, start: int, end: int) -> AsyncIterator[bytes]:
+    async def read(self, record_id: int, start: int, end: int, generation: int | None = None) -> AsyncIterator[bytes]:
+        if generation is None:
+            generation = self.mirror.record(record_id).generation
         pos = start
         while pos < end:
             async with self.connection() as conn:
-                chunks = await bodies.chunks_from(conn, record_id, pos, end)
+                chunks = await bodies.chunks_from(conn, record_id, generation, pos, end)
             if not chunks or chunks[0]["offset"] > pos:
                 return
             for chunk in chunks:
@@ -239,8 +270,8 @@ class PostgresStorage(Storage):
             await asyncio.to_thread(digest.update, data)
         return digest.digest()
 
-    async def ensure_room(self, size: int) -> None:
-        """Object storage has no disk of this node's to fill."""
+    async def ensure_room(self, size: int) -> None:  # object storage: no disk of this node's to fill
+        return None
 
     async def give_back_space(self) -> None:
         """Delete the due doomed objects from the bucket, a batch at a time (several nodes may

@@ -51,7 +51,7 @@ async def transition(cur: AsyncCursor, reg_id: str, event: str, step: Step, reas
     node's lease ran out is requeued first). `abort` may come from any node. Every other
     event is the transfer's and needs this node's lease (`tokens`). Ending clears the lease,
     drops the request headers and bodies; a failure drops the partial bodies (their objects
-    are doomed by a trigger)."""
+    are doomed by a trigger) and keeps the complete ones."""
     row = await leases.locked(cur, reg_id)
     state = row["state"]
     if event == "start" and state != "done":
@@ -72,10 +72,10 @@ async def transition(cur: AsyncCursor, reg_id: str, event: str, step: Step, reas
     if state == "done":
         await cur.execute(
             "UPDATE records SET request_headers = NULL, request_body = NULL WHERE registration_id = %s", [reg_id])
-    if result == "failure":
-        await cur.execute(
-            "DELETE FROM chunks WHERE record_id IN (SELECT id FROM records WHERE registration_id = %s)", [reg_id])
-        await cur.execute("UPDATE records SET stored = 0, complete = false WHERE registration_id = %s", [reg_id])
+    if result == "failure":  # the partial bodies go; the complete ones stay until DELETE
+        await cur.execute("DELETE FROM chunks WHERE record_id IN"
+                          " (SELECT id FROM records WHERE registration_id = %s AND NOT complete)", [reg_id])
+        await cur.execute("UPDATE records SET stored = 0 WHERE registration_id = %s AND NOT complete", [reg_id])
     return state
 
 
@@ -143,17 +143,29 @@ WHERE g.result != 'failure' AND r.id IS DISTINCT FROM %s
 """
 
 
-async def set_response(cur: AsyncCursor, record_id: int, status: int, fields: list, size: int | None) -> int:
-    """Store the response's status, header fields and announced size, and count the request's
-    body into `uploaded` (at the record's first response only); returns the bytes every other
-    record of the fleet holds or will hold, counted under a lock that makes two nodes'
-    transfers take turns, so that they never both count on the same room."""
-    await cur.execute("SELECT pg_advisory_xact_lock(%s)", [QUOTA_LOCK])
+async def set_response(cur: AsyncCursor, record_id: int, status: int, fields: list, size: int | None,
+                       reusable: bool, selecting: str, count_held: bool) -> int:
+    """Store the response's status, header fields, announced size, whether later requests may be
+    served it and what it varies on, and count the request's body into `uploaded` (at the
+    record's first response only); returns the bytes every other record of the fleet holds or
+    will hold (0 without `count_held`), counted under a lock that makes two nodes' transfers
+    take turns, so that they never both count on the same room."""
+    if count_held:
+        await cur.execute("SELECT pg_advisory_xact_lock(%s)", [QUOTA_LOCK])
     await cur.execute(UPLOADED_SQL, {"record": record_id})
-    await cur.execute("UPDATE records SET status = %s, response_headers = %s, size = %s WHERE id = %s",
-                      [status, json.dumps(fields), size, record_id])
+    await cur.execute("UPDATE records SET status = %s, response_headers = %s, size = %s, reusable = %s, selecting = %s"
+                      " WHERE id = %s", [status, json.dumps(fields), size, reusable, selecting, record_id])
+    if not count_held:
+        return 0
     await cur.execute(HELD_SQL, [record_id])
     return (await cur.fetchone())["held"]
+
+
+async def refresh_response(cur: AsyncCursor, record_id: int, generation: int, fields: list) -> bool:
+    """New header fields for the stored response of a complete record, if still of `generation`."""
+    await cur.execute("UPDATE records SET response_headers = %s WHERE id = %s AND generation = %s AND complete",
+                      [json.dumps(fields), record_id, generation])
+    return bool(cur.rowcount)
 
 
 async def restart(cur: AsyncCursor, record_id: int) -> int:
@@ -169,10 +181,15 @@ async def complete(cur: AsyncCursor, record_id: int) -> None:
 
 
 async def read_registration(cur: AsyncCursor, reg_id: str) -> tuple[dict | None, list[dict]]:
-    """The registration's row and its records' rows (None, [] when it is gone)."""
+    """The registration's row and its records' rows, each with its renewal's row (`renewal`,
+    None without one); (None, []) when it is gone."""
     await cur.execute("SELECT * FROM registrations WHERE id = %s", [reg_id])
     row = await cur.fetchone()
     if row is None:
         return None, []
-    await cur.execute("SELECT * FROM records WHERE registration_id = %s ORDER BY idx", [reg_id])
+    await cur.execute(RECORDS_SQL + " WHERE r.registration_id = %s ORDER BY r.idx", [reg_id])
     return row, await cur.fetchall()
+
+
+RECORDS_SQL = ("SELECT r.*, CASE WHEN n.record_id IS NULL THEN NULL ELSE to_jsonb(n) END AS renewal"
+               " FROM records r LEFT JOIN renewals n ON n.record_id = r.id")

@@ -66,8 +66,7 @@ class BackgroundFetch:
             self.keeper.restart()
 
     def running(self) -> None:
-        """Start the store in the background: mitmproxy tells its addons one by one, and
-        requests may already arrive (those that need the store wait for it)."""
+        """Start the store in the background; requests may come first (those that need it wait)."""
         self.is_running = True
         ctx.options.update(connection_strategy="lazy")
         self.keeper.start()
@@ -87,8 +86,7 @@ class BackgroundFetch:
     # -- hooks -------------------------------------------------------------
 
     def requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
-        """Hand the flow to the store when it needs it; an awaitable (which mitmproxy awaits)
-        only when the store is not ready yet."""
+        """Hand the flow to the store when it needs it; an awaitable only while the store is not ready."""
         if flow.response or flow.error or not flow.live:
             return None
         request = flow.request
@@ -215,14 +213,21 @@ class BackgroundFetch:
             _answer(flow, answers.UNAVAILABLE, {"Retry-After": answers.RETRY_AFTER})
 
     def _stored_or(self, flow: http.HTTPFlow, url: str, fetch: tuple[str, dict] | None) -> Awaitable[None] | None:
-        """Serve what the store holds for the URL; else hand the flow over for `fetch` (a path
-        and its details), or let it pass when there is none."""
+        """Serve what the store holds for the URL; else hand the flow over for `fetch`, or let it pass."""
         if self.lookup and self.lookup.ready:
-            if (record := self.lookup.find(url, flow.request.headers.items(multi=True))) is not None:
-                return self._to_store(flow, protocol.STORED_PATH, {protocol.RECORD: str(record)})
+            found = self.lookup.find(url, flow.request.headers.items(multi=True))
+            if found is not None and not isinstance(found, int):  # an awaitable: a fleet node's store is asked
+                return self._when_found(flow, found, fetch)
+            fetch = (protocol.STORED_PATH, {protocol.RECORD: str(found)}) if found is not None else fetch
         elif self.keeper.starting:  # whether the URL is stored is known once the store is ready
             return self._stored_when_ready(flow, url, fetch)
         return self._to_store(flow, *fetch) if fetch else None
+
+    async def _when_found(self, flow: http.HTTPFlow, found: Awaitable[int | None], fetch: tuple[str, dict] | None) -> None:
+        if (record := await found) is not None:
+            fetch = (protocol.STORED_PATH, {protocol.RECORD: str(record)})
+        if fetch and (waiting := self._to_store(flow, *fetch)):
+            await waiting
 
     async def _stored_when_ready(self, flow: http.HTTPFlow, url: str, fetch: tuple[str, dict] | None) -> None:
         await self.keeper.wait_ready()
@@ -268,8 +273,7 @@ def _as_asked(flow: http.HTTPFlow) -> None:
 
 
 def _answer(flow: http.HTTPFlow, problem: dict, extra: dict[str, str] | None = None) -> None:
-    """Answer the flow here with an RFC 9457 problem (without a body for a HEAD: mitmproxy
-    would send it)."""
+    """Answer the flow here with an RFC 9457 problem (no body for a HEAD: mitmproxy would send it)."""
     if fields := flow.metadata.pop(ASKED, None):  # never sent upstream: shown with the header as it came
         flow.request.headers = fields
     body = "" if flow.request.method == "HEAD" else json.dumps(problem)

@@ -14,7 +14,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import report, targets
+from . import fleet, report, targets
 from .deletion import Deletion
 from .load import Load
 from .scale import Scale
@@ -36,7 +36,7 @@ PROFILES = {  # --quick: the same scenarios on smaller bodies and fewer registra
               "readers_size": "16MiB", "registrations": 200, "lag_size": "64MiB", "scale": 20_000,
              "delete_size": "1GiB", "sustained_size": "256MiB", "segmented_size": "256MiB"},
 }
-PARTS = ("sweep", "load", "scale", "delete", "sustained", "tls", "segmented")
+PARTS = ("sweep", "load", "scale", "delete", "sustained", "tls", "segmented", "fleet")
 ROUNDS = 5  # of the sustained part
 
 
@@ -61,7 +61,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--size", type=_size, help="body size of the targets' rows and of Squid (default 1GiB; "
                                               "added to --sizes)")
     p.add_argument("--runs", type=int, default=3, help="timed runs per scenario; medians are reported (default 3)")
-    p.add_argument("--only", choices=PARTS, help="only the throughput sweep, or only the load on one store")
+    p.add_argument("--only", choices=PARTS, help="only the throughput sweep, only the load on one store, or only "
+                                                 "a fleet of two nodes on PostgreSQL and SeaweedFS (bench/fleet.py)")
     p.add_argument("--clients", type=int, help="readers of one stored body at once (default 100)")
     p.add_argument("--registrations", type=int, help="registrations queued at once (default 1000, quick 200)")
     p.add_argument("--delete-size", type=_size, help="the body deleted in the delete part (default 4GiB, quick 1GiB)")
@@ -95,6 +96,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def disk_needed(a: argparse.Namespace) -> int:
     """Bytes the run writes at most at once: the largest body and its store, Squid's cache, the load's store."""
+    if a.only == "fleet":  # the body, and the fetches of it in the object store
+        return (a.runs + 2) * a.size + 1_000_000_000
     sweep = 2 * max(a.sizes) + int(1.3 * a.runs * a.size) if a.only in (None, "sweep") else 0
     load = a.load["readers_size"] * 2 + 4 * a.runs * a.load["lag_size"] * 2 if a.only in (None, "load") else 0
     delete = 3 * a.delete_size if a.only in (None, "delete") else 0
@@ -163,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         if free < need:
             raise BenchError(f"{tmp} has {free / 1e9:.1f} GB free, the run needs about {need / 1e9:.1f} GB "
                              "(smaller --sizes, or TMPDIR elsewhere)")
+        if args.only == "fleet":
+            return _fleet(args, tmp)
         run(args, tmp, result)
     except BenchError as e:
         print(f"\nbench stopped: {e}", file=sys.stderr, flush=True)
@@ -188,6 +193,15 @@ def main(argv: list[str] | None = None) -> int:
     paths = report.write(result, args.results)
     picture = plot(result, args.plot)
     print(f"\nwritten in {result['seconds']} s: " + ", ".join(str(p) for p in [*paths, *([picture] if picture else [])]))
+    return 0
+
+
+def _fleet(args: argparse.Namespace, tmp: Path) -> int:
+    """`--only fleet`: its own table and verdicts, written to fleet.{json,md} beside the others."""
+    result = fleet.FleetRuns(tmp, args.size, args.runs).measure()
+    print(f"\n{fleet.markdown(result)}")
+    paths = fleet.write(result, args.results)
+    print("written: " + ", ".join(str(p) for p in paths))
     return 0
 
 

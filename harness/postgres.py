@@ -25,7 +25,7 @@ import psycopg
 from psycopg import sql
 
 from harness.poll import eventually
-from harness.proxy import free_port
+from harness.proxy import alive, free_port
 from harness.tempserver import TempServer
 
 USER = "bgfetch"  # the superuser initdb makes; the tests connect as it
@@ -113,7 +113,7 @@ class Postgres(TempServer):
         if pid is None:
             return
         os.kill(pid, signal.SIGKILL)
-        eventually(lambda: not _alive(pid), 10, what=f"PostgreSQL's postmaster {pid} to go")
+        eventually(lambda: not alive(pid), 10, what=f"PostgreSQL's postmaster {pid} to go")
         deadline = time.monotonic() + 10  # its children notice the postmaster's death by themselves
         while _children_of(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -134,7 +134,7 @@ class Postgres(TempServer):
             pid = int((self.data / "postmaster.pid").read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
-        return pid if _alive(pid) else None
+        return pid if alive(pid) else None
 
     @property
     def running(self) -> bool:
@@ -148,14 +148,6 @@ class Postgres(TempServer):
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.url(name)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def _children_of(pid: int) -> list[int]:

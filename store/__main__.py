@@ -1,5 +1,9 @@
 """The store process: `python -m store --db PATH ...`, started by the addon beside mitmproxy.
 
+For a fleet, `--db postgresql://... --bodies s3://...`: many store processes (one per proxy)
+share the database and the bucket; nothing that cannot be opened (the database, the bucket)
+lets it start: it stops with one line naming it.
+
 It reads its secrets from the first line of standard input, as JSON ({"secret": ...,
 "token": ..., "upstream_auth": ..., "webhook": ...}, kept out of the process list), and keeps
 reading: when the pipe closes (mitmproxy exited, even by `kill -9`), the store stops. One store
@@ -24,7 +28,7 @@ import prometheus_client
 import tornado.httpserver
 import tornado.netutil
 
-from store.db import identity
+from store.db import Storage, identity, locations
 from store.db.sqlite import SqliteStorage
 from store.engine import wire
 from store.engine.service import Store
@@ -100,8 +104,8 @@ async def serve(args: argparse.Namespace, secrets: dict) -> None:
     hook = secrets.get("webhook") or None
     destinations = Destinations(args.public_host, args.proxy_port, refuse_private=args.refuse_private)
     async with http_client(args, destinations, secrets.get("upstream_auth")) as client:
-        store = Store(SqliteStorage.open(args.db), client, concurrency=args.concurrency, retry_cap=args.retry_cap,
-                      quota=args.quota, revalidate=args.revalidate)
+        store = Store(await open_storage(args, secrets), client, concurrency=args.concurrency,
+                      retry_cap=args.retry_cap, quota=args.quota, revalidate=args.revalidate)
         webhook = Webhook(hook, args.retry_cap, store.metrics) if hook else None
         servers: list[tornado.httpserver.HTTPServer] = []
         announcer = pipes.Announcer(sys.stdout.fileno())
@@ -127,6 +131,18 @@ async def serve(args: argparse.Namespace, secrets: dict) -> None:
     logger.info("store stopped")
 
 
+async def open_storage(args: argparse.Namespace, secrets: dict) -> Storage:
+    """SQLite, or for a fleet PostgreSQL with the bodies in object storage (Unopenable, one line)."""
+    if not locations.is_postgres(args.db):
+        return SqliteStorage.open(args.db)
+    from store.db.postgres.storage import PostgresStorage  # psycopg and boto3 load only for a fleet
+
+    return await PostgresStorage.open(
+        args.db, secrets.get("db_password"), args.bodies, secrets.get("s3_access_key"),
+        secrets.get("s3_secret_key"), args.lease,
+    )
+
+
 def listen_all(args: argparse.Namespace, store: Store, destinations: Destinations, secrets: dict,
                servers: list) -> dict:
     """The internal app on a port of its own, the public one on the listen port if asked; their ports."""
@@ -150,18 +166,27 @@ def main(argv: list[str] | None = None) -> None:
     pipes.log_to_pipe(sys.stderr.fileno(), json_lines=args.log_format == "json")
     logging.getLogger("tornado.access").setLevel(logging.ERROR)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line a request; the fetches' own lines say more
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # a fleet's S3 client: no line per credential lookup
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # a database gone is told once a try, not per connection
     prometheus_client.disable_created_metrics()  # no `_created` series beside each counter in /metrics
+    fleet = locations.is_postgres(args.db)
     try:
-        identity.check(args.db)  # before the lock file: nothing is made beside another program's file
-    except identity.NotAStore as exc:
+        if fleet:
+            locations.check_pair(args.db, args.bodies or "")
+        else:
+            identity.check(args.db)  # before the lock file: nothing is made beside another program's file
+    except (identity.NotAStore, ValueError) as exc:
         sys.exit(str(exc))
-    try:
-        _lock = owner.take(args.db, args.lock_wait)  # held for the life of the process
+    try:  # held for the life of the process; a fleet's nodes share their database
+        _lock = None if fleet else owner.take(args.db, args.lock_wait)
     except owner.Owned as exc:
         sys.exit(str(exc))
     wire.install()
     secrets = json.loads(sys.stdin.buffer.readline())
-    asyncio.run(serve(args, secrets))
+    try:
+        asyncio.run(serve(args, secrets))
+    except locations.Unopenable as exc:
+        sys.exit(str(exc))
 
 
 main()

@@ -50,15 +50,16 @@ def test_s3_serves_ranges_and_knows_its_keys(s3_server, fleet_bucket):
     assert s3_server.bodies_url(fleet_bucket) == f"s3://{fleet_bucket}/bodies?endpoint={s3_server.endpoint}"
 
 
-def test_s3_refuses_other_keys(s3_server, fleet_bucket):
+def test_s3_refuses_other_keys(s3_server):
     client = s3_server.client()
     s3_server.secret_key, kept = "wrong", s3_server.secret_key
     try:
         with pytest.raises(botocore.exceptions.ClientError):
-            s3_server.client().head_bucket(Bucket=fleet_bucket)
+            s3_server.client().head_bucket(Bucket=s3_server.bucket)
     finally:
         s3_server.secret_key = kept
-    client.head_bucket(Bucket=fleet_bucket)
+    client.head_bucket(Bucket=s3_server.bucket)
+    assert s3_server.new_bodies() != s3_server.new_bodies()  # each test its own prefix of the shared bucket
 
 
 def test_seaweed_stops_and_leaves_nothing():

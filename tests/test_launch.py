@@ -28,7 +28,8 @@ def test_secrets_go_to_stdin_and_the_rest_to_the_command_line():
         options(bgfetch_token=TOKEN, upstream_auth="user:pass", bgfetch_webhook=hook, mode=["upstream:http://up:3128"]),
         "shared", 10**9, [8080],
     )
-    assert started.secrets == {"secret": "shared", "token": TOKEN, "upstream_auth": "user:pass", "webhook": hook}
+    assert started.secrets == {"secret": "shared", "token": TOKEN, "upstream_auth": "user:pass", "webhook": hook,
+                               "s3_access_key": "", "s3_secret_key": ""}
     line = " ".join(started.args)
     for secret in ("shared", TOKEN, "user:pass", hook):
         assert secret not in line

@@ -108,10 +108,27 @@ def test_the_store_reads_back_what_launch_gives_it(tmp_path):
         "db": str(tmp_path / "bgfetch.sqlite3"), "public_host": "bgf.example", "listen_port": 8181, "concurrency": 2,
         "quota": 20 * 10**9, "retry_cap": 7.0, "paused_read_timeout": 4.0, "revalidate": "always",
         "refuse_private": True, "log_format": "json", "upstream_proxy": "http://up.example:3128",
-        "proxy_port": [8080, 8081], "insecure": True, "ca_file": "/ca.pem", "ca_dir": "/cas",
+        "proxy_port": [8080, 8081], "insecure": True, "ca_file": "/ca.pem", "ca_dir": "/cas", "bodies": None,
+        "lease": 10.0,
     }
     assert started.secrets == {"secret": "shared", "token": "tok", "upstream_auth": "user:pass",
-                               "webhook": "http://hook.example/"}
+                               "webhook": "http://hook.example/", "s3_access_key": "", "s3_secret_key": ""}
+
+
+def test_a_fleet_nodes_password_and_keys_reach_the_store_on_its_standard_input_only(tmp_path):
+    bodies = "s3://bodies/fleet?endpoint=http://objects.example:8333"
+    opts = _mitmproxy_options(tmp_path, bgfetch_db="postgresql://bgfetch:pa%20ss@db.example:5432/bgfetch",
+                              bgfetch_bodies=bodies, bgfetch_s3_access_key="AKID", bgfetch_s3_secret_key="s3cret",
+                              bgfetch_lease=4)
+    started = launch.launch(opts, "shared", None, [8080])
+    parser = argparse.ArgumentParser()
+    options.store_arguments(parser)
+    args = parser.parse_args(started.args)
+    assert (args.db, args.bodies, args.lease) == ("postgresql://bgfetch@db.example:5432/bgfetch", bodies, 4.0)
+    assert started.db == args.db
+    assert {key: started.secrets[key] for key in ("db_password", "s3_access_key", "s3_secret_key")} == {
+        "db_password": "pa ss", "s3_access_key": "AKID", "s3_secret_key": "s3cret"}
+    assert not {"pa ss", "pa%20ss", "AKID", "s3cret"} & set(" ".join(started.args).split())
 
 
 def test_the_stores_defaults_are_the_tables():

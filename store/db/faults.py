@@ -10,6 +10,8 @@ reaches its caller unchanged.
 | `SQLITE_FULL` (13), or an I/O error while the disk is nearly full | `StorageFull` |
 | `SQLITE_BUSY` (5), `SQLITE_LOCKED` (6) | `StorageBusy` |
 | `SQLITE_IOERR` (10), `SQLITE_CANTOPEN` (14), `SQLITE_READONLY` (8) | `StorageUnavailable` |
+
+A fleet's PostgreSQL or object store that does not answer is `StorageUnreachable`, a pause too.
 """
 
 import os
@@ -45,6 +47,10 @@ class StorageUnavailable(StorageFault):
 
     def __init__(self, path: str, exc: sqlite3.Error) -> None:
         super().__init__(f"storage error at {path}: {exc}")
+
+
+class StorageUnreachable(StorageFault):
+    """A database or object store on the network does not answer (a fleet's PostgreSQL or S3)."""
 
 
 def translate(exc: sqlite3.Error, path: str) -> Exception:

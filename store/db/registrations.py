@@ -161,19 +161,24 @@ def registration(conn: sqlite3.Connection, reg_id: str) -> dict:
     row = conn.execute(REGISTRATION_SQL, [reg_id]).fetchone()
     if row is None:
         raise NotFound(reg_id)
+    return view(row, row["record_count"], row["downloaded"])
+
+
+def view(row, record_count: int, downloaded: int) -> dict:
+    """A registration's row (any mapping of its columns) as the API shows it, with the spec's names."""
     return {
         "id": row["id"],
         "title": row["title"],
         "icons": json.loads(row["icons"]),
         "downloadTotal": row["download_total"] or 0,
-        "downloaded": row["downloaded"],
+        "downloaded": downloaded,
         "uploadTotal": row["upload_total"],
         "uploaded": row["uploaded"],
         "result": row["result"],
         "failureReason": row["failure_reason"],
         "recordsAvailable": True,  # records stay, whatever the result, until DELETE (README: Conformance)
         "state": row["state"],
-        "records": row["record_count"],
+        "records": record_count,
         "createdAt": _iso(row["created_at"]),
         "updatedAt": _iso(row["updated_at"]),
         "lastError": row["last_error"],

@@ -7,9 +7,9 @@ process's read-only connection (WAL: they never wait for the writer). See `stora
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterator
 
-from store.db import chunks, records, registrations, renewals, schema
+from store.db import chunks, lookups, records, registrations, renewals, schema
 from store.db.faults import StorageFault, free_bytes
 from store.db.reports import Figure, Readiness, Tally
 from store.db.storage import MayReplace, NewRecord, Page, Record, RequestChange, Step, Storage
@@ -90,6 +90,12 @@ class SqliteStorage(Storage):
 
     def held(self, record_id: int | None = None) -> int:
         return records.held(self.db, record_id)
+
+    def servable(self, url: str, credential: str, fields: list[tuple[str, str]] = ()) -> int | None:
+        return lookups.servable_record(self.db, url, credential, fields)
+
+    def urls(self) -> Iterator[str]:
+        return lookups.record_urls(self.db)
 
     async def set_response(self, record_id: int, status: int, fields: list, size: int | None,
                            reusable: bool = True, selecting: str = "", count_held: bool = True) -> int:

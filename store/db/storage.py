@@ -19,87 +19,13 @@ fleet next. The engine and the web layer import this module, never a database dr
 """
 
 import abc
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Iterator
 
 from store.db.reports import Figure, Readiness, Tally
-
-Fields = list[tuple[str, str]]
-# (state, event, reason) -> (next state, result, failure reason); raises when the table has no edge
-Step = Callable[[str, str, str], tuple[str, str, str]]
-# (owner of the new registration, state, result and owner of the one it would replace) -> may it?
-MayReplace = Callable[[str, str, str, str], bool]
-
-
-class NotFound(LookupError):
-    """No registration or record with that id."""
-
-
-class Conflict(Exception):
-    """A registration with that id is still active, or is not the creator's to replace."""
-
-
-class NotPaused(Exception):
-    """Only a paused registration takes new request headers or URLs."""
-
-
-@dataclass(frozen=True)
-class Record:
-    """One request of a registration and what is stored of its response."""
-
-    id: int
-    registration_id: str
-    index: int
-    method: str
-    url: str
-    credential: str
-    request_headers: Fields
-    request_body: bytes | None
-    body_hash: str
-    integrity: str | None
-    status: int | None
-    response_headers: Fields
-    size: int | None
-    stored: int
-    received: int
-    generation: int
-    complete: bool
-    revalidate: str = ""  # when its stored response is checked with the origin; "": bgfetch_revalidate's
-    reusable: bool = True  # whether later requests of its URL may be served it (not `no-store`)
-    selecting: str = ""  # the request fields its response varies on (`variants`); "": it does not
-
-
-@dataclass(frozen=True)
-class Page:
-    """Some registration ids in order, and the position after the last of them (None: no more)."""
-
-    ids: list[str]
-    after: int | None
-
-
-@dataclass(frozen=True)
-class NewRecord:
-    """A request to store as a record of a new registration."""
-
-    url: str
-    method: str = "GET"
-    headers: Fields = ()
-    body: bytes | None = None
-    integrity: str | None = None
-    credential: str = ""
-    body_hash: str = ""
-    revalidate: str = ""
-
-
-@dataclass(frozen=True)
-class RequestChange:
-    """New request headers (already merged) and URL for the record at `index` of a paused registration."""
-
-    index: int
-    headers: Fields
-    credential: str
-    url: str | None = None
-
+from store.db.values import (  # noqa: F401 - the contract's own words, imported from here
+    BodyLost, Conflict, Elsewhere, Fields, MayReplace, NewRecord, NotFound, NotPaused, Page, Record, RequestChange,
+    Step, Watcher,
+)
 
 class Storage(abc.ABC):
     """Registrations, their records and the records' body chunks."""
@@ -122,6 +48,8 @@ class Storage(abc.ABC):
         except Exception as exc:  # noqa: BLE001 - whatever it is, the storage does not answer
             return [Readiness("storage", False, f"{type(exc).__name__}: {exc}")]
         return [Readiness("storage", True)]
+    def watch(self, watcher: Watcher) -> None:
+        """Tell `watcher` what other nodes do (only a storage shared by several nodes does)."""
 
     # -- registrations ---------------------------------------------------------
 
@@ -214,6 +142,16 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def complete_record(self, record_id: int) -> None:
         """The record's body is whole: its size is what is stored."""
+
+    @abc.abstractmethod
+    def servable(self, url: str, credential: str, fields: list[tuple[str, str]] = ()) -> int | None:
+        """The record to serve for a GET of `url` by a request with these credentials (the
+        vocabulary's `credential_key`) and header `fields` (`variants`): a reusable 2xx response
+        stored or on its way, verified if it has integrity; None if there is none."""
+
+    @abc.abstractmethod
+    def urls(self) -> Iterator[str]:
+        """Every distinct URL of the records."""
 
     # -- renewals: a record's next generation, stored while the current one is served
 

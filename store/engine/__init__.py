@@ -4,8 +4,8 @@ The web layer imports what this module exports (and `service.Store`); storage is
 through the contract of `store.db`.
 """
 
-from store.db import Conflict, NotFound, NotPaused, Record, StorageFault
+from store.db import BodyLost, Conflict, NotFound, NotPaused, Record, StorageFault
 from store.engine.admission import QuotaExceeded
 from store.engine.lifecycle import LifecycleError
 
-__all__ = ["Conflict", "LifecycleError", "NotFound", "NotPaused", "QuotaExceeded", "Record", "StorageFault"]
+__all__ = ["BodyLost", "Conflict", "LifecycleError", "NotFound", "NotPaused", "QuotaExceeded", "Record", "StorageFault"]

@@ -28,13 +28,15 @@ class EventBus:
     def __init__(self, snapshot: Callable[[str], dict | None]) -> None:
         self.snapshot = snapshot
         self.log: deque[Event] = deque(maxlen=KEEP)
-        self.listeners: list[Callable[[int, str, dict], None]] = []
+        self.listeners: list[Callable[[int, str, dict], None]] = []  # told of this node's own events
         self._ids = itertools.count(int(time.time() * 1000))
         self._queues: set[asyncio.Queue] = set()
         self._last_progress: dict[str, float] = {}
         self._trailing: dict[str, asyncio.TimerHandle] = {}
 
-    def publish(self, type_: str, reg_id: str) -> None:
+    def publish(self, type_: str, reg_id: str, own: bool = True) -> None:
+        """Number the event and give it to every subscriber; `listeners` (the webhook) hear only
+        the node's `own` events, so a fleet whose nodes share a webhook calls it once an event."""
         registration = self.snapshot(reg_id)
         if registration is None:
             return
@@ -49,8 +51,9 @@ class EventBus:
             except asyncio.QueueFull:
                 logger.warning("an event subscriber fell %d events behind; it is dropped", KEEP)
                 self.end(queue)
-        for listener in self.listeners:
-            listener(*event)
+        if own:
+            for listener in self.listeners:
+                listener(*event)
 
     def progress(self, reg_id: str) -> None:
         wait = self._last_progress.get(reg_id, 0) + PROGRESS_INTERVAL - time.monotonic()

@@ -30,6 +30,9 @@ TRANSITIONS: dict[tuple[str, str], str] = {
 }
 
 
+EVENT_OF = {"succeed": "success", "fail": "fail", "abort": "abort"}  # the event subscribers hear of an ending
+
+
 class LifecycleError(Exception):
     """The event is not allowed in the registration's current state."""
 

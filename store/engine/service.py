@@ -3,6 +3,8 @@
 Everything that changes state goes through here, so the API, the proxy's internal routes and
 the commands all behave alike. It owns its storage (`store.db.Storage`) and closes it.
 
+In a fleet its `FleetWatcher` hears what the other nodes do (`store.engine.fleet`).
+
 Faults are pauses: when the database takes no writes at all (another process holds its lock,
 the disk is full to the last byte), a pause is held in memory — the registration reads as
 `paused` with its `lastError`, in the API and in events — and is written with the next
@@ -11,7 +13,7 @@ change that goes through (the lifecycle's `hold` event).
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import ContextManager
 
 import httpx
@@ -19,6 +21,7 @@ import httpx
 from store.db import NewRecord, NotFound, Page, Record, RequestChange, Storage, StorageFault
 from store.engine import admission, headers, lifecycle, ownership
 from store.engine.events import EventBus
+from store.engine.fleet import FleetWatcher
 from store.engine.observer import Observer
 from store.engine.outcomes import pause_reason
 from store.engine.renewal import Renewals
@@ -28,7 +31,7 @@ from vocabulary import credential_key
 
 logger = logging.getLogger(__name__)
 
-EVENT_OF = {"succeed": "success", "fail": "fail", "abort": "abort"}
+EVENT_OF = lifecycle.EVENT_OF
 HELD_EVENTS = ("pause", "start", "retry")  # what leaves a registration paused when it cannot be written
 
 
@@ -54,6 +57,8 @@ class Store:
         self._unwritten: dict[str, str] = {}  # registration id -> lastError of a pause held in memory
         self.url_listeners: list[Callable[[str], None]] = []  # told each URL a record takes
         self.removal_listeners: list[Callable[[int], None]] = []  # told how many URLs records gave up
+        self.fleet = FleetWatcher(self)  # what the other nodes of a fleet do (a storage of one node tells nothing)
+        storage.watch(self.fleet)
 
     # -- reads -------------------------------------------------------------
 
@@ -104,6 +109,14 @@ class Store:
     def reading(self, record_id: int, generation: int) -> ContextManager[None]:
         """Hold a generation's bytes while a reader sends them, even once it is replaced."""
         return self.renewals.reading(record_id, generation)
+
+    def servable(self, url: str, credential: str, fields: list[tuple[str, str]]) -> int | None:
+        """The record that answers a GET of `url` with these credentials and fields (the lookup)."""
+        return self.storage.servable(url, credential, fields)
+
+    def urls(self) -> Iterator[str]:
+        """Every distinct URL the records have (what the proxy's lookup is built from)."""
+        return self.storage.urls()
 
     # -- changes -------------------------------------------------------------
 
@@ -273,6 +286,7 @@ class Store:
 
     async def close(self) -> None:
         await self.observer.close()
+        await self.fleet.close()
         await self.transfers.close()
         await self.renewals.close()
         if self._reclaim:

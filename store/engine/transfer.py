@@ -4,7 +4,9 @@
 (`Pause`, or a storage fault: a full disk, another process's lock) leaves the registration
 paused; it is tried again after a capped exponential backoff (`retry.backoff`), resuming from
 its committed bytes. After a full disk the retry first asks storage for room for a chunk, so
-the origin is not asked for bytes that could not be stored. A `Failure` ends it.
+the origin is not asked for bytes that could not be stored. A `Failure` ends it. In a
+fleet, a registration another node runs (`Elsewhere`: it holds the lease, or took it over) is
+left to that node: the loop's task ends and writes nothing more of it.
 
 The loop reports every state change to the registrations it runs for (`Registrations`: the
 engine's `Store`) and reads and writes records only through the storage contract.
@@ -17,7 +19,7 @@ from typing import Protocol
 
 import httpx
 
-from store.db import Storage, StorageFault, StorageFull
+from store.db import Elsewhere, Storage, StorageFault, StorageFull
 from store.engine.outcomes import Failure, Pause, pause_reason
 from store.engine.record_fetch import RecordFetch
 from store.engine.retry import backoff
@@ -98,6 +100,12 @@ class TransferLoop:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(self, reg_id: str, paused: bool = False) -> None:
+        try:
+            await self._tries(reg_id, paused)
+        except Elsewhere as exc:  # a fleet: another node runs it now, and writes it
+            logger.info("%s is left to another node: %s", reg_id, exc)
+
+    async def _tries(self, reg_id: str, paused: bool) -> None:
         attempt = 0
         while True:
             if paused:
@@ -138,6 +146,8 @@ class TransferLoop:
             return False
         except Failure as exc:
             return await self._end(reg_id, "fail", reason=exc.reason, error=str(exc))
+        except Elsewhere:
+            raise  # the registration is another node's now: this one changes nothing of it
         except Exception as exc:  # a bug must not leave the registration fetching forever
             logger.exception("%s failed unexpectedly", reg_id)
             return await self._end(reg_id, "fail", reason="fetch-error", error=f"internal error: {exc!r}")

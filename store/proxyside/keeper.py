@@ -17,7 +17,8 @@ import httpx
 
 from store.proxyside import protocol
 from store.proxyside.launch import Launch
-from store.proxyside.lookup import Lookup
+from store.db import locations
+from store.proxyside.lookup import FleetLookup, Lookup
 from store.proxyside.process import StoreError, StoreProcess
 
 logger = logging.getLogger("bgfetch")
@@ -163,13 +164,15 @@ class StoreKeeper:
         if self.lookup and self.lookup.path != launch.db:
             self.lookup.close()
             self.lookup = None
-        self.lookup = self.lookup or Lookup(launch.db)
+        if self.lookup is None:  # a fleet's database is read by the store only, which the lookup asks
+            self.lookup = FleetLookup(launch.db) if locations.is_postgres(launch.db) else Lookup(launch.db)
         self.process = StoreProcess(launch.args, launch.secrets, self.lookup)
         ports = await self.process.start()
+        self.lookup.connected(ports["port"], launch.secrets["secret"])
         try:
             if not self.lookup.ready:
                 await self.lookup.open()
-        except Exception as exc:  # sqlite3.Error, OSError: the store made a database it cannot read
+        except Exception as exc:  # sqlite3.Error, OSError: the store made a database it cannot read; a fleet's store does not answer
             await self._stop_process()
             raise StoreError(f"the bgfetch store's database {launch.db} cannot be read: {exc}") from exc
         self.port, self.listen_port, self.launched = ports["port"], ports["listen_port"], launch

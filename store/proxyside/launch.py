@@ -10,6 +10,7 @@ command line, which every local user can read in `ps`.
 import os
 from dataclasses import dataclass
 
+from store.db import locations
 from store.proxyside import options
 
 
@@ -29,12 +30,16 @@ def launch(opts, secret: str, quota: int | None, proxy_ports: list[int]) -> Laun
     """The store's start from the options as they are now (`quota` in bytes, parsed), and the
     ports mitmproxy listens on (which the store never fetches on loopback)."""
     db = db_path(opts)
+    shown, password = locations.without_password(db) if locations.is_postgres(db) else (db, None)
     worked_out = {  # the values that the options give once worked out; the rest as they are
-        "bgfetch_db": db, "bgfetch_quota": quota or None, "mode": options.upstream_proxy(opts.mode),
+        "bgfetch_db": shown, "bgfetch_bodies": opts.bgfetch_bodies or None, "bgfetch_quota": quota or None,
+        "mode": options.upstream_proxy(opts.mode),
         "listen_port": proxy_ports,
     }
     args, hidden = options.store_start(lambda name: worked_out[name] if name in worked_out else getattr(opts, name))
-    return Launch(args, {"secret": secret, **hidden}, db, opts.bgfetch_host, reaches_hosts(opts.mode))
+    if password is not None:
+        hidden["db_password"] = password
+    return Launch(args, {"secret": secret, **hidden}, shown, opts.bgfetch_host, reaches_hosts(opts.mode))
 
 
 def reaches_hosts(modes: list[str]) -> bool:
@@ -44,7 +49,9 @@ def reaches_hosts(modes: list[str]) -> bool:
 
 
 def db_path(opts) -> str:
-    """`bgfetch_db`, or bgfetch.sqlite3 in mitmproxy's confdir (made if missing)."""
+    """`bgfetch_db` (a PostgreSQL URL as it is), or bgfetch.sqlite3 in mitmproxy's confdir (made if missing)."""
+    if locations.is_postgres(opts.bgfetch_db):
+        return opts.bgfetch_db
     if opts.bgfetch_db:
         return os.path.expanduser(opts.bgfetch_db)
     confdir = os.path.expanduser(opts.confdir)

@@ -3,9 +3,12 @@
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
+
+import httpx
 
 from store.db import lookups, schema
+from store.proxyside import protocol
 from store.proxyside.bloom import MAX_BITS, BloomFilter, bits_for
 from store.proxyside.protocol import url_digest
 from vocabulary import credential_key
@@ -14,6 +17,7 @@ logger = logging.getLogger("bgfetch.lookup")
 
 STALE_MIN = 1000  # removed URLs below which a rebuild is not worth its read of the database
 PENDING_MAX = 100_000  # digests kept while a rebuild runs; beyond, one more rebuild follows
+ASK_SECONDS = 5.0  # how long a fleet node's proxy waits for its store's answer
 
 
 class Lookup:
@@ -31,6 +35,8 @@ class Lookup:
     URLs takes about half a second to build, and the proxy does not wait for it.
     """
 
+    ERRORS: tuple[type[Exception], ...] = (sqlite3.Error,)  # what a build may fail with
+
     def __init__(self, path: str) -> None:
         self.path = path
         self.conn: sqlite3.Connection | None = None
@@ -42,11 +48,19 @@ class Lookup:
 
     @property
     def ready(self) -> bool:
+        return self._opened
+
+    @property
+    def _opened(self) -> bool:
         return self.conn is not None
 
     async def open(self) -> None:
         """Connect to the database (the store has made it) and start building the filter;
         sqlite3.Error when it cannot be read."""
+        self._connect()
+        self.rebuild()
+
+    def _connect(self) -> None:
         if self.conn is None:
             conn = schema.connect(self.path, readonly=True)
             try:
@@ -55,7 +69,9 @@ class Lookup:
                 conn.close()
                 raise
             self.conn = conn
-        self.rebuild()
+
+    def connected(self, port: int, secret: str) -> None:
+        """The store (started again, perhaps) answers on `port`: this lookup reads the database itself."""
 
     def add(self, url: str) -> None:
         self.add_digest(url_digest(url))
@@ -82,14 +98,14 @@ class Lookup:
         running, if one is)."""
         if self._build is not None and not self._build.done():
             self._again = True
-        elif self.conn is not None:
+        elif self._opened:
             self._pending = [] if self._pending is None else self._pending  # kept from now on
             self._build = asyncio.get_running_loop().create_task(self._rebuilt(), name="bgfetch lookup")
 
     async def _rebuilt(self) -> None:
         try:
             await self._rebuild()
-        except sqlite3.Error as exc:  # the filter in use still holds every URL: keep it
+        except self.ERRORS as exc:  # the filter in use still holds every URL: keep it
             self._pending = None
             logger.error("bgfetch: the lookup of stored URLs was not rebuilt from %s: %s", self.path, exc)
 
@@ -99,7 +115,7 @@ class Lookup:
             pending = self._pending = [] if self._pending is None else self._pending
             removed = self.removed
             try:
-                built = await asyncio.to_thread(_filled, self.path)
+                built = await asyncio.to_thread(self._filled)
             except BaseException:
                 self._pending = None if self.filter is not None else pending
                 raise
@@ -111,13 +127,25 @@ class Lookup:
             if not self._again:
                 return
 
-    def find(self, url: str, fields: Iterable[tuple[str, str]]) -> int | None:
+    def find(self, url: str, fields: Iterable[tuple[str, str]]) -> int | None | Awaitable[int | None]:
         """The record to serve for a GET of `url` with these request header fields (their
-        credentials must match, and those its response varies on), if any."""
-        if self.conn is None or (self.filter is not None and url_digest(url) not in self.filter):
+        credentials must match, and those its response varies on), if any; for a URL the filter
+        admits, a fleet's lookup gives an awaitable of it instead (its store is asked, and
+        mitmproxy's thread does not wait)."""
+        if not self._opened or (self.filter is not None and url_digest(url) not in self.filter):
             return None
-        fields = list(fields)
+        return self._find(url, list(fields))
+
+    def _find(self, url: str, fields: list[tuple[str, str]]) -> int | None | Awaitable[int | None]:
         return lookups.servable_record(self.conn, url, credential_key(fields), fields)
+
+    def _filled(self) -> BloomFilter:
+        """A filter sized for, and holding, every URL of the database's records (in a thread)."""
+        conn = schema.connect(self.path, readonly=True)
+        try:
+            return _filter_of(lookups.record_url_count(conn), map(url_digest, lookups.record_urls(conn)))
+        finally:
+            conn.close()
 
     def close(self) -> None:
         self.filter = None
@@ -128,13 +156,59 @@ class Lookup:
             self.conn = None
 
 
-def _filled(path: str) -> BloomFilter:
-    """A filter sized for, and holding, every URL of the database's records (in a thread)."""
-    conn = schema.connect(path, readonly=True)
-    try:
-        built = BloomFilter(bits_for(lookups.record_url_count(conn)))
-        for url in lookups.record_urls(conn):
-            built.add(url_digest(url))
-        return built
-    finally:
-        conn.close()
+class FleetLookup(Lookup):
+    """The lookup of a fleet node's proxy, which reads no database itself: its store answers
+    from its copy of the fleet's records (`URLS_PATH` for the filter, `LOOKUP_PATH` for a URL
+    the filter admits), on the internal port it tells once started (`connected`)."""
+
+    ERRORS = (httpx.HTTPError, ValueError)
+
+    def __init__(self, where: str) -> None:
+        super().__init__(where)
+        self.base = ""
+        self.headers: dict[str, str] = {}
+        self.client: httpx.AsyncClient | None = None
+
+    def connected(self, port: int, secret: str) -> None:
+        """The store (started again, perhaps) answers on `port`."""
+        self.base, self.headers = f"http://127.0.0.1:{port}", {protocol.SECRET: secret}
+
+    def _connect(self) -> None:
+        if self.client is None:
+            self.client = httpx.AsyncClient(timeout=ASK_SECONDS, trust_env=False)
+
+    @property
+    def _opened(self) -> bool:
+        return self.client is not None
+
+    def _filled(self) -> BloomFilter:
+        with httpx.Client(base_url=self.base, headers=self.headers, timeout=60, trust_env=False) as client:
+            answer = client.get(protocol.URLS_PATH)
+        answer.raise_for_status()
+        data, size = answer.content, protocol.DIGEST_BYTES
+        count = len(data) // size
+        return _filter_of(count, (data[at:at + size] for at in range(0, count * size, size)))
+
+    async def _find(self, url: str, fields: list[tuple[str, str]]) -> int | None:
+        try:
+            answer = await self.client.post(self.base + protocol.LOOKUP_PATH, headers=self.headers,
+                                            json={"url": url, "fields": fields})
+            answer.raise_for_status()
+            return answer.json()["record"]
+        except (httpx.HTTPError, ValueError, KeyError) as exc:  # the store restarts: the request passes through
+            logger.warning("bgfetch: the store did not say whether it holds %s: %r", url[:200], exc)
+            return None
+
+    def close(self) -> None:
+        super().close()
+        if self.client is not None:
+            client, self.client = self.client, None
+            asyncio.get_running_loop().create_task(client.aclose())
+
+
+def _filter_of(count: int, digests: Iterable[bytes]) -> BloomFilter:
+    """A filter sized for `count` URLs, holding these digests."""
+    built = BloomFilter(bits_for(count))
+    for digest in digests:
+        built.add(digest)
+    return built

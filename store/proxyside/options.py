@@ -13,6 +13,7 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from store.db import locations
 from vocabulary import REVALIDATE, check_revalidate, parse_size
 
 LOG_FORMATS = ("text", "json")
@@ -85,6 +86,16 @@ def _log_format(value: str) -> None:
         raise ValueError(f"must be one of {', '.join(LOG_FORMATS)}, got {value!r}")
 
 
+def _sqlite_or_postgres(value: str) -> None:
+    if locations.is_postgres(value):
+        locations.check_postgres(value)
+
+
+def _bodies_or_empty(value: str) -> None:
+    if value:
+        locations.parse_bodies(value)
+
+
 def _web_url_or_empty(value: str) -> None:
     parts = urllib.parse.urlsplit(value)
     if value and (parts.scheme not in ("http", "https") or not parts.hostname):
@@ -92,8 +103,19 @@ def _web_url_or_empty(value: str) -> None:
 
 
 OPTIONS = (
-    Option("bgfetch_db", str, "", "The SQLite store; empty: bgfetch.sqlite3 in mitmproxy's confdir.",
-           flag="--db", required=True),
+    Option("bgfetch_db", str, "", "The SQLite store (empty: bgfetch.sqlite3 in mitmproxy's confdir), or for a fleet"
+           " `postgresql://user@host:5432/dbname` (a password in it reaches the store on its standard input).",
+           flag="--db", required=True, check=_sqlite_or_postgres),
+    Option("bgfetch_bodies", str, "", "For a fleet (with a PostgreSQL `bgfetch_db`): where bodies go,"
+           " `s3://bucket/prefix?endpoint=http://host:port` (`&region=` too).", flag="--bodies",
+           check=_bodies_or_empty),
+    Option("bgfetch_s3_access_key", str, "", "The object storage's access key (empty: AWS_ACCESS_KEY_ID, or the"
+           " other ways of AWS's SDK).", secret="s3_access_key"),
+    Option("bgfetch_s3_secret_key", str, "", "The object storage's secret key (empty: AWS_SECRET_ACCESS_KEY, or the"
+           " other ways of AWS's SDK).", secret="s3_secret_key"),
+    Option("bgfetch_lease", int, 10, "For a fleet: seconds a node's claim on a transfer lasts unrenewed; then another"
+           " node takes the transfer over, from the bytes committed.", flag="--lease", kind=float,
+           check=_a_second_or_more),
     Option("bgfetch_rules", str, "", "YAML file of rules that make requests background fetches; read again when"
            " it changes."),
     Option("bgfetch_host", str, "bgfetch.internal", "Host name that serves the dashboard and the API through the"
@@ -151,6 +173,8 @@ def check(opts, updated: set[str]) -> None:
                 option.check(getattr(opts, option.name))
             except ValueError as exc:
                 raise ValueError(f"{option.name} {exc}") from None
+    if updated & {"bgfetch_db", "bgfetch_bodies"}:
+        locations.check_pair(opts.bgfetch_db, opts.bgfetch_bodies)
     if updated & {"bgfetch_refuse_private", "mode"} and opts.bgfetch_refuse_private and upstream_proxy(opts.mode):
         raise ValueError("bgfetch_refuse_private cannot be enforced in mode upstream: the upstream proxy resolves"
                          " names and connects; refuse private addresses there instead")

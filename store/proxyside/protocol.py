@@ -5,6 +5,7 @@
   share, and the fetch spec, URL or record number. A client's copies are removed first. The
   store's response says in ANSWER how it answered (stored, joined, background) and for which
   id; the proxy shows it on the flow and removes it.
+- A fleet node's proxy asks its store which URLs it holds, on URLS_PATH and LOOKUP_PATH.
 - The store's standard output: one JSON object a line. First its ports once it is ready
   ({"port": <internal>, "listen_port": <public or 0>}), then its announcements:
   {"added": <hex of url_digest>} for each URL a record takes, {"removed": n} when the records
@@ -37,6 +38,12 @@ ANSWERS = {
 INTERNAL_PATH = "/_bgfetch/"
 FETCH_PATH = INTERNAL_PATH + "fetch"
 STORED_PATH = INTERNAL_PATH + "stored"
+# What the proxy asks a fleet node's store (whose database it does not read itself): the digests
+# of every URL the records have (DIGEST_BYTES each, one after the other), and which record, if
+# any, answers a GET of a URL with a request's header fields (a POST of {"url", "fields"};
+# {"record": <number or null>}).
+URLS_PATH = INTERNAL_PATH + "urls"
+LOOKUP_PATH = INTERNAL_PATH + "lookup"
 
 DIGEST_BYTES = 16
 ANNOUNCEMENTS = ("added", "removed", "dropped")

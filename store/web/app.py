@@ -5,7 +5,7 @@ import tornado.web
 from store.proxyside import options, protocol
 from store.engine.service import Store
 from store.engine.destinations import Destinations
-from store.web import api, dashboard, forgery, operations, proxied
+from store.web import api, dashboard, forgery, lookup, operations, proxied
 
 
 def make_app(
@@ -27,6 +27,8 @@ def make_app(
         routes += [
             (protocol.FETCH_PATH, proxied.ProxiedFetch, flow_options),
             (protocol.STORED_PATH, proxied.ProxiedStored, flow_options),
+            (protocol.URLS_PATH, lookup.Urls, flow_options),
+            (protocol.LOOKUP_PATH, lookup.Lookup, flow_options),
         ]
     return tornado.web.Application(
         routes,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import tornado.web
 
-from store.engine import Conflict, NotFound, NotPaused, QuotaExceeded, StorageFault
+from store.engine import BodyLost, Conflict, NotFound, NotPaused, QuotaExceeded, StorageFault
 from store.web.validate import Invalid, Unreadable
 
 PROBLEM_BASE = "https://bgfetch.dev/problems/"
@@ -42,6 +42,7 @@ TABLE: tuple[tuple[type[Exception], Mapping], ...] = (
     (Conflict, Mapping(409, "id-in-use", "Background fetch {arg!r} is still active; abort it or choose another id.", "id")),
     (NotPaused, Mapping(409, "not-paused", "New headers or URLs need a paused fetch: {exc}.", "records")),
     (QuotaExceeded, Mapping(409, "quota-exceeded", "{exc}.", "downloadTotal")),
+    (BodyLost, Mapping(502, "body-lost", "The stored body cannot be read whole ({exc}); it is not served.")),
     (StorageFault, Mapping(503, "storage-unavailable", "The store cannot write now ({exc}); try again.",
                            headers=(("Retry-After", "5"),))),
 )

@@ -5,13 +5,16 @@
 """
 
 import asyncio
+import logging
 
 from tornado.iostream import StreamClosedError
 
-from store.engine import NotFound, Record, freshness, headers
+from store.engine import BodyLost, NotFound, Record, StorageFault, freshness, headers
 from store.web import conditions
 from store.web.handler import DEFAULT_FIELDS
 from store.web.ranges import Unsatisfiable, parse_range
+
+logger = logging.getLogger(__name__)
 
 WHOLE = 2**62  # "to the end" for a body whose size is not known yet
 
@@ -170,6 +173,11 @@ class BodyServing:
                     await self.store.changed()
             await self.finish()
         except (StreamClosedError, NotFound):  # the client left, or the registration was deleted
+            self._cut(sending)
+        except (BodyLost, StorageFault) as exc:  # never wrong bytes: a problem, or a body cut short
+            logger.warning("record %d at byte %d: %s", record.id, pos, exc)
+            if sending is None:
+                raise  # nothing sent yet: the problem answer (problems.TABLE)
             self._cut(sending)
 
     def _cut(self, sending) -> None:

@@ -1,0 +1,2 @@
+"""The storage contract for a fleet: PostgreSQL for registrations, records and leases, S3-compatible object storage
+for bodies (`store.db.postgres.storage.PostgresStorage`)."""

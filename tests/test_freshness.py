@@ -26,15 +26,17 @@ def stored(date_ago: float = 100, **fields: str) -> list[tuple[str, str]]:
     ({"Cache_Control": "max-age=60"}, False),
     ({"Cache_Control": "max-age=600, no-cache"}, False),
     ({"Cache_Control": "s-maxage=10, max-age=600"}, False),  # a shared cache takes s-maxage
-    ({"Expires": http_date(-3600)}, True),
+    ({"Expires": -3600}, True),
     ({"Expires": "0"}, False),  # an invalid date is in the past
-    ({"Last_Modified": http_date(30 * 86400)}, True),  # heuristic: a tenth of 30 days
-    ({"Last_Modified": http_date(200)}, False),  # a tenth of 200 s is less than its age
+    ({"Last_Modified": 30 * 86400}, True),  # heuristic: a tenth of 30 days
+    ({"Last_Modified": 200}, False),  # a tenth of 200 s is less than its age
     ({}, False),  # nothing says how long it stays fresh
     ({"Cache_Control": "max-age=600", "Vary": "*"}, False),
 ])
 def test_stale_responses_are_revalidated_fresh_ones_served(fields, fresh):
-    assert freshness.verdict("cache-control", URL, stored(**fields), [], False).fresh is fresh
+    # a date is given in seconds ago and made as the test runs: the suite may collect it long before
+    dated = {name: http_date(value) if isinstance(value, int) else value for name, value in fields.items()}
+    assert freshness.verdict("cache-control", URL, stored(**dated), [], False).fresh is fresh
 
 
 def test_the_conditional_request_carries_the_stored_validators():

@@ -1,14 +1,18 @@
-"""The storage contract on SQLite: one file, written by one thread, read on the event loop.
+"""The storage contract on SQLite: two files (the database and its bodies, `schema`), written by
+one thread, read on the event loop.
 
 Writes go to the writer thread (`writer.Writer`), many to a transaction; reads use this
-process's read-only connection (WAL: they never wait for the writer). See `storage.Storage`.
+process's read-only connections: the database's never waits for the writer (WAL); a body read
+that meets the writer's commit in the bodies file waits for it on the event loop, a few
+milliseconds at a time, never inside SQLite. See `storage.Storage`.
 """
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable
 
-from store.db import chunks, records, registrations, schema
+from store.db import chunks, faults, records, registrations, schema
 from store.db.faults import StorageFault
 from store.db.storage import MayReplace, NewRecord, Page, Record, RequestChange, Step, Storage
 from store.db.writer import Writer
@@ -21,6 +25,12 @@ CHUNK_BYTES = 1024 * 1024  # what a transfer commits at a time: the room a retry
 # they had to be read from the disk first), so transfers and state changes keep being written.
 PURGE_CHUNKS = 128
 RECLAIM_PAGES = 64  # 4 MiB
+COMMIT_WAIT = 0.002  # seconds a body read waits for the writer's commit, before it tries again
+
+
+def _reconcile(conn: sqlite3.Connection) -> None:
+    if fixed := chunks.reconcile(conn):
+        logger.info("%d records kept the bytes that both files of the store agree on", fixed)
 
 
 class SqliteStorage(Storage):
@@ -28,17 +38,20 @@ class SqliteStorage(Storage):
         self.path = path
         self.writer = writer
         self.db = schema.connect(path, readonly=True)
+        self.bodies = schema.connect(path, readonly=True)  # for `read` alone: it does not wait for locks
+        self.bodies.execute("PRAGMA busy_timeout=0")
 
     @classmethod
     def open(cls, path: str) -> "SqliteStorage":
         """Check and migrate the database (refusing any file that is not a bgfetch store), then
-        start its writer thread. Call from the event loop that will await its writes."""
+        start its writer thread, whose first transaction makes the two files agree after a crash
+        (`chunks.reconcile`). Call from the event loop that will await its writes."""
         conn = schema.connect(path)
         try:
             schema.migrate(conn)
         finally:
             conn.close()
-        return cls(path, Writer(path, asyncio.get_running_loop()))
+        return cls(path, Writer(path, asyncio.get_running_loop(), first=_reconcile))
 
     # -- registrations ---------------------------------------------------------
 
@@ -103,8 +116,17 @@ class SqliteStorage(Storage):
         return self.writer.submit(chunks.append, record_id, generation, offset, pieces, size=size)
 
     async def read(self, record_id: int, start: int, end: int) -> AsyncIterator[bytes]:
-        for data in chunks.read(self.db, record_id, start, end):
-            yield data
+        pos = start
+        while True:
+            try:
+                for data in chunks.read(self.bodies, record_id, pos, end):
+                    pos += len(data)
+                    yield data
+                return
+            except sqlite3.OperationalError as exc:  # the writer commits into the bodies file
+                if exc.sqlite_errorcode & 0xFF not in (faults.SQLITE_BUSY, faults.SQLITE_LOCKED):
+                    raise
+                await asyncio.sleep(COMMIT_WAIT)
 
     async def digest(self, record_id: int, size: int) -> bytes:
         return await asyncio.to_thread(self._digest, record_id, size)
@@ -137,3 +159,4 @@ class SqliteStorage(Storage):
     async def close(self) -> None:
         await asyncio.to_thread(self.writer.close)
         self.db.close()
+        self.bodies.close()

@@ -48,7 +48,7 @@ class Lookup:
         """Connect to the database (the store has made it) and start building the filter;
         sqlite3.Error when it cannot be read."""
         if self.conn is None:
-            conn = schema.connect(self.path, readonly=True)
+            conn = schema.connect(self.path, readonly=True, bodies=False)
             try:
                 lookups.record_url_count(conn)
             except sqlite3.Error:
@@ -129,7 +129,7 @@ class Lookup:
 
 def _filled(path: str) -> BloomFilter:
     """A filter sized for, and holding, every URL of the database's records (in a thread)."""
-    conn = schema.connect(path, readonly=True)
+    conn = schema.connect(path, readonly=True, bodies=False)
     try:
         built = BloomFilter(bits_for(lookups.record_url_count(conn)))
         for url in lookups.record_urls(conn):

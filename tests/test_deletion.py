@@ -11,7 +11,7 @@ import httpx
 from harness.poll import eventually
 from harness.proxy import Proxy
 from store.db import lookups, registrations, schema
-from store.db.storage import NotFound
+from store.db.storage import NewRecord, NotFound
 from tests.stores import MiB, kill_store, read_only, stored
 
 
@@ -112,3 +112,19 @@ def _delete(proxy: Proxy, reg_id: str) -> None:
         proxy.api("DELETE", f"/api/fetches/{reg_id}")
     except httpx.HTTPError:
         pass  # the store was killed under it
+
+
+def test_a_registration_replaced_by_one_of_its_id_leaves_its_bodies_to_the_removal(tmp_path):
+    conn = schema.connect(str(tmp_path / "db.sqlite3"))
+    schema.migrate(conn)
+    try:
+        stored(conn, "again", 5 * MiB)
+        registrations.create(conn, {"id": "again", "owner": "api"}, [NewRecord(url="http://a/new")], lambda *_: True)
+        assert registrations.registration(conn, "again")["downloaded"] == 0  # the new one, at once
+        assert conn.execute("SELECT COALESCE(SUM(size), 0) FROM chunks").fetchone()[0] == 5 * MiB
+        while registrations.purge_some(conn, 2):
+            pass
+        assert conn.execute("SELECT COALESCE(SUM(size), 0) FROM chunks").fetchone()[0] == 0
+        assert registrations.ids(conn, active_only=False) == ["again"]
+    finally:
+        conn.close()

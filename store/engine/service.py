@@ -98,6 +98,7 @@ class Store:
             for r in requests
         ]
         await self.storage.create(registration, new, _may_replace)
+        self.reclaim()  # the bodies of a registration it replaced, if any
         self._announce(record.url for record in new)
         self.transfers.start(registration["id"])
         self.events.publish("progress", registration["id"])

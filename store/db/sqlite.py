@@ -116,12 +116,17 @@ class SqliteStorage(Storage):
         return self.writer.submit(chunks.append, record_id, generation, offset, pieces, size=size)
 
     async def read(self, record_id: int, start: int, end: int) -> AsyncIterator[bytes]:
+        """The database commits before the bodies file: a reader told of bytes may find the
+        writer still committing them (BUSY), or not yet begun (no chunk); either way it waits
+        COMMIT_WAIT on the loop, so a caller that asks again at once does not spin."""
         pos = start
         while True:
             try:
                 for data in chunks.read(self.bodies, record_id, pos, end):
                     pos += len(data)
                     yield data
+                if pos == start:
+                    await asyncio.sleep(COMMIT_WAIT)
                 return
             except sqlite3.OperationalError as exc:  # the writer commits into the bodies file
                 if exc.sqlite_errorcode & 0xFF not in (faults.SQLITE_BUSY, faults.SQLITE_LOCKED):

@@ -13,7 +13,6 @@ import logging
 import os
 import secrets
 import sys
-import urllib.parse
 from collections.abc import Awaitable, Sequence
 
 from mitmproxy import command, connection, ctx, exceptions, http
@@ -21,20 +20,21 @@ from mitmproxy.proxy import mode_specs
 from mitmproxy.utils.human import pretty_size
 
 import rules
-from store.proxyside import answers, keeper, launch, options, owner, protocol
+from store.proxyside import answers, control, keeper, launch, options, owner, protocol
 from vocabulary import HEADER, credential_key, parse_size
 
 logger = logging.getLogger("bgfetch")
 
 RULES_POLL_SECONDS = 1.0
+ASKED = "bgfetch_asked"  # flow.metadata: the request as the client sent it, while the store has the flow
+MARKS = {"stored": ":floppy_disk:", "joined": ":link:", "background": ":inbox_tray:"}  # the flow's mark per answer
 
 
 class BackgroundFetch:
     """The addon: its options, the hooks that hand flows to the store, and the commands."""
 
     def __init__(self) -> None:
-        self.rules = rules.RuleSet([])
-        self.rules_stamp: tuple | None = None
+        self.rules_file = rules.RulesFile()
         self.secret = secrets.token_urlsafe(32)
         self.keeper = keeper.StoreKeeper(self._launch, _stop_mitmproxy)
         self.tasks: set[asyncio.Task] = set()
@@ -46,12 +46,9 @@ class BackgroundFetch:
                 loader.add_option(option.name, option.type, option.default, option.help, choices=option.choices or None)
 
     def configure(self, updated: set[str]) -> None:
-        """Check the options that changed; a change of one the store reads starts it again.
-
-        A bad value is an OptionsError (mitmproxy keeps the previous value), except when
-        mitmproxy starts (its errorcheck is there and the addon is not running yet): mitmproxy
-        would log it under a traceback and listen before it stops, so it stops here, saying
-        why in one line on standard error."""
+        """Check the options that changed; a change of one the store reads starts it again. A bad
+        value is an OptionsError, but at start-up (errorcheck there, not running yet) mitmproxy would
+        log it under a traceback and listen before it stops: then it stops here, in one line."""
         try:
             self._configure(updated)
         except (rules.RulesError, ValueError, owner.Owned) as exc:
@@ -97,6 +94,7 @@ class BackgroundFetch:
         request = flow.request
         value = request.headers.get(HEADER)
         if value is not None:
+            flow.metadata[ASKED] = request.headers.copy()  # the fields as sent, shown once the store has the flow
             del request.headers[HEADER]
         if request.host == ctx.options.bgfetch_host:
             if request.path.startswith(protocol.INTERNAL_PATH):  # the proxy's own routes, not a client's
@@ -122,29 +120,44 @@ class BackgroundFetch:
         return self._stored_or(flow, url, fetch)  # a rule or a bare header: what is stored wins
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        if "bgfetch" in flow.metadata and flow.response:
-            flow.response.stream = True
+        """Stream what the store answers, and show the flow as the client asked it: its URL
+        and header fields again, with the store's answer as the flow's mark and comment."""
+        if "bgfetch" not in flow.metadata or not flow.response:
+            return
+        flow.response.stream = True
+        _as_asked(flow)
+        if (value := flow.response.headers.get(protocol.ANSWER)) and (answered := protocol.parse_answer(value)):
+            answer, fetch_id = answered
+            flow.marked = MARKS[answer]
+            flow.comment = "\n".join(filter(None, [flow.comment, f"bgfetch: {protocol.ANSWERS[answer]} ({fetch_id})"]))
+        for name in [n for n in flow.response.headers if protocol.is_internal(n)]:
+            del flow.response.headers[name]
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        if "bgfetch" in flow.metadata:
+            _as_asked(flow)
 
     # -- rules -------------------------------------------------------------------
 
     def _load_rules(self, path: str) -> None:
         """Load the rules file (raises RulesError, leaving the rules in force as they were)."""
-        stamp = _stamp(path) if path else None
-        self.rules = rules.load_file(path) if path else rules.RuleSet([])
-        self.rules_stamp = stamp
+        self.rules_file.load(path)
         if path:
             logger.info("bgfetch: %d rules from %s: %s", len(self.rules), path, ", ".join(self.rules.names))
+
+    @property
+    def rules(self) -> rules.RuleSet:
+        return self.rules_file.rules
 
     async def _watch_rules(self) -> None:
         """Reload the rules file when it changes; a bad edit keeps the previous rules."""
         while True:
             await asyncio.sleep(RULES_POLL_SECONDS)
-            path = ctx.options.bgfetch_rules
-            if path and _stamp(path) != self.rules_stamp:
+            if self.rules_file.changed(path := ctx.options.bgfetch_rules):
                 try:
                     self._load_rules(path)
                 except rules.RulesError as exc:
-                    self.rules_stamp = _stamp(path)
+                    self.rules_file.refused(path)
                     logger.error("bgfetch: %s; the previous rules stay in force", exc)
 
     # -- commands: the control API over loopback ----------------------------
@@ -154,27 +167,27 @@ class BackgroundFetch:
         """Start a background fetch of URL, with the id given or one made from the URL."""
         spec = rules.make_spec("GET", url)
         body = {"id": fetch_id or spec.id, "title": spec.title, "requests": [url]}
-        registration = self._call("POST", "/api/fetches", body)
+        registration = self._call("POST", control.FETCHES, body)
         logger.info("bgfetch: %s started: %s", registration["id"], url)
         return registration["id"]
 
     @command.command("bgfetch.abort")
     def abort_fetch(self, fetch_id: str) -> None:
         """Abort an active background fetch; its partial bodies are discarded."""
-        self._call("POST", f"/api/fetches/{_quoted(fetch_id)}/abort", {})
+        self._call("POST", control.fetch_path(fetch_id, "abort"), {})
         logger.info("bgfetch: %s aborted", fetch_id)
 
     @command.command("bgfetch.delete")
     def delete_fetch(self, fetch_id: str) -> None:
         """Delete a background fetch with its stored bodies (aborting it if active)."""
-        self._call("DELETE", f"/api/fetches/{_quoted(fetch_id)}")
+        self._call("DELETE", control.fetch_path(fetch_id))
         logger.info("bgfetch: %s deleted", fetch_id)
 
     @command.command("bgfetch.list")
     def list_fetches(self) -> Sequence[str]:
         """List every background fetch: id, state, result, bytes and title."""
-        ids = self._call("GET", "/api/fetches?all=1")["ids"]
-        return [_describe(self._call("GET", f"/api/fetches/{_quoted(i)}")) for i in ids]
+        ids = self._call("GET", control.FETCHES + "?all=1")["ids"]
+        return [control.describe(self._call("GET", control.fetch_path(i)), pretty_size) for i in ids]
 
     def _call(self, method: str, path: str, body: dict | None = None) -> dict | None:
         """One call of the store's control API; CommandError with the store's problem."""
@@ -205,32 +218,27 @@ class BackgroundFetch:
         """Serve what the store holds for the URL; else hand the flow over for `fetch` (a path
         and its details), or let it pass when there is none."""
         if self.lookup and self.lookup.ready:
-            return self._stored_now_or(flow, url, fetch)
-        if self.keeper.starting:  # whether the URL is stored is known once the store is ready
+            if (record := self.lookup.find(url, flow.request.headers.items(multi=True))) is not None:
+                return self._to_store(flow, protocol.STORED_PATH, {protocol.RECORD: str(record)})
+        elif self.keeper.starting:  # whether the URL is stored is known once the store is ready
             return self._stored_when_ready(flow, url, fetch)
-        return self._to_store(flow, *fetch) if fetch else None
-
-    def _stored_now_or(self, flow: http.HTTPFlow, url: str, fetch: tuple[str, dict] | None) -> Awaitable[None] | None:
-        record = self.lookup.find(url, flow.request.headers.items(multi=True))
-        if record is not None:
-            return self._to_store(flow, protocol.STORED_PATH, {protocol.RECORD: str(record)})
         return self._to_store(flow, *fetch) if fetch else None
 
     async def _stored_when_ready(self, flow: http.HTTPFlow, url: str, fetch: tuple[str, dict] | None) -> None:
         await self.keeper.wait_ready()
-        if self.lookup and self.lookup.ready:
-            waiting = self._stored_now_or(flow, url, fetch)
-        else:
-            waiting = self._to_store(flow, *fetch) if fetch else None
-        if waiting:
+        if self.keeper.starting:  # still not ready: a fetch is unavailable, anything else passes
+            return _answer(flow, answers.UNAVAILABLE, {"Retry-After": answers.RETRY_AFTER}) if fetch else None
+        if waiting := self._stored_or(flow, url, fetch):
             await waiting
 
     def _redirect(self, flow: http.HTTPFlow, port: int, path: str, extra: dict[str, str] | None) -> None:
         """Point the flow at the store's internal port, with the secret and the fetch details."""
         request = flow.request
-        flow.metadata["bgfetch"] = request.url
         for name in [n for n in request.headers if protocol.is_internal(n)]:
             del request.headers[name]
+        flow.metadata["bgfetch"] = request.url
+        flow.metadata[ASKED] = (request.scheme, request.host, request.port, request.path, request.authority,
+                                flow.metadata.get(ASKED) or request.headers.copy())
         request.scheme, request.host, request.port, request.path = "http", "127.0.0.1", port, path
         if flow.server_conn.via:  # upstream mode: the store is on this machine, go to it directly
             flow.server_conn = connection.Server(address=("127.0.0.1", port))
@@ -251,9 +259,19 @@ class BackgroundFetch:
         task.add_done_callback(self.tasks.discard)
 
 
+def _as_asked(flow: http.HTTPFlow) -> None:
+    """The flow's request as the client sent it, once the store has it: mitmproxy's log, console
+    and mitmweb show (and replay) the client's URL, and never the secret the store takes."""
+    if asked := flow.metadata.pop(ASKED, None):
+        request = flow.request
+        request.scheme, request.host, request.port, request.path, request.authority, request.headers = asked
+
+
 def _answer(flow: http.HTTPFlow, problem: dict, extra: dict[str, str] | None = None) -> None:
     """Answer the flow here with an RFC 9457 problem (without a body for a HEAD: mitmproxy
     would send it)."""
+    if fields := flow.metadata.pop(ASKED, None):  # never sent upstream: shown with the header as it came
+        flow.request.headers = fields
     body = "" if flow.request.method == "HEAD" else json.dumps(problem)
     flow.response = http.Response.make(problem["status"], body, {"Content-Type": "application/problem+json", **(extra or {})})
 
@@ -273,29 +291,6 @@ def _stop_mitmproxy(exc: Exception) -> None:
     (sys.exit in a hook: mitmproxy still calls every addon's `done`)."""
     logger.error("%s; mitmproxy stops", exc)
     sys.exit(1)
-
-
-def _quoted(fetch_id: str) -> str:
-    return urllib.parse.quote(fetch_id, safe="")
-
-
-def _describe(registration: dict) -> str:
-    """One line of `bgfetch.list`."""
-    outcome = registration["result"] or registration["state"]
-    if registration["failureReason"]:
-        outcome += f" ({registration['failureReason']})"
-    total = registration["downloadTotal"]
-    done = pretty_size(registration["downloaded"]) + (f" of {pretty_size(total)}" if total else "")
-    return f"{registration['id']}  {outcome}  {done}  {registration['title']}"
-
-
-def _stamp(path: str) -> tuple | None:
-    """What tells a file's edits apart: modification time and size (None if it is gone)."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return stat.st_mtime_ns, stat.st_size
 
 
 addons = [BackgroundFetch()]

@@ -283,10 +283,12 @@ class Origin:
         last_modified: bool = True,
         content_type: str = "application/octet-stream",
         headers: dict[str, str] | None = None,
-        modified_ago: int = 0,
+        modified_ago: int = 86400,
     ) -> None:
         """Serve `data`, or `size` pseudo-random bytes made from the path, at `path`, with
-        these extra `headers`, last modified `modified_ago` seconds ago."""
+        these extra `headers`, last modified `modified_ago` seconds ago (by default a day, like
+        most files an origin serves: a cache takes it as fresh for a tenth of that, RFC 9111
+        §4.2.2). `change` makes a version modified now."""
         if (data is None) == (size is None):
             raise ValueError("give either data or size")
         if data is None:

@@ -1,4 +1,4 @@
-"""A real `mitmdump -s addon.py` on free ports, for end-to-end tests: start, kill -9, restart."""
+"""A real `mitmdump -s addon.py` (or mitmweb) on free ports, for end-to-end tests: start, kill -9, restart."""
 
 import os
 import signal
@@ -13,6 +13,7 @@ from harness.poll import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 MITMDUMP = Path(sys.executable).parent / "mitmdump"
+MITMWEB = Path(sys.executable).parent / "mitmweb"
 
 
 def free_port() -> int:
@@ -59,7 +60,7 @@ class Proxy:
     def spawn(self) -> "Proxy":
         """Start mitmdump, and return at once."""
         args = [
-            str(MITMDUMP), "-s", str(ROOT / "addon.py"), "-p", str(self.port),
+            *self.program(), "-s", str(ROOT / "addon.py"), "-p", str(self.port),
             "--listen-host", "127.0.0.1",
             "--set", f"bgfetch_listen_port={self.listen_port}", "--set", "bgfetch_retry_cap=1",
         ]
@@ -73,6 +74,10 @@ class Proxy:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, env=env)
         return self
+
+    def program(self) -> list[str]:
+        """The mitmproxy tool that runs the addon, and its own arguments."""
+        return [str(MITMDUMP)]
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -93,7 +98,7 @@ class Proxy:
         self._wait_store_gone()
 
     def _wait_store_gone(self, timeout: float = 15) -> None:
-        eventually(lambda: not _store_running(self.db), timeout, what=f"the store to let go of {self.db}",
+        eventually(lambda: not store_running_on(self.db), timeout, what=f"the store to let go of {self.db}",
                    explain=lambda _: f"it still holds the lock\n{self.log.read_text()[-3000:]}")
 
     def store_pid(self) -> int:
@@ -150,13 +155,46 @@ class Proxy:
     @property
     def store_running(self) -> bool:
         """Whether a store process holds this proxy's database."""
-        return _store_running(self.db)
+        return store_running_on(self.db)
 
     def client(self, **kwargs) -> httpx.Client:
         return httpx.Client(proxy=self.url, timeout=30, **kwargs)
 
 
-def _store_running(db: Path) -> bool:
+class WebProxy(Proxy):
+    """mitmweb with the bgfetch addon, and its own HTTP API (flows, commands) on a free port."""
+
+    PASSWORD = "bgfetch-tests"
+    XSRF = "bgfetch-tests-xsrf"  # the same value as cookie and header: tornado's double submit
+
+    def __init__(self, workdir: Path, *options: str, **kwargs) -> None:
+        super().__init__(workdir, *options, **kwargs)
+        self.web_port = free_port()
+
+    def program(self) -> list[str]:
+        return [str(MITMWEB), "--no-web-open-browser", "--web-host", "127.0.0.1", "--web-port", str(self.web_port),
+                "--set", f"web_password={self.PASSWORD}"]
+
+    def web(self, method: str, path: str, **kwargs) -> httpx.Response:
+        """A call of mitmweb's own API."""
+        headers = {"Authorization": f"Bearer {self.PASSWORD}", "X-XSRFToken": self.XSRF,
+                   "Cookie": f"_mitmproxy_xsrf={self.XSRF}"}
+        return httpx.request(method, f"http://127.0.0.1:{self.web_port}{path}", headers=headers, timeout=10, **kwargs)
+
+    def flows(self) -> list[dict]:
+        """mitmweb's flow list."""
+        response = self.web("GET", "/flows.json")
+        response.raise_for_status()
+        return response.json()
+
+    def command(self, name: str, *arguments: str) -> object:
+        """Run a mitmproxy command as mitmweb's command bar does: its value."""
+        answer = self.web("POST", f"/commands/{name}", json={"arguments": list(arguments)}).json()
+        assert "error" not in answer, answer
+        return answer["value"]
+
+
+def store_running_on(db: Path) -> bool:
     """Whether a store process still holds the database's lock."""
     import fcntl
 

@@ -1,5 +1,6 @@
 """The YAML rules file: loading it, and matching requests against its rules in order."""
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -28,6 +29,38 @@ class RuleSet:
             if method in rule.methods and rule.test(url, flow):
                 return rule.fields_for(url)
         return None
+
+
+class RulesFile:
+    """The rules of the file in force, and whether the file changed since it was read."""
+
+    def __init__(self) -> None:
+        self.rules = RuleSet([])
+        self.stamp: tuple | None = None
+
+    def load(self, path: str) -> RuleSet:
+        """The rules of `path` (none for ""), now in force; RulesError leaves those in force as they were."""
+        stamp = _stamp(path) if path else None
+        self.rules = load_file(path) if path else RuleSet([])
+        self.stamp = stamp
+        return self.rules
+
+    def changed(self, path: str) -> bool:
+        """Whether `path` was edited since it was read (or refused: `refused`)."""
+        return bool(path) and _stamp(path) != self.stamp
+
+    def refused(self, path: str) -> None:
+        """A bad edit of `path`, refused: it is not read again until it changes again."""
+        self.stamp = _stamp(path)
+
+
+def _stamp(path: str) -> tuple | None:
+    """What tells a file's edits apart: modification time and size (None if it is gone)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
 
 
 def load_file(path: str) -> RuleSet:

@@ -10,7 +10,9 @@ from store.engine.admission import QuotaExceeded, check_quota
     (None, 100, 0), (100, None, 10**12), (100, 100, 0), (60, 100, 40), (1, 10, 9),
 ])
 def test_what_fits_or_is_not_limited_passes(download_total, quota, held):
-    check_quota(download_total, quota, held)
+    asked = []
+    check_quota(download_total, quota, lambda: asked.append(held) or held)
+    assert asked == ([] if None in (download_total, quota) else [held])  # the sum is read only when needed
 
 
 @pytest.mark.parametrize("download_total, quota, held, left", [
@@ -18,7 +20,7 @@ def test_what_fits_or_is_not_limited_passes(download_total, quota, held):
 ])
 def test_what_does_not_fit_names_download_total_and_the_room_left(download_total, quota, held, left):
     with pytest.raises(QuotaExceeded) as refused:
-        check_quota(download_total, quota, held)
+        check_quota(download_total, quota, lambda: held)
     message = str(refused.value)
     assert message.startswith(f"downloadTotal {download_total} is more than the {left} bytes")
     assert "bgfetch_quota" in message and f"{held} held" in message

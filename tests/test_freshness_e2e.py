@@ -69,3 +69,76 @@ def test_head_is_answered_as_get_without_a_body(origin, proxy):
     assert result.returncode == 0 and head.startswith("http/1.1 200"), head
     assert "content-length: 123456" in head and "content-type: video/mp4" in head
     assert f"etag: {origin.etag('/head.bin')}".lower() in head and "age: " in head and "date: " in head
+
+
+def conditional(origin, path: str) -> list:
+    """The origin's requests for `path` that were revalidations."""
+    return [r for r in origin.requests if r.path == path and ("If-None-Match" in r.headers or "If-Modified-Since" in r.headers)]
+
+
+def test_a_stale_response_is_revalidated_a_304_serves_it_and_refreshes_its_date(origin, proxy):
+    origin.add("/page.html", data=b"<p>v0</p>" * 1000, headers={"Cache-Control": "max-age=1"}, content_type="text/html")
+    first = fetched(proxy, origin, "/page.html", "page")
+    time.sleep(2.1)  # stale now
+    with proxy.client() as client:
+        again = client.get(origin.url("/page.html"))
+    assert again.status_code == 200 and again.content == origin.data("/page.html")
+    (asked,) = conditional(origin, "/page.html")
+    assert asked.headers["If-None-Match"] == origin.etag("/page.html")
+    assert asked.headers["If-Modified-Since"] == origin.last_modified("/page.html")
+    assert email.utils.parsedate_to_datetime(again.headers["date"]) > email.utils.parsedate_to_datetime(first.headers["date"])
+    assert int(again.headers["age"]) <= 1 and again.headers["content-type"] == "text/html"
+    with proxy.client() as client:  # fresh again for a second: served without asking
+        assert client.get(origin.url("/page.html")).content == origin.data("/page.html")
+    assert len(conditional(origin, "/page.html")) <= 2
+
+
+def test_a_fresh_response_is_served_unless_the_client_insists(origin, proxy):
+    origin.add("/fresh.txt", data=b"fresh", headers={"Cache-Control": "max-age=3600"})
+    fetched(proxy, origin, "/fresh.txt", "fresh")
+    url = origin.url("/fresh.txt")
+    assert curl(proxy, url).stdout == b"fresh"
+    assert conditional(origin, "/fresh.txt") == []
+    for insisting in ("Cache-Control: no-cache", "Cache-Control: max-age=0", "Pragma: no-cache"):
+        assert curl(proxy, url, "-H", insisting).stdout == b"fresh"
+    assert len(conditional(origin, "/fresh.txt")) == 3
+
+
+def test_with_the_origin_down_or_failing_the_stored_response_is_served(origin, proxy):
+    origin.add("/s.bin", size=300_000, headers={"Cache-Control": "no-cache"})
+    fetched(proxy, origin, "/s.bin", "s")
+    origin.behave("/s.bin", status=503)
+    with proxy.client() as client:
+        failing = client.get(origin.url("/s.bin"))
+    assert failing.status_code == 200 and sha256(failing.content) == origin.sha256("/s.bin")
+    assert origin.count("/s.bin") == 2
+    origin.stop()
+    result = curl(proxy, origin.url("/s.bin"))
+    assert result.returncode == 0 and sha256(result.stdout) == origin.sha256("/s.bin")
+
+
+def test_an_answer_that_is_not_the_stored_one_goes_to_the_client(origin, proxy):
+    origin.add("/gone.txt", data=b"was here", headers={"Cache-Control": "no-cache"})
+    fetched(proxy, origin, "/gone.txt", "gone")
+    origin.behave("/gone.txt", status=404)
+    result = curl(proxy, origin.url("/gone.txt"), "-D", "-")
+    assert result.stdout.startswith(b"HTTP/1.1 404") and result.stdout.endswith(b"404 Not Found\n")
+    origin.reset_behaviour("/gone.txt")  # what is stored stays for when the origin has it again
+    origin.stop()
+    assert curl(proxy, origin.url("/gone.txt")).stdout == b"was here"
+
+
+def test_never_and_always(origin, make_proxy, tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text('rules:\n  - name: pinned\n    url: "http://*/pinned/*"\n    revalidate: never\n')
+    proxy = make_proxy("bgfetch_revalidate=always", f"bgfetch_rules={rules}").start()
+    origin.add("/pinned/a.txt", data=b"a", headers={"Cache-Control": "no-cache"})
+    origin.add("/b.txt", data=b"b", headers={"Cache-Control": "max-age=3600"})
+    with proxy.client() as client:
+        assert client.get(origin.url("/pinned/a.txt")).content == b"a"  # the rule makes it a fetch
+        fetched(proxy, origin, "/b.txt", "b")
+        for _ in range(2):
+            assert client.get(origin.url("/pinned/a.txt")).content == b"a"
+            assert client.get(origin.url("/b.txt")).content == b"b"
+    assert conditional(origin, "/pinned/a.txt") == []  # the rule's never
+    assert len(conditional(origin, "/b.txt")) == 2  # the option's always, though it is fresh

@@ -14,8 +14,8 @@ TOKEN = "tok-3f9c1d7be2a04e5f8a6b"
 
 
 def options(**changed) -> SimpleNamespace:
-    values = {option.name: option.default for option in OPTIONS if option.type is not None}  # bgfetch's own
-    values.update(
+    """The options as mitmproxy holds them: bgfetch's defaults from the table, and these."""
+    values = {option.name: option.default for option in OPTIONS if option.type is not None} | dict(
         bgfetch_db="~/x.sqlite3", mode=["regular"], ssl_insecure=False, ssl_verify_upstream_trusted_ca=None,
         ssl_verify_upstream_trusted_confdir=None, upstream_auth=None, confdir="~/.mitmproxy",
     )
@@ -34,6 +34,15 @@ def test_secrets_go_to_stdin_and_the_rest_to_the_command_line():
         assert secret not in line
     assert "--upstream-proxy http://up:3128" in line and "--quota 1000000000" in line and "--proxy-port 8080" in line
     assert started.db == str(Path("~/x.sqlite3").expanduser())
+
+
+def test_clients_reach_bgfetch_host_in_every_mode_but_reverse_and_dns():
+    reached = {"regular", "upstream:http://up:3128", "socks5", "transparent", "wireguard", "local", "regular@8081"}
+    for mode in reached:
+        assert launch.launch(options(mode=[mode]), "s", None, [8080]).host_reached, mode
+    for modes in (["reverse:http://origin.example"], ["reverse:https://o.example@8443", "dns@5353"]):
+        assert not launch.launch(options(mode=modes), "s", None, [8080]).host_reached, modes
+    assert launch.launch(options(mode=["reverse:http://o.example", "regular@8081"]), "s", None, [8080]).host_reached
 
 
 def _visible(pid: int) -> bytes:
@@ -55,3 +64,29 @@ def test_the_token_in_config_yaml_guards_the_api_and_shows_in_no_process_list(tm
             assert TOKEN.encode() not in _visible(pid)
     finally:
         proxy.stop()
+
+
+def test_in_reverse_mode_the_start_up_line_names_only_what_can_be_reached(origin, tmp_path):
+    origin.add("/r.bin", size=100_000)
+    reverse = f"mode=reverse:{origin.url('')}"
+    proxy = Proxy(tmp_path, reverse).start()
+    try:
+        line = proxy.wait_for_log("bgfetch: store").split("bgfetch: store", 1)[1].splitlines()[0]
+        assert line == f" {proxy.db}, dashboard and API at http://127.0.0.1:{proxy.listen_port}/", line
+        assert proxy.api("GET", "/api/fetches").status_code == 200  # what it names answers
+        with httpx.Client(base_url=proxy.url, timeout=10) as client:  # the clients of a reverse proxy
+            fetched = client.get("/r.bin", headers={"Background-Fetch": 'id="r"'})
+            assert fetched.content == origin.data("/r.bin")
+            assert client.get("/", headers={"Host": "bgfetch.internal"}).status_code == 404  # the origin's, not the API
+    finally:
+        proxy.stop()
+    alone = Proxy(tmp_path / "alone", reverse)
+    alone.workdir.mkdir()
+    alone.listen_port = 0  # no listen port
+    alone.spawn()
+    try:
+        log = alone.wait_for_log("bgfetch: store")
+        assert ("no dashboard: in reverse mode http://bgfetch.internal/ cannot be reached; --set bgfetch_listen_port=PORT"
+                " serves the dashboard and the API at http://127.0.0.1:PORT/") in log, log
+    finally:
+        alone.stop()

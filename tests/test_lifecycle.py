@@ -120,9 +120,27 @@ def test_every_edge_through_the_tables(conn, state, event):
     finished = shown["state"] == "done"
     kept_headers, kept_body = conn.execute("SELECT request_headers, request_body FROM records").fetchone()
     assert (kept_headers is None, kept_body is None) == (finished, finished)
-    kept = shown["result"] != "failure"
-    assert (record.stored, shown["recordsAvailable"]) == ((2, True) if kept else (0, False))
+    kept = shown["result"] != "failure"  # a failure drops the partial body; the record stays
+    assert (record.stored, shown["recordsAvailable"]) == (2 if kept else 0, True)
     assert conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0] == (1 if kept else 0)
+
+
+@pytest.mark.parametrize("event, reason", [("fail", "bad-status"), ("abort", "")])
+def test_a_failure_keeps_the_complete_records_and_drops_the_partial_ones(conn, event, reason):
+    create(conn, {"id": "r", "title": ""}, [{"url": "http://o/whole"}, {"url": "http://o/partial"}])
+    whole, partial = (record.id for record in records.records(conn, "r"))
+    for record_id, data in ((whole, b"abc"), (partial, b"de")):
+        records.set_response(conn, record_id, 200, [], 3)
+        chunks.append(conn, record_id, 0, 0, [data])
+    records.complete(conn, whole)
+    transition(conn, "r", "start")
+    transition(conn, "r", event, reason)
+    assert [(r.url, r.stored, r.complete) for r in records.records(conn, "r")] == [
+        ("http://o/whole", 3, True), ("http://o/partial", 0, False)]
+    assert b"".join(chunks.read(conn, whole, 0, 3)) == b"abc"
+    assert conn.execute("SELECT COUNT(*) FROM chunks WHERE record_id = ?", [partial]).fetchone()[0] == 0
+    assert records.held(conn) == 3  # the quota counts what a failed registration keeps
+    assert registrations.registration(conn, "r")["downloaded"] == 3
 
 
 def test_a_missing_registration(conn):

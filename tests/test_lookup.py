@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.poll import eventually_async
-from store.db import schema
+from store.db import lookups, schema
 from store.proxyside import bloom, protocol
 from store.proxyside.bloom import BloomFilter
 from store.proxyside.lookup import STALE_MIN, Lookup
@@ -107,6 +107,30 @@ def test_a_url_never_stored_costs_no_query_and_a_stored_one_is_found(tmp_path):
             lookup.close()
 
     asyncio.run(scenario())
+
+
+def test_repeated_requests_of_a_url_resolve_to_one_complete_verified_record(tmp_path):
+    """A registration may hold a request more than once (as the spec allows): the lookup serves
+    one record of the URL, the same every time: a complete one before one still arriving, never
+    one whose integrity is unchecked, the newest of equals, and nothing of a failed fetch."""
+    db, url = tmp_path / "db.sqlite3", "http://a/repeated"
+    database(db, [])
+    conn = schema.connect(str(db))
+    try:
+        conn.execute("INSERT INTO registrations (id, state, result, created_at, updated_at) VALUES ('d', 'fetching', '', 0, 0)")
+        for idx, complete, integrity in [(0, 1, None), (1, 0, None), (2, 0, "sha256-" + "A" * 43 + "=")]:
+            conn.execute("INSERT INTO records (registration_id, idx, url, status, complete, integrity)"
+                         " VALUES ('d', ?, ?, 200, ?, ?)", [idx, url, complete, integrity])
+        ids = [row[0] for row in conn.execute("SELECT id FROM records ORDER BY idx")]
+        assert {lookups.servable_record(conn, url, "") for _ in range(5)} == {ids[0]}
+        conn.execute("UPDATE records SET complete = 1 WHERE id = ?", [ids[1]])
+        assert lookups.servable_record(conn, url, "") == ids[1]
+        conn.execute("UPDATE records SET complete = 1 WHERE id = ?", [ids[2]])  # verified: now it may be served
+        assert lookups.servable_record(conn, url, "") == ids[2]
+        conn.execute("UPDATE registrations SET state = 'done', result = 'failure'")
+        assert lookups.servable_record(conn, url, "") is None
+    finally:
+        conn.close()
 
 
 def test_an_announced_url_is_found_at_once(tmp_path):

@@ -1,4 +1,5 @@
-"""store/proxyside/process.py: the malloc settings the store always gets are the ones `make run` gives mitmdump;
+"""store/proxyside/process.py: the malloc settings the store always gets are the ones `make run` gives mitmdump
+(and `make web`, `make console` mitmweb and the console);
 no line ends a reader of the store's pipes, a reader that dies stops the store, and the kernel tells
 when the store has died."""
 
@@ -15,10 +16,11 @@ from harness.poll import eventually, eventually_async
 from store.proxyside import process
 
 
-def test_make_run_gives_mitmdump_the_stores_malloc_settings():
+def test_make_run_web_and_console_give_mitmproxy_the_stores_malloc_settings():
     makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
-    run = makefile[makefile.index("\nrun:"):makefile.index("\ntest:")]
-    assert f"GLIBC_TUNABLES=$${{GLIBC_TUNABLES:-{process.MALLOC_TUNABLES}}}" in run
+    assert f"\nMALLOC = GLIBC_TUNABLES=$${{GLIBC_TUNABLES:-{process.MALLOC_TUNABLES}}}\n" in makefile
+    for target, tool in (("run", "mitmdump"), ("web", "mitmweb"), ("console", "mitmproxy")):
+        assert f"\n{target}: $(VENV)/.installed\n\t$(MALLOC) $(VENV)/bin/{tool} -s addon.py $(ARGS)\n" in makefile
 
 
 # -- the pipes and the lifeline, with real child processes -----------------------------

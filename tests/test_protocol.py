@@ -57,3 +57,13 @@ def test_the_fields_the_proxy_adds_are_internal_and_never_go_upstream():
     assert not protocol.is_internal("X-Bgfetch")  # the prefix ends with its dash
     fields = [(name, "v") for name in added] + [("Accept", "*/*")]
     assert headers.upstream(fields) == [("Accept", "*/*")]
+
+
+def test_the_answer_the_store_gives_is_the_one_the_proxy_reads_whatever_the_id():
+    for answer in protocol.ANSWERS:
+        for fetch_id in ("ep5", "épisode \"5\"", "a" * 256):
+            value = protocol.answer_value(answer, fetch_id)
+            assert value.isascii() and protocol.parse_answer(value) == (answer, fetch_id)
+    for value in ("stored", "{}", '{"answer": "cached", "id": "x"}', '{"answer": "stored", "id": 5}', "[1]"):
+        assert protocol.parse_answer(value) is None
+    assert protocol.is_internal(protocol.ANSWER)

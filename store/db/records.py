@@ -69,13 +69,13 @@ def download_room(conn: sqlite3.Connection, reg_id: str, record_id: int) -> int 
 # Every record is read (no join per row: half the time beside 100,000 records, about 20 ms).
 HELD_SQL = """
 SELECT COALESCE(SUM(MAX(stored, COALESCE(size, 0))), 0) FROM records
-WHERE id IS NOT ? AND registration_id NOT IN (SELECT id FROM registrations WHERE result = 'failure')
+WHERE id IS NOT ? AND (complete OR registration_id NOT IN (SELECT id FROM registrations WHERE result = 'failure'))
 """
 
 
 def held(conn: sqlite3.Connection, record_id: int | None = None) -> int:
     """Bytes every record but `record_id` (None: every record) holds, or will hold once its
-    announced size has come."""
+    announced size has come; of a failed registration, only its complete records hold any."""
     return conn.execute(HELD_SQL, [record_id]).fetchone()[0]
 
 
@@ -100,6 +100,14 @@ def set_response(conn: sqlite3.Connection, record_id: int, status: int, fields: 
         [status, json.dumps(fields), size, record_id],
     )
     return held(conn, record_id) if count_held else 0
+
+
+def refresh_response(conn: sqlite3.Connection, record_id: int, generation: int, fields: list) -> bool:
+    """New header fields for the stored response of a complete record, if still of `generation`."""
+    return bool(conn.execute(
+        "UPDATE records SET response_headers = ? WHERE id = ? AND generation = ? AND complete = 1",
+        [json.dumps(fields), record_id, generation],
+    ).rowcount)
 
 
 def restart(conn: sqlite3.Connection, record_id: int) -> int:

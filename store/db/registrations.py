@@ -45,7 +45,8 @@ def create(conn: sqlite3.Connection, registration: dict, records: list[NewRecord
 def transition(conn: sqlite3.Connection, reg_id: str, event: str, step: Step, reason: str = "",
                error: str = "", held_pause: str | None = None) -> str:
     """Apply a lifecycle event; returns the new state. Ending drops the request headers and
-    bodies; a failure drops the partial bodies. A pause the engine held in memory
+    bodies; a failure (an abort too) drops the partial bodies and keeps the complete ones, whose
+    records stay readable through the API until DELETE. A pause the engine held in memory
     (`held_pause`, its lastError) is written first: the row is brought to `paused`."""
     row = conn.execute("SELECT state FROM registrations WHERE id = ?", [reg_id]).fetchone()
     if row is None:
@@ -62,8 +63,11 @@ def transition(conn: sqlite3.Connection, reg_id: str, event: str, step: Step, re
             "UPDATE records SET request_headers = NULL, request_body = NULL WHERE registration_id = ?", [reg_id]
         )
     if result == "failure":
-        conn.execute("DELETE FROM chunks WHERE record_id IN (SELECT id FROM records WHERE registration_id = ?)", [reg_id])
-        conn.execute("UPDATE records SET stored = 0, complete = 0 WHERE registration_id = ?", [reg_id])
+        conn.execute(
+            "DELETE FROM chunks WHERE record_id IN (SELECT id FROM records WHERE registration_id = ? AND NOT complete)",
+            [reg_id],
+        )
+        conn.execute("UPDATE records SET stored = 0 WHERE registration_id = ? AND NOT complete", [reg_id])
     return state
 
 
@@ -164,7 +168,7 @@ def registration(conn: sqlite3.Connection, reg_id: str) -> dict:
         "uploaded": row["uploaded"],
         "result": row["result"],
         "failureReason": row["failure_reason"],
-        "recordsAvailable": row["result"] != "failure",
+        "recordsAvailable": True,  # records stay, whatever the result, until DELETE (README: Conformance)
         "state": row["state"],
         "records": row["record_count"],
         "createdAt": _iso(row["created_at"]),

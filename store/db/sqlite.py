@@ -104,6 +104,9 @@ class SqliteStorage(Storage):
                            count_held: bool = True) -> int:
         return await self.writer.submit(records.set_response, record_id, status, fields, size, count_held)
 
+    async def refresh_response(self, record_id: int, generation: int, fields: list) -> bool:
+        return await self.writer.submit(records.refresh_response, record_id, generation, fields)
+
     async def restart_record(self, record_id: int) -> int:
         return await self.writer.submit(records.restart, record_id)
 

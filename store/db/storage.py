@@ -122,7 +122,8 @@ class Storage(abc.ABC):
     async def transition(self, reg_id: str, event: str, step: Step, reason: str = "", error: str = "",
                          held_pause: str | None = None) -> str:
         """Apply a lifecycle event (`step` gives the next state); returns the new state. Ending drops
-        the request headers and bodies (credentials); a failure drops the partial bodies.
+        the request headers and bodies (credentials); a failure drops the partial bodies (the
+        complete ones stay, with their records, until `delete`).
         `held_pause`: the lastError of a pause the engine held in memory, written first."""
 
     @abc.abstractmethod
@@ -174,6 +175,11 @@ class Storage(abc.ABC):
         body into the registration's `uploaded` (once: at its first response); returns
         `held(record_id)` as of the same commit, so two transfers never both count on the same room
         (0 when not `count_held`: there is no quota to count for)."""
+
+    @abc.abstractmethod
+    async def refresh_response(self, record_id: int, generation: int, fields: Fields) -> bool:
+        """New header fields for a complete record's stored response (its origin confirmed it,
+        RFC 9111 §3.2); False when that generation is no longer the record's."""
 
     @abc.abstractmethod
     async def restart_record(self, record_id: int) -> int:

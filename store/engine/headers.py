@@ -30,6 +30,11 @@ def replayed(fields: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(k, v) for k, v in fields if k.lower() not in NOT_REPLAYED]
 
 
+def relayed(fields: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """An origin's live answer as it goes on to the client: all but the connection's own fields."""
+    return [(k, v) for k, v in fields if k.lower() not in HOP_BY_HOP]
+
+
 def first(fields: Iterable[tuple[str, str]], name: str) -> str | None:
     name = name.lower()
     return next((v for k, v in fields if k.lower() == name), None)

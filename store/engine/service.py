@@ -18,6 +18,7 @@ import httpx
 from store.db import NewRecord, NotFound, Page, Record, RequestChange, Storage, StorageFault
 from store.engine import admission, headers, lifecycle, ownership
 from store.engine.events import EventBus
+from store.engine.revalidation import Outcome, Revalidation
 from store.engine.transfer import TransferLoop
 from vocabulary import credential_key
 
@@ -34,7 +35,7 @@ class Store:
     ) -> None:
         self.storage = storage
         self.quota = quota
-        self.revalidate = revalidate  # bgfetch_revalidate: for records that do not say
+        self.revalidation = Revalidation(storage, client, revalidate)
         self.events = EventBus(self.snapshot)
         self.transfers = TransferLoop(
             storage, client, self, concurrency=concurrency, retry_cap=retry_cap, quota=quota
@@ -82,12 +83,16 @@ class Store:
 
     # -- changes -------------------------------------------------------------
 
+    async def freshen(self, record: Record, request_fields: list[tuple[str, str]]) -> Outcome:
+        """How to answer a GET/HEAD of a stored response: as stored (after its origin confirmed
+        it, or could not be asked), or with the origin's own answer (`revalidation`)."""
+        return await self.revalidation.check(record, request_fields)
+
     async def fetch(self, registration: dict, requests: list[dict]) -> dict:
         """Create a registration and start it. `registration["owner"]` (default: the API) may
         replace an inactive one of the same id as `ownership.may_replace` says; Conflict otherwise.
         QuotaExceeded, before anything is made, when its downloadTotal cannot fit in the quota."""
-        if self.quota is not None:  # what every record holds is read only when there is a quota to fit
-            admission.check_quota(registration.get("download_total"), self.quota, self.storage.held())
+        admission.check_quota(registration.get("download_total"), self.quota, self.storage.held)
         registration = {**registration, "owner": registration.get("owner", ownership.API)}
         new = [
             NewRecord(
@@ -127,7 +132,8 @@ class Store:
 
     async def abort(self, reg_id: str) -> dict:
         """Stop the transfer and end the registration as failure/aborted; its partial bodies
-        go. LifecycleError when it is no longer active, NotFound when there is none."""
+        go, the complete ones stay. LifecycleError when it is no longer active, NotFound when
+        there is none."""
         await self.transfers.stop(reg_id)
         try:
             await self.transition(reg_id, "abort")

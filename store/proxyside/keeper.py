@@ -9,6 +9,7 @@ that needs it waits for it, for at most READY_WAIT seconds.
 """
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Callable
 
@@ -25,6 +26,18 @@ READY_WAIT = 5.0  # seconds a request that needs the store waits for it
 RESTART_SECONDS = 1.0  # pause before starting again a store that died
 RETRY_CAP = 60.0  # longest pause between attempts when the store does not start
 CALL_TIMEOUT = 10.0  # seconds a command waits for the store's API (on loopback: milliseconds)
+_CALLING = contextvars.ContextVar("bgfetch_calling", default=False)
+
+
+class _OwnCalls(logging.Filter):
+    """Keeps httpx's line for each call of the store's API by a command out of mitmproxy's
+    log: "HTTP Request: GET http://127.0.0.1:.../api/fetches" is no traffic of a client."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _CALLING.get()
+
+
+logging.getLogger("httpx").addFilter(_OwnCalls())
 
 
 class StoreKeeper:
@@ -106,12 +119,15 @@ class StoreKeeper:
         sent = {protocol.SECRET: self.launched.secrets["secret"]}
         if token := self.launched.secrets.get("token"):
             sent["Authorization"] = f"Bearer {token}"
+        calling = _CALLING.set(True)
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=sent, timeout=CALL_TIMEOUT,
                               trust_env=False) as api:
                 return api.request(method, path, json=body)
         except httpx.HTTPError as exc:
             raise StoreError(f"the bgfetch store did not answer: {exc}") from exc
+        finally:
+            _CALLING.reset(calling)
 
     # -- the task ----------------------------------------------------------------
 
@@ -159,8 +175,16 @@ class StoreKeeper:
         self.port, self.listen_port, self.launched = ports["port"], ports["listen_port"], launch
         self.failing = False
         self._ready.set()
-        where = f" and http://127.0.0.1:{self.listen_port}/" if self.listen_port else ""
-        logger.info("bgfetch: store %s, dashboard at http://%s/%s", launch.db, launch.host, where)
+        logger.info("bgfetch: store %s, %s", launch.db, self._dashboard(launch))
+
+    def _dashboard(self, launch: Launch) -> str:
+        """Where the dashboard and the API can be reached, as the start-up line says it."""
+        places = [f"http://{launch.host}/ through the proxy" if launch.host_reached else "",
+                  f"http://127.0.0.1:{self.listen_port}/" if self.listen_port else ""]
+        if any(places):
+            return "dashboard and API at " + " and ".join(filter(None, places))
+        return (f"no dashboard: in reverse mode http://{launch.host}/ cannot be reached; --set bgfetch_listen_port=PORT"
+                " serves the dashboard and the API at http://127.0.0.1:PORT/")
 
     def _down(self) -> None:
         self._ready.clear()

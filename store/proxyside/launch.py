@@ -16,12 +16,13 @@ from store.proxyside import options
 @dataclass(frozen=True)
 class Launch:
     """How to start the store: its command-line arguments, its secrets, its database and the
-    host name of its dashboard through the proxy."""
+    host name of its dashboard through the proxy (and whether a client of the proxy can ask for it)."""
 
     args: list[str]
     secrets: dict
     db: str
     host: str
+    host_reached: bool = True
 
 
 def launch(opts, secret: str, quota: int | None, proxy_ports: list[int]) -> Launch:
@@ -33,7 +34,13 @@ def launch(opts, secret: str, quota: int | None, proxy_ports: list[int]) -> Laun
         "listen_port": proxy_ports,
     }
     args, hidden = options.store_start(lambda name: worked_out[name] if name in worked_out else getattr(opts, name))
-    return Launch(args, {"secret": secret, **hidden}, db, opts.bgfetch_host)
+    return Launch(args, {"secret": secret, **hidden}, db, opts.bgfetch_host, reaches_hosts(opts.mode))
+
+
+def reaches_hosts(modes: list[str]) -> bool:
+    """Whether the clients of one of mitmproxy's `modes` name the host they ask for, and so can
+    ask for bgfetch_host: every mode but reverse (each request goes to its one origin) and dns."""
+    return any(mode.split(":", 1)[0].split("@", 1)[0] not in ("reverse", "dns") for mode in modes)
 
 
 def db_path(opts) -> str:

@@ -2,7 +2,9 @@
 
 - The flows the proxy hands to the store go to INTERNAL_PATH routes on the store's internal
   port, with header fields of bgfetch's own (INTERNAL_PREFIX): the secret the two processes
-  share, and the fetch spec, URL or record number. A client's copies are removed first.
+  share, and the fetch spec, URL or record number. A client's copies are removed first. The
+  store's response says in ANSWER how it answered (stored, joined, background) and for which
+  id; the proxy shows it on the flow and removes it.
 - The store's standard output: one JSON object a line. First its ports once it is ready
   ({"port": <internal>, "listen_port": <public or 0>}), then its announcements:
   {"added": <hex of url_digest>} for each URL a record takes, {"removed": n} when the records
@@ -21,6 +23,13 @@ SECRET = "X-Bgfetch-Secret"
 SPEC = "X-Bgfetch-Spec"
 URL = "X-Bgfetch-Url"
 RECORD = "X-Bgfetch-Record"
+# What the store adds to its response to such a flow: how it answered it.
+ANSWER = "X-Bgfetch-Answer"
+ANSWERS = {
+    "stored": "served from the store",  # a body the store holds whole
+    "joined": "joined a background fetch",  # read while a fetch that was running writes it
+    "background": "started a background fetch",  # this request made the registration
+}
 # Where the proxy redirects those flows on the store's internal port. A client's own request
 # for a path under INTERNAL_PATH (on bgfetch_host) is refused: these routes are the proxy's.
 INTERNAL_PATH = "/_bgfetch/"
@@ -39,6 +48,22 @@ def is_internal(name: str) -> bool:
 def url_digest(url: str) -> bytes:
     """The fixed-size hash that stands for a URL between the two processes."""
     return hashlib.blake2b(url.encode("utf-8", "surrogatepass"), digest_size=DIGEST_BYTES).digest()
+
+
+def answer_value(answer: str, fetch_id: str) -> str:
+    """The ANSWER field: one of ANSWERS, and the id of the registration (ASCII JSON)."""
+    return json.dumps({"answer": answer, "id": fetch_id})
+
+
+def parse_answer(value: str) -> tuple[str, str] | None:
+    """(answer, id) of an ANSWER field, or None when it is not one."""
+    try:
+        message = json.loads(value)
+    except ValueError:
+        return None
+    if isinstance(message, dict) and message.get("answer") in ANSWERS and isinstance(message.get("id"), str):
+        return message["answer"], message["id"]
+    return None
 
 
 # -- the store's standard output ------------------------------------------------------

@@ -26,8 +26,8 @@ def _answers(ok: dict, *problems: int) -> dict:
 
 
 PROBLEMS = {
-    400: "Invalid", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict", 413: "TooLarge",
-    415: "NotJson", 416: "RangeNotSatisfiable", 503: "Unavailable",
+    400: "Invalid", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict", 410: "Gone",
+    413: "TooLarge", 415: "NotJson", 416: "RangeNotSatisfiable", 503: "Unavailable",
 }
 
 ID_PARAMETER = {
@@ -104,7 +104,8 @@ PATHS = {
     "/api/fetches/{id}/abort": {
         "parameters": [ID_PARAMETER],
         "post": {
-            "operationId": "abort", "summary": "abort(): failure / aborted; partial bodies are discarded",
+            "operationId": "abort",
+            "summary": "abort(): failure / aborted; partial bodies are discarded, complete records keep theirs",
             "requestBody": _body({"type": "object", "maxProperties": 0}),
             "responses": _answers({"200": REGISTRATION_ANSWER}, 400, 404, 409, 413, 415, 503),
         },
@@ -112,7 +113,10 @@ PATHS = {
     "/api/fetches/{id}/records": {
         "parameters": [ID_PARAMETER],
         "get": {
-            "operationId": "matchAll", "summary": "matchAll(request, options); the first is match()'s answer",
+            "operationId": "matchAll",
+            "summary": "matchAll(request, options); the first is match()'s answer. The records of a failed or"
+                       " aborted fetch stay until DELETE, each with its response's status (404 for one that failed"
+                       " with bad-status)",
             "parameters": [
                 {"name": "url", "in": "query", "schema": URL, "description": "the request's URL; none: every record"},
                 {"name": "method", "in": "query", "schema": {"type": "string", "default": "GET"}},
@@ -121,17 +125,20 @@ PATHS = {
             ],
             "responses": _answers({"200": {"description": "The records that match.", "content": _json({
                 "type": "object", "required": ["records"], "properties": {"records": {"type": "array", "items": ref("Record")}}})}},
-                400, 404, 409),
+                400, 404),
         },
     },
     "/api/fetches/{id}/records/{index}/body": {
         "parameters": [ID_PARAMETER, {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}],
         **{method: {
-            "operationId": f"responseReady{suffix}", "summary": "The record's response body; Range supported",
+            "operationId": f"responseReady{suffix}",
+            "summary": "The record's response body; Range supported. After a failure or an abort: a complete record's"
+                       " body; an empty one for a record whose non-ok status failed the fetch; 410 for a record"
+                       " that had not completed",
             "parameters": [{"name": name, "in": "header", "schema": {"type": "string"}} for name in ("Range", "If-Range")],
             "responses": _answers(
                 {"200": BODY_ANSWER, "206": BODY_ANSWER, "default": _problem("The fetch failed: the origin's status or 502.")},
-                403, 404, 409, 416, 503,
+                403, 404, 410, 416, 503,
             ),
         } for method, suffix in (("get", ""), ("head", "Head"))},
     },
@@ -183,6 +190,8 @@ def document(public_host: str) -> dict:
                 "Unauthorized": _problem("No or a wrong Authorization: Bearer token."),
                 "Forbidden": _problem("The body was fetched with other credentials (Authorization, Cookie)."),
                 "NotFound": _problem("No such registration or record."),
+                "Gone": _problem("The record had not completed when its fetch failed or was aborted (type"
+                                 " record-incomplete, the spec's AbortError): its bytes are gone."),
                 "Conflict": _problem("The registration's state does not allow this (type id-in-use, not-paused, not-active);"
                                      " or, for fetch(), downloadTotal is more than bgfetch_quota leaves (type"
                                      " quota-exceeded, `field` downloadTotal: the spec's QuotaExceededError)."),

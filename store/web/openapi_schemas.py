@@ -28,7 +28,7 @@ REGISTRATION = {
         "uploaded": {"type": "integer", "minimum": 0},
         "result": {"type": "string", "enum": list(RESULTS)},
         "failureReason": {"type": "string", "enum": ["", *FAILURE_REASONS]},
-        "recordsAvailable": {"type": "boolean"},
+        "recordsAvailable": {"type": "boolean", "description": "true: records stay, whatever the result, until DELETE"},
         "state": {"type": "string", "enum": list(STATES)},
         "records": {"type": "integer", "minimum": 1, "description": "how many requests it holds"},
         "createdAt": {"type": "string", "format": "date-time"},
@@ -39,7 +39,9 @@ REGISTRATION = {
 
 RECORD = {
     "type": "object",
-    "description": "A BackgroundFetchRecord: the request, and the response once its headers arrived.",
+    "description": "A BackgroundFetchRecord: the request, and the response once its headers arrived. A failed or"
+                   " aborted fetch keeps its records: a complete one (`complete`) with its body, the others with"
+                   " their status (a non-ok one: the status that failed the fetch) and no body.",
     "required": ["index", "request", "response", "stored", "complete", "bodyUrl"],
     "properties": {
         "index": {"type": "integer", "minimum": 0},
@@ -93,10 +95,12 @@ FETCH_BODY = {
     "type": "object", "required": ["id", "requests"], "additionalProperties": False,
     "properties": {
         "id": {"type": "string", "minLength": 1, "maxLength": MAX_ID, "description": "printable characters"},
-        "requests": {"type": "array", "minItems": 1, "maxItems": validate.MAX_REQUESTS, "items": ref("Request")},
+        "requests": {"type": "array", "minItems": 1, "maxItems": validate.MAX_REQUESTS, "items": ref("Request"),
+                     "description": "a request may repeat: each is a record of its own"},
         "title": {"type": "string", "maxLength": MAX_TITLE},
         "icons": {"type": "array", "maxItems": validate.MAX_ICONS, "items": ref("Icon")},
-        "downloadTotal": {"type": "integer", "minimum": 0, "maximum": MAX_BYTES, "description": "0: no limit"},
+        "downloadTotal": {"type": "integer", "minimum": 0, "maximum": MAX_BYTES,
+                          "description": "0: no limit; more than bgfetch_quota leaves: 409 quota-exceeded"},
     },
 }
 

@@ -12,7 +12,7 @@ from store.engine import Conflict, NotFound, headers, lifecycle, ownership
 from store.proxyside import protocol
 from store.web import views
 from store.web.handler import Problem, StoreHandler
-from store.web.serving import BodyServing
+from store.web.stored import StoredServing
 from vocabulary import check_spec, credential_key
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -42,10 +42,10 @@ def parse_spec(text: str) -> dict:
     return spec
 
 
-class ProxiedFetch(BodyServing, StoreHandler):
+class ProxiedFetch(StoredServing, StoreHandler):
     """A request the proxy marked as a background fetch: start or join it, then answer as
     `respond` asks — the body as it arrives, or `202 Accepted` with the registration.
-    A fetch that has already succeeded is simply served from the store."""
+    A fetch that has already succeeded is served from the store, checked for freshness first."""
 
     SUPPORTED_METHODS = METHODS
     CHECKS_FORGERY = False
@@ -66,27 +66,29 @@ class ProxiedFetch(BodyServing, StoreHandler):
             "credential": credential_key(fields),
             "revalidate": spec["revalidate"],
         }
-        record_id = await self._join_or_start(spec, record)
+        record_id, answer = await self._join_or_start(spec, record)
+        self.set_header(protocol.ANSWER, protocol.answer_value(answer, spec["id"]))
         if spec["respond"] == "accepted" and not self.store.record(record_id).complete:
             registration = self.store.get(spec["id"])
             host = self.settings["public_host"]
             self.set_header("Location", f"http://{host}{views.registration_path(spec['id'])}")
             self.send_json(registration, 202)
         else:
-            await self.serve_record(record_id)
+            await self.serve_stored(record_id)
 
     post = put = patch = delete = options = head = get
 
-    async def _join_or_start(self, spec: dict, record: dict) -> int:
+    async def _join_or_start(self, spec: dict, record: dict) -> tuple[int, str]:
         """The record to answer from: this same request's in a live or successful registration
-        of this id, else a new registration's (owned by this request). 409 otherwise."""
+        of this id, else a new registration's (owned by this request); and how that answers the
+        request (`protocol.ANSWERS`). 409 otherwise."""
         key = ownership.request_key(record["method"], record["url"], record["credential"], ownership.body_hash(record["body"]))
         for _ in range(2):  # a client that starts the same id a moment earlier wins; join it
             existing = self.store.snapshot(spec["id"])
             if existing and existing["result"] != "failure":
                 for row in self.store.records(spec["id"]):
                     if ownership.record_key(row) == key:
-                        return row.id
+                        return row.id, "stored" if existing["result"] == "success" else "joined"
             registration = {
                 "id": spec["id"], "title": spec["title"], "download_total": spec["download_total"], "owner": key,
             }
@@ -94,7 +96,7 @@ class ProxiedFetch(BodyServing, StoreHandler):
                 await self.store.fetch(registration, [record])
             except Conflict:
                 continue
-            return self.store.records(spec["id"])[0].id
+            return self.store.records(spec["id"])[0].id, "background"
         active = (self.store.snapshot(spec["id"]) or {}).get("state") in lifecycle.ACTIVE
         raise Problem(
             409, "id-in-use",
@@ -105,8 +107,9 @@ class ProxiedFetch(BodyServing, StoreHandler):
         )
 
 
-class ProxiedStored(BodyServing, StoreHandler):
-    """A GET or HEAD the proxy found in the store: answered from SQLite, never from the origin."""
+class ProxiedStored(StoredServing, StoreHandler):
+    """A GET or HEAD the proxy found in the store: answered from SQLite; the origin is asked at
+    most to confirm a stale response (`StoredServing`)."""
 
     SUPPORTED_METHODS = ("GET", "HEAD")
     CHECKS_FORGERY = False
@@ -116,7 +119,10 @@ class ProxiedStored(BodyServing, StoreHandler):
         if not (value.isascii() and value.isdigit() and len(value) <= 19 and int(value) <= LARGEST_RECORD):
             raise Problem(400, "bad-handover", f"{protocol.RECORD} must be a record number.")
         try:
-            await self.serve_record(int(value))
+            record = self.store.record(int(value))
+            answer = "stored" if record.complete else "joined"  # complete, or read while it is written
+            self.set_header(protocol.ANSWER, protocol.answer_value(answer, record.registration_id))
+            await self.serve_stored(record.id)
         except NotFound:
             raise Problem(404, "not-found", "That record is gone (deleted meanwhile).") from None
 

@@ -19,6 +19,14 @@ WHOLE = 2**62  # "to the end" for a body whose size is not known yet
 class BodyServing:
     """For a `StoreHandler`: `serve_record`."""
 
+    # Whether a complete body of a failed (or aborted) registration is served: the API's records
+    # keep them; a proxy client is never answered with one in place of its URL's origin.
+    SERVES_FAILED = False
+
+    def compute_etag(self) -> None:
+        """No ETag of tornado's making: a stored body has its origin's, or none."""
+        return None
+
     def body_fields(self, record: Record) -> list[tuple[str, str]]:
         """The header fields a stored body goes out with: here, as the origin sent them (its
         `Date` too), and the `Age` the store gives it."""
@@ -87,8 +95,9 @@ class BodyServing:
         while True:
             record = self.store.record(record_id)
             registration = self.store.get(record.registration_id)
+            usable = registration["result"] != "failure" or (self.SERVES_FAILED and record.complete)
             if record.status is not None and 200 <= record.status < 300:
-                if registration["result"] != "failure" and (record.complete or not record.integrity):
+                if usable and (record.complete or not record.integrity):
                     return record
             if registration["result"] == "failure":
                 self.problem(

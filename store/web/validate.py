@@ -104,19 +104,14 @@ def _anywhere(url: str) -> None:
 
 def fetch_body(body: object, refused: Refusal = _anywhere) -> tuple[dict, list[dict]]:
     """The registration and its records from a `POST /api/fetches` body; a URL that
-    `refused` gives a reason for is invalid."""
+    `refused` gives a reason for is invalid. A request may appear more than once, as in the
+    spec: each is a record of its own."""
     fields = _object(body, "", FETCH_FIELDS, required=("id", "requests"))
     reg_id = identifier(fields["id"], "id")
     requests = fields["requests"]
     if not isinstance(requests, list) or not 0 < len(requests) <= MAX_REQUESTS:
         raise Invalid("requests", f"must be a list of 1 to {MAX_REQUESTS} URLs or request objects")
-    records, seen = [], set()
-    for n, request in enumerate(requests):
-        record = _request(request, f"requests[{n}]", refused)
-        if (record["method"], record["url"]) in seen:
-            raise Invalid(f"requests[{n}]", f"repeats {record['method']} {record['url']}; each request may appear once")
-        seen.add((record["method"], record["url"]))
-        records.append(record)
+    records = [_request(request, f"requests[{n}]", refused) for n, request in enumerate(requests)]  # repeats allowed
     registration = {
         "id": reg_id,
         "title": _checked(check_title, fields.get("title", ""), "title"),

@@ -34,14 +34,19 @@ def matching(
     ignore_search: bool = False, ignore_method: bool = False,
 ) -> list[Record]:
     """`matchAll(request, options)`: every record without a `url`; else the records whose URL
-    equals it (its query ignored with `ignore_search`). As in the Cache API, a query request
-    whose method is not GET matches nothing unless `ignore_method`."""
+    equals it (its query ignored with `ignore_search`), duplicates each in its place. Unless
+    `ignore_method`, a query whose method is not GET matches nothing (as in the Cache API) and
+    a GET query matches only GET records (`[u, PUT u]` matches 1, 2 with `ignoreMethod`, as the
+    web-platform-tests' "Match with query options" asks)."""
     if url is None:
         return records
     if method != "GET" and not ignore_method:
         return []
     wanted = _key(url, ignore_search)
-    return [record for record in records if _key(record.url, ignore_search) == wanted]
+    return [
+        record for record in records
+        if _key(record.url, ignore_search) == wanted and (ignore_method or record.method == "GET")
+    ]
 
 
 def _key(url: str, ignore_search: bool) -> str:

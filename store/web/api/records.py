@@ -1,7 +1,10 @@
 """The API's records: `matchAll()` / `match()`, and a record's body (`responseReady`).
 
 A body goes out as a sandboxed attachment (`attachment`), and only to a reader with the
-credentials it was fetched with.
+credentials it was fetched with. Records stay whatever the result, until DELETE: after a
+failure or an abort, a record that had completed keeps its body, one that had not is a 410
+problem (the spec's `responseReady` rejecting with an AbortError), and one that a non-ok status
+failed shows that status with an empty body (a non-ok response's body is not kept).
 """
 
 import hmac
@@ -9,7 +12,7 @@ import hmac
 from store.engine import Record
 from store.web import attachment, validate, views
 from store.web.api.base import ApiHandler
-from store.web.handler import Problem
+from store.web.handler import DEFAULT_FIELDS, Problem
 from store.web.serving import BodyServing
 from vocabulary import credential_key
 
@@ -20,9 +23,7 @@ class Records(ApiHandler):
     """`GET /api/fetches/{id}/records`: `matchAll()`; with `url`, the records `match()` picks from."""
 
     def get(self, reg_id: str) -> None:
-        registration = self.registration(reg_id)
-        if not registration["recordsAvailable"]:
-            raise Problem(409, "records-unavailable", f"Background fetch {reg_id!r} failed; its records are gone.")
+        self.registration(reg_id)
         url = self.get_argument("url", None)
         url = validate.url(url, "url") if url is not None else None
         found = views.matching(
@@ -37,6 +38,7 @@ class RecordBody(BodyServing, ApiHandler):
     while it downloads, the bytes as they arrive."""
 
     SUPPORTED_METHODS = ("GET", "HEAD")
+    SERVES_FAILED = True
 
     async def get(self, reg_id: str, index: str) -> None:
         registration = self.registration(reg_id)
@@ -53,8 +55,17 @@ class RecordBody(BodyServing, ApiHandler):
                 f"Record {digits} of {reg_id!r} was fetched with credentials (Authorization or Cookie);"
                 " send the same ones to read it.",
             )
-        if not registration["recordsAvailable"]:
-            raise Problem(409, "records-unavailable", f"Background fetch {reg_id!r} failed; its bodies are gone.")
+        if registration["result"] == "failure":
+            if record.status is not None and not 200 <= record.status < 300:
+                self._empty_body(record)
+                return
+            if not record.complete:
+                raise Problem(
+                    410, "record-incomplete",
+                    f"Record {digits} of {reg_id!r} had not completed when the fetch ended"
+                    f" ({registration['failureReason']}): its bytes are gone.",
+                    registration=registration,
+                )
         await self.serve_record(record.id)
 
     head = get
@@ -70,3 +81,13 @@ class RecordBody(BodyServing, ApiHandler):
 
     def body_fields(self, record: Record) -> list[tuple[str, str]]:
         return attachment.fields(record.url, record.response_headers)
+
+    def _empty_body(self, record: Record) -> None:
+        """The answer for a record whose non-ok response failed the fetch: its header fields
+        (as an attachment), no body; `records` shows its status."""
+        for name in ("Content-Type", *DEFAULT_FIELDS):
+            self.clear_header(name)
+        for name, value in self.body_fields(record):
+            self.add_header(name, value)
+        self.set_header("Content-Length", "0")
+        self.finish()

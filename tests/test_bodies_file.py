@@ -41,18 +41,21 @@ def test_after_a_crash_each_record_keeps_what_both_files_hold(tmp_path):
     conn = schema.connect(str(tmp_path / "db.sqlite3"))
     schema.migrate(conn)
     try:
-        for name in ("ahead", "behind", "whole", "restarted"):
+        for name in ("ahead", "behind", "whole", "restarted", "segmented"):
             stored(conn, name, 3 * MiB)
-        ahead, behind, whole, restarted = (record_of(conn, n) for n in ("ahead", "behind", "whole", "restarted"))
+        ahead, behind, whole, restarted, segmented = (
+            record_of(conn, n) for n in ("ahead", "behind", "whole", "restarted", "segmented"))
         conn.execute("UPDATE records SET complete = 0 WHERE id != ?", [whole])
-        conn.execute("UPDATE records SET stored = 5 * 1048576 WHERE id = ?", [ahead])  # chunks rolled back
-        conn.execute("UPDATE records SET stored = 2 * 1048576 WHERE id = ?", [behind])  # the count rolled back
-        conn.execute("UPDATE records SET stored = 0 WHERE id = ?", [restarted])  # a new entity: the old bytes go
-        assert chunks.reconcile(conn) == 3
+        conn.execute("UPDATE records SET stored = 5 * 1048576 WHERE id = ?", [ahead])  # its chunks rolled back
+        conn.execute("UPDATE records SET stored = 2 * 1048576 WHERE id = ?", [behind])  # its count rolled back
+        conn.execute("UPDATE records SET stored = 0, generation = 1 WHERE id = ?", [restarted])  # a new entity
+        conn.execute("DELETE FROM chunks WHERE record_id = ? AND offset = 1048576", [segmented])  # a gap
+        assert chunks.reconcile(conn) == 4
         found = dict(conn.execute("SELECT registration_id, stored FROM records").fetchall())
-        assert found == {"ahead": 3 * MiB, "behind": 2 * MiB, "whole": 3 * MiB, "restarted": 0}
+        assert found == {"ahead": 3 * MiB, "behind": 3 * MiB, "whole": 3 * MiB, "restarted": 0, "segmented": MiB}
         held = dict(conn.execute("SELECT record_id, SUM(size) FROM chunks GROUP BY record_id").fetchall())
-        assert held == {ahead: 3 * MiB, behind: 2 * MiB, whole: 3 * MiB}
+        assert held == {ahead: 3 * MiB, behind: 3 * MiB, whole: 3 * MiB, segmented: 2 * MiB}  # the old entity's went
+        assert chunks.spans(conn, segmented, 0) == [(0, MiB), (2 * MiB, 3 * MiB)]  # the far segment is kept
         assert chunks.reconcile(conn) == 0
     finally:
         conn.close()

@@ -16,24 +16,40 @@ READ_BYTES = 256 * 1024
 
 
 def append(conn: sqlite3.Connection, record_id: int, generation: int, offset: int, pieces: list[bytes]) -> bool:
-    """Store the bytes of `pieces` at `offset`; a chunk of an older generation (the body
-    restarted) is dropped. The pieces are copied straight into SQLite's pages with the GIL
-    released (incremental blob I/O), so the event loop never pays for joining them."""
+    """Store the bytes of `pieces` at `offset` of the record's body: at the end of its bytes
+    that follow each other from byte 0 (`stored`, which then grows over every chunk already
+    there after it), or further on (a segment of a fetch over several connections, `spans`).
+    A chunk of an older generation (the body restarted) or of bytes already there is dropped.
+    The pieces are copied straight into SQLite's pages with the GIL released (incremental blob
+    I/O), so the event loop never pays for joining them."""
     size = sum(map(len, pieces))
-    updated = conn.execute(
-        "UPDATE records SET stored = ?, received = received + ?"
-        " WHERE id = ? AND generation = ? AND stored = ?",
-        [offset + size, size, record_id, generation, offset],
-    ).rowcount
-    if updated:
-        rowid = conn.execute(
-            "INSERT INTO chunks (record_id, offset, size, data) VALUES (?, ?, ?, zeroblob(?))",
-            [record_id, offset, size, size],
-        ).lastrowid
-        with conn.blobopen("chunks", "data", rowid, name=BODIES) as blob:
-            for piece in pieces:
-                blob.write(piece)
-    return bool(updated)
+    row = conn.execute("SELECT stored FROM records WHERE id = ? AND generation = ?", [record_id, generation]).fetchone()
+    if row is None or offset < row[0]:
+        return False
+    rowid = conn.execute(
+        "INSERT INTO chunks (record_id, generation, offset, size, data) VALUES (?, ?, ?, ?, zeroblob(?))",
+        [record_id, generation, offset, size, size],
+    ).lastrowid
+    with conn.blobopen("chunks", "data", rowid, name=BODIES) as blob:
+        for piece in pieces:
+            blob.write(piece)
+    stored = contiguous(conn, record_id, row[0]) if offset == row[0] else row[0]
+    conn.execute("UPDATE records SET stored = ?, received = received + ? WHERE id = ?", [stored, size, record_id])
+    return True
+
+
+def spans(conn: sqlite3.Connection, record_id: int, generation: int) -> list[tuple[int, int]]:
+    """The byte ranges [start, end) a record's chunks of this generation hold, in order, those
+    that touch merged."""
+    found: list[tuple[int, int]] = []
+    for offset, size in conn.execute(
+        "SELECT offset, size FROM chunks WHERE record_id = ? AND generation = ? ORDER BY offset", [record_id, generation]
+    ):
+        if found and found[-1][1] == offset:
+            found[-1] = (found[-1][0], offset + size)
+        else:
+            found.append((offset, offset + size))
+    return found
 
 
 def chunks_from(conn: sqlite3.Connection, record_id: int, offset: int) -> list[sqlite3.Row]:
@@ -95,28 +111,33 @@ def reclaim_space(conn: sqlite3.Connection, pages: int) -> int:
 
 def reconcile(conn: sqlite3.Connection) -> int:
     """After a crash, make the records that are not complete agree with their chunks; how many
-    needed it. A transaction over both files commits in each alone: one may hold a chunk the
-    other does not count, or count one it does not hold. A record then keeps the bytes that
-    are both counted and there, from its start, and drops every other chunk (the transfer asks
-    the origin for the rest)."""
+    needed it. A transaction over both files commits in each alone: the database may count a
+    chunk that the bodies file does not hold, the bodies file may hold one the database does
+    not count, or still hold the chunks of an entity the record has given up. A record keeps
+    the chunks of its generation (bytes an origin sent for it), and its `stored` becomes the
+    bytes that follow each other from its start; the transfer asks the origin for the rest."""
     fixed = 0
-    for record_id, stored in conn.execute("SELECT id, stored FROM records WHERE NOT complete").fetchall():
-        there = contiguous(conn, record_id, stored)
-        dropped = conn.execute("DELETE FROM chunks WHERE record_id = ? AND offset >= ?", [record_id, there]).rowcount
+    rows = conn.execute("SELECT id, generation, stored FROM records WHERE NOT complete").fetchall()
+    for record_id, generation, stored in rows:
+        dropped = conn.execute("DELETE FROM chunks WHERE record_id = ? AND generation != ?",
+                               [record_id, generation]).rowcount
+        there = contiguous(conn, record_id, 0)
         if there != stored or dropped:
             conn.execute("UPDATE records SET stored = ? WHERE id = ?", [there, record_id])
             fixed += 1
     return fixed
 
 
-def contiguous(conn: sqlite3.Connection, record_id: int, most: int) -> int:
-    """Where the chunks of a record stop following each other from byte 0, up to `most`."""
-    end = 0
-    for offset, size in conn.execute("SELECT offset, size FROM chunks WHERE record_id = ? ORDER BY offset", [record_id]):
-        if offset != end or end >= most:
+def contiguous(conn: sqlite3.Connection, record_id: int, start: int) -> int:
+    """Where the chunks of a record that follow each other from `start` (the end of one) stop."""
+    end = start
+    for offset, size in conn.execute(
+        "SELECT offset, size FROM chunks WHERE record_id = ? AND offset >= ? ORDER BY offset", [record_id, start]
+    ):
+        if offset != end:
             break
         end += size
-    return min(end, most)
+    return end
 
 
 def nothing(conn: sqlite3.Connection) -> None:

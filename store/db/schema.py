@@ -214,7 +214,9 @@ def m005_deleting(db: sqlite_utils.Database) -> None:
 def m006_bodies_apart(db: sqlite_utils.Database) -> None:
     """The chunks move into the bodies file (see the top of this module); the database keeps the
     rest. A store that held bodies copies them over once, here. A chunk's record is in the other
-    file, which no foreign key can name: removals name the chunks they remove.
+    file, which no foreign key can name: removals name the chunks they remove. A chunk carries
+    its record's generation, so that after a crash the chunks of an entity that was replaced
+    are known as such (`chunks.reconcile`).
 
     A transaction over both files is atomic in each, not across them, so the copy commits in
     the bodies file alone before the old table goes, and each step may run again after a crash."""
@@ -224,6 +226,7 @@ def m006_bodies_apart(db: sqlite_utils.Database) -> None:
         CREATE TABLE IF NOT EXISTS {BODIES}.chunks (
             id INTEGER PRIMARY KEY,
             record_id INTEGER NOT NULL,
+            generation INTEGER NOT NULL,
             offset INTEGER NOT NULL,
             size INTEGER NOT NULL,
             data BLOB NOT NULL
@@ -231,6 +234,7 @@ def m006_bodies_apart(db: sqlite_utils.Database) -> None:
     )
     db.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {BODIES}.chunks_by_offset ON chunks (record_id, offset)")
     if db.execute("SELECT 1 FROM main.sqlite_master WHERE name = 'chunks'").fetchone():
-        db.execute(f"INSERT OR IGNORE INTO {BODIES}.chunks SELECT id, record_id, offset, size, data FROM main.chunks")
+        db.execute(f"INSERT OR IGNORE INTO {BODIES}.chunks SELECT c.id, c.record_id, COALESCE(r.generation, 0), c.offset,"
+                   " c.size, c.data FROM main.chunks c LEFT JOIN main.records r ON r.id = c.record_id")
     db.execute("COMMIT")
     db.execute("DROP TABLE IF EXISTS main.chunks")

@@ -36,9 +36,10 @@ def create(conn: sqlite3.Connection, registration: dict, records: list[NewRecord
     )
     conn.executemany(
         "INSERT INTO records (registration_id, idx, method, url, credential,"
-        " request_headers, request_body, body_hash, integrity, revalidate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " request_headers, request_body, body_hash, integrity, revalidate, segments)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [[reg_id, idx, r.method, r.url, r.credential, json.dumps(list(r.headers)), r.body, r.body_hash, r.integrity,
-          r.revalidate] for idx, r in enumerate(records)],
+          r.revalidate, r.segments] for idx, r in enumerate(records)],
     )
 
 

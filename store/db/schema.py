@@ -238,3 +238,10 @@ def m006_bodies_apart(db: sqlite_utils.Database) -> None:
                    " c.size, c.data FROM main.chunks c LEFT JOIN main.records r ON r.id = c.record_id")
     db.execute("COMMIT")
     db.execute("DROP TABLE IF EXISTS main.chunks")
+
+
+@migrations()
+def m007_segments(db: sqlite_utils.Database) -> None:
+    """The most connections each record's body may take (a rule's or header's `segments`); 0 for
+    the option's, `bgfetch_segments`."""
+    db.execute("ALTER TABLE records ADD COLUMN segments INTEGER NOT NULL DEFAULT 0")

@@ -118,6 +118,9 @@ class SqliteStorage(Storage):
     def append(self, record_id: int, generation: int, offset: int, pieces: list[bytes], size: int) -> Awaitable[bool]:
         return self.writer.submit(chunks.append, record_id, generation, offset, pieces, size=size)
 
+    def spans(self, record_id: int, generation: int) -> list[tuple[int, int]]:
+        return chunks.spans(self.bodies, record_id, generation)
+
     async def read(self, record_id: int, start: int, end: int) -> AsyncIterator[bytes]:
         """The database commits before the bodies file: a reader told of bytes may find the
         writer still committing them (BUSY), or not yet begun (no chunk); either way it waits

@@ -61,6 +61,7 @@ class Record:
     generation: int
     complete: bool
     revalidate: str = ""  # when its stored response is checked with the origin; "": bgfetch_revalidate's
+    segments: int = 0  # the most connections its body may take; 0: the option's, bgfetch_segments
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class NewRecord:
     credential: str = ""
     body_hash: str = ""
     revalidate: str = ""
+    segments: int = 0
 
 
 @dataclass(frozen=True)
@@ -193,8 +195,15 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def append(self, record_id: int, generation: int, offset: int, pieces: list[bytes], size: int) -> Awaitable[bool]:
-        """Queue `size` bytes of `pieces` at `offset`; resolves once committed: False when the record
-        has moved on (another generation, another length). StorageFull when the disk has no room."""
+        """Queue `size` bytes of `pieces` at `offset` (the end of the stored bytes, or further on for a
+        part of the body fetched over another connection); resolves once committed: False when the
+        record has moved on (another generation, bytes already there). StorageFull when the disk has
+        no room."""
+
+    @abc.abstractmethod
+    def spans(self, record_id: int, generation: int) -> list[tuple[int, int]]:
+        """The byte ranges [start, end) of the body that are stored (this generation's), in order;
+        beyond the contiguous bytes there may be parts fetched over other connections."""
 
     @abc.abstractmethod
     def read(self, record_id: int, start: int, end: int) -> AsyncIterator[bytes]:

@@ -32,13 +32,14 @@ class Store:
     def __init__(
         self, storage: Storage, client: httpx.AsyncClient, *,
         concurrency: int = 4, retry_cap: float = 30.0, quota: int | None = None, revalidate: str = "cache-control",
+        segments: int = 1,
     ) -> None:
         self.storage = storage
         self.quota = quota
         self.revalidation = Revalidation(storage, client, revalidate)
         self.events = EventBus(self.snapshot)
         self.transfers = TransferLoop(
-            storage, client, self, concurrency=concurrency, retry_cap=retry_cap, quota=quota
+            storage, client, self, concurrency=concurrency, retry_cap=retry_cap, quota=quota, segments=segments
         )
         self._change = asyncio.Event()
         self._reclaim: asyncio.Task | None = None
@@ -98,7 +99,7 @@ class Store:
             NewRecord(
                 url=r["url"], method=r.get("method", "GET"), headers=list(r.get("headers", [])), body=r.get("body"),
                 integrity=r.get("integrity"), credential=r.get("credential", ""), body_hash=ownership.body_hash(r.get("body")),
-                revalidate=r.get("revalidate") or "",
+                revalidate=r.get("revalidate") or "", segments=r.get("segments") or 0,
             )
             for r in requests
         ]

@@ -38,12 +38,12 @@ class Registrations(Protocol):
 class TransferLoop:
     def __init__(
         self, storage: Storage, client: httpx.AsyncClient, registrations: Registrations, *,
-        concurrency: int, retry_cap: float, quota: int | None = None,
+        concurrency: int, retry_cap: float, quota: int | None = None, segments: int = 1,
     ) -> None:
         self.storage = storage
         self.registrations = registrations
         self.retry_cap = retry_cap
-        self.fetch = RecordFetch(storage, client, quota, registrations.committed)
+        self.fetch = RecordFetch(storage, client, quota, registrations.committed, segments)
         self.slots = asyncio.Semaphore(concurrency)
         self.tasks: dict[str, asyncio.Task] = {}
         self._wake: dict[str, asyncio.Event] = {}

@@ -17,7 +17,7 @@ import httpx
 from store.db import Record, Storage, StorageFault
 from store.engine import decision, freshness, headers, segments
 from store.engine.outcomes import Failure, Limit, Pause, transport_problem
-from store.engine.sink import BodySink
+from store.engine.sink import IN_FLIGHT, BodySink
 
 
 def validator(fields: list) -> str | None:
@@ -67,6 +67,7 @@ class RecordFetch:
                 sink, size, limit, generation = await self._accept(record, response, resumed=bool(check))
                 if sink.offset == 0 and size:
                     parts = segments.split_evenly(size, self._connections(record, list(response.headers.multi_items()), size))
+                    sink.in_flight = _share(len(parts))
                 async with asyncio.TaskGroup() as group:
                     if len(parts) > 1:  # the record as stored now: with the response the parts must match
                         group.create_task(self._parts(self.storage.record(record.id), generation, parts[1:],
@@ -120,7 +121,7 @@ class RecordFetch:
 
         async def one(start: int, end: int) -> None:
             async with slots:
-                await self._part(record, generation, start, end)
+                await self._part(record, generation, start, end, connections)
 
         try:
             async with asyncio.TaskGroup() as group:
@@ -129,11 +130,12 @@ class RecordFetch:
         except Exception as exc:
             raise _sorted(record.url, exc) from None
 
-    async def _part(self, record: Record, generation: int, start: int, end: int) -> None:
+    async def _part(self, record: Record, generation: int, start: int, end: int, connections: int) -> None:
         fields = headers.upstream(record.request_headers) + [
             ("Range", f"bytes={start}-{end - 1}"), ("If-Range", validator(record.response_headers) or ""),
             ("Accept-Encoding", "identity")]
-        sink = BodySink(self.storage, record.id, generation, start, lambda: self.committed(record.registration_id, True))
+        sink = BodySink(self.storage, record.id, generation, start, lambda: self.committed(record.registration_id, True),
+                        in_flight=_share(connections))
         try:
             async with self.client.stream(record.method, record.url, headers=fields, content=record.request_body) as response:
                 action = decision.decide_part(record.url, start, record.size, response.status_code,
@@ -217,6 +219,11 @@ class RecordFetch:
                 raise Failure("fetch-error", f"{record.url}: body does not match integrity {record.integrity}")
         await self.storage.complete_record(record.id)
         self.committed(record.registration_id, False)
+
+
+def _share(connections: int) -> int:
+    """The chunks each of `connections` parts may have waiting for storage: the body's, shared."""
+    return max(1, IN_FLIGHT // max(1, connections))
 
 
 def _sorted(url: str, error: Exception) -> Exception:

@@ -20,6 +20,7 @@ import ssl
 import sys
 
 import httpx
+import prometheus_client
 import tornado.httpserver
 import tornado.netutil
 
@@ -101,7 +102,7 @@ async def serve(args: argparse.Namespace, secrets: dict) -> None:
     async with http_client(args, destinations, secrets.get("upstream_auth")) as client:
         store = Store(SqliteStorage.open(args.db), client, concurrency=args.concurrency, retry_cap=args.retry_cap,
                       quota=args.quota, revalidate=args.revalidate, segments=args.segments)
-        webhook = Webhook(hook, args.retry_cap) if hook else None
+        webhook = Webhook(hook, args.retry_cap, store.metrics) if hook else None
         servers: list[tornado.httpserver.HTTPServer] = []
         announcer = pipes.Announcer(sys.stdout.fileno())
         try:
@@ -146,8 +147,10 @@ def listen_all(args: argparse.Namespace, store: Store, destinations: Destination
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    pipes.log_to_pipe(sys.stderr.fileno())
+    pipes.log_to_pipe(sys.stderr.fileno(), json_lines=args.log_format == "json")
     logging.getLogger("tornado.access").setLevel(logging.ERROR)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line a request; the fetches' own lines say more
+    prometheus_client.disable_created_metrics()  # no `_created` series beside each counter in /metrics
     try:
         identity.check(args.db)  # before the lock file: nothing is made beside another program's file
     except identity.NotAStore as exc:

@@ -64,7 +64,7 @@ def test_after_a_crash_each_record_keeps_what_both_files_hold(tmp_path):
 def test_a_store_with_bodies_in_the_database_moves_them_over_once(tmp_path):
     path = str(tmp_path / "old.sqlite3")
     conn = schema.connect(path, bodies=False)
-    schema.migrations.apply(sqlite_utils.Database(conn), stop_before="m006_bodies_apart")
+    schema.migrations.apply(sqlite_utils.Database(conn), stop_before="m009_bodies_apart")
     conn.execute("INSERT INTO registrations (id, state, result, created_at, updated_at) VALUES ('r', 'done', 'success', 0, 0)")
     conn.execute("INSERT INTO records (registration_id, idx, url, status, stored, size, complete)"
                  " VALUES ('r', 0, 'http://a/r', 200, 4, 4, 1)")

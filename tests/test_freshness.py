@@ -103,3 +103,19 @@ def test_age_counts_from_the_origin_date_and_a_date_is_added_when_missing():
 def test_a_client_condition_against_a_stored_response(if_none_match, if_modified_since, answer):
     fields = [("ETag", ETAG), ("Last-Modified", "Mon, 01 Jan 2024 00:00:00 GMT")]
     assert conditions.not_modified(if_none_match, if_modified_since, fields) is answer
+
+
+def test_a_varying_response_is_given_only_to_requests_with_the_same_selecting_fields():
+    from store.db import variants
+
+    response = [("Vary", "Accept-Language"), ("vary", "accept-encoding, Cookie, X-Mode")]
+    kept = variants.selecting(response, [("Accept-Language", "en,  de"), ("Accept-Encoding", "gzip"), ("Cookie", "c")])
+    assert variants.names(kept) == ["accept-language", "x-mode"]  # not what the store sets, nor what keys it
+    assert variants.matches(kept, [("accept-language", "en, de")])
+    assert variants.matches(kept, [("Accept-Language", "en"), ("Accept-Language", "de"), ("Accept-Encoding", "br")])
+    assert not variants.matches(kept, [("Accept-Language", "de, en")])
+    assert not variants.matches(kept, [])
+    assert not variants.matches(kept, [("Accept-Language", "en, de"), ("X-Mode", "1")])  # absent when stored
+    assert variants.selecting([("Content-Type", "text/plain")], [("Accept", "*/*")]) == ""
+    assert variants.selecting([("Vary", "Accept-Encoding")], []) == "" and variants.matches("", [("A", "b")])
+    assert not variants.matches(variants.selecting([("Vary", "*")], []), [])

@@ -142,3 +142,33 @@ def test_never_and_always(origin, make_proxy, tmp_path):
             assert client.get(origin.url("/b.txt")).content == b"b"
     assert conditional(origin, "/pinned/a.txt") == []  # the rule's never
     assert len(conditional(origin, "/b.txt")) == 2  # the option's always, though it is fresh
+
+
+def test_a_no_store_response_is_kept_only_for_the_requests_that_name_its_fetch(origin, proxy, tmp_path):
+    origin.add("/private.json", data=b'{"balance": 1}', headers={"Cache-Control": "no-store"})
+    url = origin.url("/private.json")
+    fetched(proxy, origin, "/private.json", "mine")  # the header asked: the fetch is done and its record kept
+    assert proxy.api("GET", "/api/fetches/mine/records/0/body").content == b'{"balance": 1}'
+    origin.change("/private.json", b'{"balance": 2}')
+    assert curl(proxy, url).stdout == b'{"balance": 2}'  # a plain request: not served from the store
+    origin.stop()
+    assert curl(proxy, url, "-o", "/dev/null", "-w", "%{http_code}").stdout == b"502"
+    named = curl(proxy, url, "-H", 'Background-Fetch: id="mine"')
+    assert named.stdout == b'{"balance": 1}'  # the header that names it is served what it stored
+
+
+def test_vary_is_honoured_for_the_request_fields_it_names(origin, proxy):
+    origin.add("/hello", data=b"Hello", headers={"Vary": "Accept-Encoding, Accept-Language", "Cache-Control": "max-age=3600"})
+    fetched(proxy, origin, "/hello", "hello", **{"Accept-Language": "en"})
+    url = origin.url("/hello")
+    for same in (["-H", "Accept-Language: en"], ["-H", "Accept-Language:   en", "--compressed"]):
+        assert curl(proxy, url, *same).stdout == b"Hello"
+    assert origin.count("/hello") == 1  # both from the store: Accept-Encoding does not count
+    origin.add("/hello", data=b"Hallo", headers={"Vary": "Accept-Language", "Cache-Control": "max-age=3600"})
+    assert curl(proxy, url, "-H", "Accept-Language: de").stdout == b"Hallo"  # another variant: the origin's
+    assert curl(proxy, url).stdout == b"Hallo" and origin.count("/hello") == 3
+    origin.stop()
+    assert curl(proxy, url, "-H", "Accept-Language: en").stdout == b"Hello"
+    assert curl(proxy, url, "-H", "Accept-Language: de", "-o", "/dev/null", "-w", "%{http_code}").stdout == b"502"
+    named = curl(proxy, url, "-H", "Accept-Language: de", "-H", 'Background-Fetch: id="hello"', "-D", "-")
+    assert named.stdout.startswith(b"HTTP/1.1 504") and b"Vary: accept-language" in named.stdout

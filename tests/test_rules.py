@@ -79,12 +79,15 @@ def test_every_field(tmp_path):
 
 def test_the_example_file_loads_and_matches():
     rules = load_file(str(EXAMPLE))
-    assert rules.names == ["iso-images", "wheels", "videos", "debian-pool"]
+    assert rules.names == ["iso-images", "wheels", "python-index", "videos", "debian-pool"]
     iso = "https://cdimage.debian.org/debian-cd/current/amd64/iso-cd/debian-13.0.0-amd64-netinst.iso"
     assert rules.match("GET", iso)["rule"] == "iso-images"
     assert rules.match("GET", "https://videos.example.com/talk.mp4")["rule"] == "videos"
     wheel = "https://files.pythonhosted.org/packages/b7/ce/six-1.17.0-py2.py3-none-any.whl"
     assert rules.match("GET", wheel)["rule"] == "wheels"
+    for page in ("https://pypi.org/simple/six/", "http://127.0.0.1:3141/simple/", "https://h/simple/six/?format=json"):
+        assert rules.match("GET", page)["rule"] == "python-index", page
+    assert rules.match("GET", "https://pypi.org/project/six/") is None
     deb = "http://deb.debian.org/debian/pool/main/h/hello/hello_2.10-3_amd64.deb"
     assert rules.match("GET", deb, flow(deb))["title"] == "hello_2.10-3_amd64.deb"
     release = "http://deb.debian.org/debian/dists/trixie/Release"

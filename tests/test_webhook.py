@@ -1,5 +1,5 @@
 """The webhook (store/engine/webhook.py), through a real mitmdump: each final event delivered, retried
-on a 5xx, and a receiver that never answers slows no transfer."""
+on a 5xx (and counted in /metrics), and a receiver that never answers slows no transfer."""
 
 import json
 import socket
@@ -7,6 +7,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from harness.metrics import Scrape
 from harness.poll import eventually
 
 MiB = 1 << 20
@@ -59,6 +60,8 @@ def test_webhook_gets_each_final_event_and_retries(origin, make_proxy):
         proxy.api("POST", "/api/fetches/slow/abort", json={})
         taken = eventually(lambda: [r for r in hook.received if r["status"] == 200] if len(hook.received) >= 5 else None,
                            what="five deliveries")
+        counted = eventually(lambda: Scrape(proxy.api("GET", "/metrics").text), what="three deliveries counted",
+                             until=lambda c: c("bgfetch_webhook_deliveries_total", outcome="delivered") == 3)
     finally:
         hook.close()
     assert sorted((r["type"], r["registration"]["id"]) for r in taken) == [("abort", "slow"), ("fail", "missing"), ("success", "ok")]
@@ -66,6 +69,8 @@ def test_webhook_gets_each_final_event_and_retries(origin, make_proxy):
     first = hook.received[0]
     assert [(r["status"], r["id"]) for r in hook.received[:3]] == [(503, first["id"]), (502, first["id"]), (200, first["id"])]
     assert next(r for r in taken if r["type"] == "fail")["registration"]["failureReason"] == "bad-status"
+    assert counted("bgfetch_webhook_deliveries_total", outcome="failed") == 0
+    assert counted("bgfetch_webhook_posts_total") == 5
 
 
 def test_a_webhook_that_never_answers_slows_no_transfer(origin, make_proxy):

@@ -5,9 +5,10 @@ The engine and the web layer import what this module exports, never a database d
 """
 
 from store.db.faults import StorageBusy, StorageFault, StorageFull, StorageUnavailable
+from store.db.reports import Figure, Readiness, Tally
 from store.db.storage import Conflict, NewRecord, NotFound, NotPaused, Page, Record, RequestChange, Storage
 
 __all__ = [
-    "Conflict", "NewRecord", "NotFound", "NotPaused", "Page", "Record", "RequestChange", "Storage",
-    "StorageBusy", "StorageFault", "StorageFull", "StorageUnavailable",
+    "Conflict", "Figure", "NewRecord", "NotFound", "NotPaused", "Page", "Readiness", "Record", "RequestChange",
+    "Storage", "Tally", "StorageBusy", "StorageFault", "StorageFull", "StorageUnavailable",
 ]

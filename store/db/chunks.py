@@ -18,14 +18,30 @@ READ_BYTES = 256 * 1024
 def append(conn: sqlite3.Connection, record_id: int, generation: int, offset: int, pieces: list[bytes]) -> bool:
     """Store the bytes of `pieces` at `offset` of the record's body: at the end of its bytes
     that follow each other from byte 0 (`stored`, which then grows over every chunk already
-    there after it), or further on (a segment of a fetch over several connections, `spans`).
-    A chunk of an older generation (the body restarted) or of bytes already there is dropped.
-    The pieces are copied straight into SQLite's pages with the GIL released (incremental blob
-    I/O), so the event loop never pays for joining them."""
+    there after it), or further on (a part of a fetch over several connections, `spans`); or
+    at the end of its renewal's (by `generation`, renewals.py). A chunk of a generation that
+    is neither (the body restarted) or of bytes already there is dropped. The pieces are
+    copied straight into SQLite's pages with the GIL released (incremental blob I/O), so the
+    event loop never pays for joining them."""
     size = sum(map(len, pieces))
     row = conn.execute("SELECT stored FROM records WHERE id = ? AND generation = ?", [record_id, generation]).fetchone()
-    if row is None or offset < row[0]:
-        return False
+    if row is not None:
+        if offset < row[0]:
+            return False
+        _write(conn, record_id, generation, offset, pieces, size)
+        stored = contiguous(conn, record_id, generation, row[0]) if offset == row[0] else row[0]
+        conn.execute("UPDATE records SET stored = ?, received = received + ? WHERE id = ?", [stored, size, record_id])
+        return True
+    if conn.execute(
+        "UPDATE renewals SET stored = ? WHERE record_id = ? AND generation = ? AND stored = ?",
+        [offset + size, record_id, generation, offset],
+    ).rowcount:
+        _write(conn, record_id, generation, offset, pieces, size)
+        return True
+    return False
+
+
+def _write(conn: sqlite3.Connection, record_id: int, generation: int, offset: int, pieces: list[bytes], size: int) -> None:
     rowid = conn.execute(
         "INSERT INTO chunks (record_id, generation, offset, size, data) VALUES (?, ?, ?, ?, zeroblob(?))",
         [record_id, generation, offset, size, size],
@@ -33,9 +49,6 @@ def append(conn: sqlite3.Connection, record_id: int, generation: int, offset: in
     with conn.blobopen("chunks", "data", rowid, name=BODIES) as blob:
         for piece in pieces:
             blob.write(piece)
-    stored = contiguous(conn, record_id, row[0]) if offset == row[0] else row[0]
-    conn.execute("UPDATE records SET stored = ?, received = received + ? WHERE id = ?", [stored, size, record_id])
-    return True
 
 
 def spans(conn: sqlite3.Connection, record_id: int, generation: int) -> list[tuple[int, int]]:
@@ -52,27 +65,36 @@ def spans(conn: sqlite3.Connection, record_id: int, generation: int) -> list[tup
     return found
 
 
-def chunks_from(conn: sqlite3.Connection, record_id: int, offset: int) -> list[sqlite3.Row]:
-    """The committed chunks that hold bytes at or after `offset`, in order."""
+def chunks_from(conn: sqlite3.Connection, record_id: int, generation: int, offset: int) -> list[sqlite3.Row]:
+    """The committed chunks of a generation that hold bytes at or after `offset`, in order.
+    (Only columns the index or the row's head hold: `generation` sits after the bytes.)"""
     return conn.execute(
-        "SELECT id, offset, size FROM chunks WHERE record_id = ? AND offset + size > ?"
+        "SELECT id, offset, size FROM chunks WHERE record_id = ? AND generation = ? AND offset + size > ?"
         " AND offset >= (SELECT COALESCE(MAX(offset), 0) FROM chunks"
-        "                WHERE record_id = ? AND offset <= ?)"
+        "                WHERE record_id = ? AND generation = ? AND offset <= ?)"
         " ORDER BY offset LIMIT 64",
-        [record_id, offset, record_id, offset],
+        [record_id, generation, offset, record_id, generation, offset],
     ).fetchall()
 
 
-def read(conn: sqlite3.Connection, record_id: int, start: int, end: int) -> Iterator[bytes]:
-    """Committed bytes of a record from `start` up to `end` (exclusive), READ_BYTES at a time.
+def current_generation(conn: sqlite3.Connection, record_id: int) -> int:
+    row = conn.execute("SELECT generation FROM records WHERE id = ?", [record_id]).fetchone()
+    return row[0] if row else -1
+
+
+def read(conn: sqlite3.Connection, record_id: int, start: int, end: int, generation: int | None = None) -> Iterator[bytes]:
+    """Committed bytes of a record's body (of `generation`; None: the one it serves) from
+    `start` up to `end` (exclusive), READ_BYTES at a time.
 
     Stops early where the committed bytes end; the caller waits for more and asks again.
     No blob stays open across a `yield`: the connection is shared, and an open blob would
     hold its read transaction — and every reader's view of the store — in the past.
     """
     pos = start
+    if generation is None:
+        generation = current_generation(conn, record_id)
     while pos < end:
-        rows = chunks_from(conn, record_id, pos)
+        rows = chunks_from(conn, record_id, generation, pos)
         if not rows or rows[0]["offset"] > pos:
             return
         for row in rows:
@@ -121,18 +143,20 @@ def reconcile(conn: sqlite3.Connection) -> int:
     for record_id, generation, stored in rows:
         dropped = conn.execute("DELETE FROM chunks WHERE record_id = ? AND generation != ?",
                                [record_id, generation]).rowcount
-        there = contiguous(conn, record_id, 0)
+        there = contiguous(conn, record_id, generation, 0)
         if there != stored or dropped:
             conn.execute("UPDATE records SET stored = ? WHERE id = ?", [there, record_id])
             fixed += 1
     return fixed
 
 
-def contiguous(conn: sqlite3.Connection, record_id: int, start: int) -> int:
-    """Where the chunks of a record that follow each other from `start` (the end of one) stop."""
+def contiguous(conn: sqlite3.Connection, record_id: int, generation: int, start: int) -> int:
+    """Where the chunks of a record's generation that follow each other from `start` (the end of
+    one) stop."""
     end = start
     for offset, size in conn.execute(
-        "SELECT offset, size FROM chunks WHERE record_id = ? AND offset >= ? ORDER BY offset", [record_id, start]
+        "SELECT offset, size FROM chunks WHERE record_id = ? AND generation = ? AND offset >= ? ORDER BY offset",
+        [record_id, generation, start],
     ):
         if offset != end:
             break

@@ -14,12 +14,12 @@ def as_record(row: sqlite3.Row) -> Record:
         method=row["method"],
         url=row["url"],
         credential=row["credential"],
-        request_headers=_fields(row["request_headers"]),
+        request_headers=header_fields(row["request_headers"]),
         request_body=row["request_body"],
         body_hash=row["body_hash"],
         integrity=row["integrity"],
         status=row["status"],
-        response_headers=_fields(row["response_headers"]),
+        response_headers=header_fields(row["response_headers"]),
         size=row["size"],
         stored=row["stored"],
         received=row["received"],
@@ -27,10 +27,12 @@ def as_record(row: sqlite3.Row) -> Record:
         complete=bool(row["complete"]),
         revalidate=row["revalidate"],
         segments=row["segments"],
+        reusable=bool(row["reusable"]),
+        selecting=row["selecting"],
     )
 
 
-def _fields(text: str | None) -> list[tuple[str, str]]:
+def header_fields(text: str | None) -> list[tuple[str, str]]:
     """Header fields as stored: a JSON list of [name, value] pairs."""
     return [(k, v) for k, v in json.loads(text or "[]")]
 
@@ -69,15 +71,17 @@ def download_room(conn: sqlite3.Connection, reg_id: str, record_id: int) -> int 
 
 # Every record is read (no join per row: half the time beside 100,000 records, about 20 ms).
 HELD_SQL = """
-SELECT COALESCE(SUM(MAX(stored, COALESCE(size, 0))), 0) FROM records
-WHERE id IS NOT ? AND (complete OR registration_id NOT IN (SELECT id FROM registrations WHERE result = 'failure'))
+SELECT (SELECT COALESCE(SUM(MAX(stored, COALESCE(size, 0))), 0) FROM records
+        WHERE id IS NOT ? AND (complete OR registration_id NOT IN (SELECT id FROM registrations WHERE result = 'failure')))
+     + (SELECT COALESCE(SUM(MAX(stored, COALESCE(size, 0))), 0) FROM renewals WHERE record_id IS NOT ?)
 """
 
 
 def held(conn: sqlite3.Connection, record_id: int | None = None) -> int:
     """Bytes every record but `record_id` (None: every record) holds, or will hold once its
-    announced size has come; of a failed registration, only its complete records hold any."""
-    return conn.execute(HELD_SQL, [record_id]).fetchone()[0]
+    announced size has come (their renewals too); of a failed registration, only its complete
+    records hold any."""
+    return conn.execute(HELD_SQL, [record_id, record_id]).fetchone()[0]
 
 
 # A response has come, so the request's body was sent: the record's first response counts it
@@ -90,15 +94,16 @@ WHERE id = (SELECT registration_id FROM records WHERE id = :record)
 
 
 def set_response(conn: sqlite3.Connection, record_id: int, status: int, fields: list, size: int | None,
-                 count_held: bool = True) -> int:
-    """Store the response's status, header fields and announced size, and count the request's
-    body as uploaded; returns `held` as of this transaction (the writer runs one at a time, so
-    two transfers never share the room), or 0 when not `count_held` (no quota: a store of
-    100,000 records need not read them all)."""
+                 reusable: bool = True, selecting: str = "", count_held: bool = True) -> int:
+    """Store the response's status, header fields, announced size, whether later requests may be
+    served it and the request fields it varies on, and count the request's body as uploaded;
+    returns `held` as of this transaction (the writer runs one at a time, so two transfers never
+    share the room), or 0 when not `count_held` (no quota: a store of 100,000 records need not
+    read them all)."""
     conn.execute(UPLOADED_SQL, {"record": record_id})
     conn.execute(
-        "UPDATE records SET status = ?, response_headers = ?, size = ? WHERE id = ?",
-        [status, json.dumps(fields), size, record_id],
+        "UPDATE records SET status = ?, response_headers = ?, size = ?, reusable = ?, selecting = ? WHERE id = ?",
+        [status, json.dumps(fields), size, int(reusable), selecting, record_id],
     )
     return held(conn, record_id) if count_held else 0
 

@@ -10,6 +10,7 @@ import sqlite3
 import time
 from datetime import UTC, datetime
 
+from store.db.reports import Tally
 from store.db.storage import Conflict, MayReplace, NewRecord, NotFound, NotPaused, Page, RequestChange, Step
 
 ACTIVE_SQL = "state != 'done'"
@@ -124,6 +125,9 @@ def delete(conn: sqlite3.Connection, reg_id: str) -> int:
     if not conn.execute("SELECT 1 FROM registrations WHERE id = ? AND NOT deleting", [reg_id]).fetchone():
         raise NotFound(reg_id)
     if count:
+        # a new generation under way is given up with them (its chunks go with the records')
+        conn.execute("DELETE FROM renewals WHERE record_id IN (SELECT id FROM records WHERE registration_id = ?)",
+                     [reg_id])
         stand_in, now = f"\0deleted-{secrets.token_hex(8)}", time.time()
         conn.execute("INSERT INTO registrations (id, state, result, created_at, updated_at, deleting)"
                      " VALUES (?, 'done', 'failure', ?, ?, 1)", [stand_in, now, now])
@@ -197,6 +201,14 @@ def page(conn: sqlite3.Connection, active_only: bool, limit: int, after: int | N
     more = len(rows) > limit
     rows = rows[:limit]
     return Page([row[1] for row in rows], rows[-1][0] if more else None)
+
+
+def tally(conn: sqlite3.Connection) -> Tally:
+    """How many registrations are in each (state, result, failure reason)."""
+    rows = conn.execute(
+        "SELECT state, result, failure_reason, count(*) FROM registrations GROUP BY state, result, failure_reason"
+    )
+    return {(state, result, reason): count for state, result, reason, count in rows}
 
 
 def _iso(ts: float) -> str:

@@ -1,21 +1,15 @@
 """The store's SQLite schema, in one place, and how both processes open the database.
 
-A store is two SQLite files. The database (`bgfetch_db`) holds registrations and records in
-WAL mode: readers in both processes never wait for the writer, and a commit is a few pages
-appended to the WAL. The bodies' chunks live beside it in `<db>-bodies` (attached as
-`bodies`), in rollback-journal mode, where the pages a transaction appends to the file are
-written once, in place: only the few pages it changes (the b-tree above the new chunks, the
-free-list) go into the journal first. Chunks through the WAL were written twice, into the WAL
-and again when a checkpoint copied it over: measured on a 2-core VM, 1 GiB of 1 MiB chunks in
-16 MiB transactions went into a WAL at 1,516 MiB/s and took 1.7 s more to copy (2.04x the
-bytes written, per /proc/self/io), and into the bodies file at 2,199 MiB/s with nothing after
-(1.03x). The bodies file runs with `synchronous=OFF`: a commit never waits for the disk (with
-fsyncs, 576 MiB/s); a killed process loses nothing the kernel was handed, and the order of
-the two files' commits is made good at start-up (`chunks.reconcile`). A power cut may cost
-what the kernel had not written yet of the bodies file, as it may with any file downloaded
-without fsync. A reader of bodies may meet the writer's commit (an exclusive lock of a few
-milliseconds per 16 MiB): body reads on the event loop do not wait in SQLite for it but
-retry after a pause of their own (`sqlite.SqliteStorage.read`).
+A store is two files. The database (`bgfetch_db`: registrations, records) is in WAL mode: readers
+in both processes never wait for the writer. The chunks of bodies are in `<db>-bodies` (attached
+as `bodies`) in rollback-journal mode, where the pages a transaction appends are written once, in
+place; only the few it changes go into the journal first. Through a WAL every byte was written
+twice (measured: 1 GiB of 1 MiB chunks went into a WAL at 1,516 MiB/s plus 1.7 s of checkpoint,
+2.04x written per /proc/self/io; into the bodies file at 2,199 MiB/s, 1.03x). The bodies file runs
+without fsync (576 MiB/s with it): a killed process loses nothing the kernel has, and the order of
+the two files' commits is made good at start-up (`chunks.reconcile`); a power cut may cost what
+the kernel had not written. A body read that meets the writer's commit (an exclusive lock of a
+few ms per 16 MiB) retries on the event loop, never waiting inside SQLite (`sqlite.py`).
 """
 
 import hashlib
@@ -61,6 +55,25 @@ def connect(path: str, *, readonly: bool = False, bodies: bool = True) -> sqlite
     conn.execute("PRAGMA foreign_keys=ON")
     conn.row_factory = sqlite3.Row
     return conn
+
+
+def probe(path: str, seconds: float) -> str | None:
+    """Whether the database answers now: a read, and its write lock taken (and given back at
+    once) within `seconds`; None when it does, else what stops it (`faults`' words). On a
+    connection of its own, from any thread."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None, timeout=seconds)
+    except sqlite3.Error as exc:
+        return str(faults.translate(exc, path))
+    try:
+        conn.execute("SELECT count(*) FROM registrations WHERE rowid = 1").fetchone()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        return str(faults.translate(exc, path))
+    finally:
+        conn.close()
+    return None
 
 
 def _prepare(conn: sqlite3.Connection, kind: str, schema: str) -> None:
@@ -203,7 +216,48 @@ def m004_active_registrations(db: sqlite_utils.Database) -> None:
 
 
 @migrations()
-def m005_deleting(db: sqlite_utils.Database) -> None:
+def m005_generations(db: sqlite_utils.Database) -> None:
+    """Two generations of a record's body side by side: the one served and its renewal (a new
+    entity its origin sent on revalidation), which replaces it once complete.
+
+    Each chunk names its generation. Every chunk stored so far belongs to its record's current
+    generation (older ones were deleted as they went), so the generations start again at 0
+    rather than the chunks being rewritten (their bytes would all go through the WAL)."""
+    db.execute("ALTER TABLE chunks ADD COLUMN generation INTEGER NOT NULL DEFAULT 0")
+    db.execute("UPDATE records SET generation = 0")
+    db.execute("DROP INDEX chunks_by_offset")
+    db.execute("CREATE UNIQUE INDEX chunks_by_offset ON chunks (record_id, generation, offset)")
+    db.execute(
+        """
+        CREATE TABLE renewals (
+            record_id INTEGER PRIMARY KEY REFERENCES records(id) ON DELETE CASCADE,
+            generation INTEGER NOT NULL,
+            status INTEGER NOT NULL,
+            response_headers TEXT NOT NULL,
+            size INTEGER,
+            stored INTEGER NOT NULL DEFAULT 0
+        )"""
+    )
+
+
+@migrations()
+def m006_reusable(db: sqlite_utils.Database) -> None:
+    """Whether a record's response may be served to later requests of its URL: 0 for one its
+    origin marked `no-store` (or `private`, fetched without credentials); the requests that
+    name its fetch (a header, a rule) are still served it."""
+    db.execute("ALTER TABLE records ADD COLUMN reusable INTEGER NOT NULL DEFAULT 1")
+
+
+@migrations()
+def m007_selecting(db: sqlite_utils.Database) -> None:
+    """The request fields a varying response was selected for (`variants`, JSON; "" when it
+    does not vary), of a record and of a renewal."""
+    db.execute("ALTER TABLE records ADD COLUMN selecting TEXT NOT NULL DEFAULT ''")
+    db.execute("ALTER TABLE renewals ADD COLUMN selecting TEXT NOT NULL DEFAULT ''")
+
+
+@migrations()
+def m008_deleting(db: sqlite_utils.Database) -> None:
     """A deleted registration's records and bodies wait for removal under a stand-in registration
     marked `deleting` (`registrations.delete`), removed a bounded piece at a time (`purge_some`):
     a DELETE of a 4 GiB body never holds the writer for long, and a crash leaves it to finish."""
@@ -211,12 +265,11 @@ def m005_deleting(db: sqlite_utils.Database) -> None:
 
 
 @migrations(transactional=False)
-def m006_bodies_apart(db: sqlite_utils.Database) -> None:
+def m009_bodies_apart(db: sqlite_utils.Database) -> None:
     """The chunks move into the bodies file (see the top of this module); the database keeps the
     rest. A store that held bodies copies them over once, here. A chunk's record is in the other
-    file, which no foreign key can name: removals name the chunks they remove. A chunk carries
-    its record's generation, so that after a crash the chunks of an entity that was replaced
-    are known as such (`chunks.reconcile`).
+    file, which no foreign key can name: removals name the chunks they remove. The generation
+    sits before the bytes here (m005 could only add it after them).
 
     A transaction over both files is atomic in each, not across them, so the copy commits in
     the bodies file alone before the old table goes, and each step may run again after a crash."""
@@ -232,16 +285,16 @@ def m006_bodies_apart(db: sqlite_utils.Database) -> None:
             data BLOB NOT NULL
         )"""
     )
-    db.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {BODIES}.chunks_by_offset ON chunks (record_id, offset)")
+    db.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {BODIES}.chunks_by_offset ON chunks (record_id, generation, offset)")
     if db.execute("SELECT 1 FROM main.sqlite_master WHERE name = 'chunks'").fetchone():
-        db.execute(f"INSERT OR IGNORE INTO {BODIES}.chunks SELECT c.id, c.record_id, COALESCE(r.generation, 0), c.offset,"
-                   " c.size, c.data FROM main.chunks c LEFT JOIN main.records r ON r.id = c.record_id")
+        db.execute(f"INSERT OR IGNORE INTO {BODIES}.chunks SELECT id, record_id, generation, offset, size, data"
+                   " FROM main.chunks")
     db.execute("COMMIT")
     db.execute("DROP TABLE IF EXISTS main.chunks")
 
 
 @migrations()
-def m007_segments(db: sqlite_utils.Database) -> None:
+def m010_segments(db: sqlite_utils.Database) -> None:
     """The most connections each record's body may take (a rule's or header's `segments`); 0 for
     the option's, `bgfetch_segments`."""
     db.execute("ALTER TABLE records ADD COLUMN segments INTEGER NOT NULL DEFAULT 0")

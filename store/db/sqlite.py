@@ -9,11 +9,13 @@ milliseconds at a time, never inside SQLite. See `storage.Storage`.
 
 import asyncio
 import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable
 
-from store.db import chunks, faults, records, registrations, schema
-from store.db.faults import StorageFault
+from store.db import chunks, faults, records, registrations, renewals, schema
+from store.db.faults import StorageFault, free_bytes
+from store.db.reports import Figure, Readiness, Tally
 from store.db.storage import MayReplace, NewRecord, Page, Record, RequestChange, Step, Storage
 from store.db.writer import Writer
 
@@ -26,6 +28,7 @@ CHUNK_BYTES = 1024 * 1024  # what a transfer commits at a time: the room a retry
 PURGE_CHUNKS = 128
 RECLAIM_PAGES = 64  # 4 MiB
 COMMIT_WAIT = 0.002  # seconds a body read waits for the writer's commit, before it tries again
+PROBE_SECONDS = 1.0  # how long a readiness probe waits for the write lock (the writer's batches take ms)
 
 
 def _reconcile(conn: sqlite3.Connection) -> None:
@@ -40,6 +43,7 @@ class SqliteStorage(Storage):
         self.db = schema.connect(path, readonly=True)
         self.bodies = schema.connect(path, readonly=True)  # for `read` alone: it does not wait for locks
         self.bodies.execute("PRAGMA busy_timeout=0")
+        self.closed = False
 
     @classmethod
     def open(cls, path: str) -> "SqliteStorage":
@@ -101,8 +105,9 @@ class SqliteStorage(Storage):
         return records.held(self.db, record_id)
 
     async def set_response(self, record_id: int, status: int, fields: list, size: int | None,
-                           count_held: bool = True) -> int:
-        return await self.writer.submit(records.set_response, record_id, status, fields, size, count_held)
+                           reusable: bool = True, selecting: str = "", count_held: bool = True) -> int:
+        return await self.writer.submit(
+            records.set_response, record_id, status, fields, size, reusable, selecting, count_held)
 
     async def refresh_response(self, record_id: int, generation: int, fields: list) -> bool:
         return await self.writer.submit(records.refresh_response, record_id, generation, fields)
@@ -113,6 +118,27 @@ class SqliteStorage(Storage):
     async def complete_record(self, record_id: int) -> None:
         await self.writer.submit(records.complete, record_id)
 
+    # -- renewals ----------------------------------------------------------------
+
+    def renewal(self, record_id: int) -> Record | None:
+        return renewals.renewal(self.db, record_id)
+
+    async def begin_renewal(self, record_id: int, status: int, fields: list, size: int | None,
+                            selecting: str = "") -> int:
+        return await self.writer.submit(renewals.begin, record_id, status, fields, size, selecting)
+
+    async def complete_renewal(self, record_id: int, generation: int) -> int | None:
+        return await self.writer.submit(renewals.complete, record_id, generation)
+
+    async def drop_renewal(self, record_id: int, generation: int) -> None:
+        await self.writer.submit(renewals.drop, record_id, generation)
+
+    async def drop_generation(self, record_id: int, generation: int) -> None:
+        await self.writer.submit(renewals.drop_generation, record_id, generation)
+
+    async def forget_renewals(self) -> None:
+        await self.writer.submit(renewals.forget)
+
     # -- bodies ----------------------------------------------------------------
 
     def append(self, record_id: int, generation: int, offset: int, pieces: list[bytes], size: int) -> Awaitable[bool]:
@@ -121,14 +147,14 @@ class SqliteStorage(Storage):
     def spans(self, record_id: int, generation: int) -> list[tuple[int, int]]:
         return chunks.spans(self.bodies, record_id, generation)
 
-    async def read(self, record_id: int, start: int, end: int) -> AsyncIterator[bytes]:
+    async def read(self, record_id: int, start: int, end: int, generation: int | None = None) -> AsyncIterator[bytes]:
         """The database commits before the bodies file: a reader told of bytes may find the
         writer still committing them (BUSY), or not yet begun (no chunk); either way it waits
         COMMIT_WAIT on the loop, so a caller that asks again at once does not spin."""
         pos = start
         while True:
             try:
-                for data in chunks.read(self.bodies, record_id, pos, end):
+                for data in chunks.read(self.bodies, record_id, pos, end, generation):
                     pos += len(data)
                     yield data
                 if pos == start:
@@ -140,12 +166,13 @@ class SqliteStorage(Storage):
                 await asyncio.sleep(COMMIT_WAIT)
 
     async def digest(self, record_id: int, size: int) -> bytes:
-        return await asyncio.to_thread(self._digest, record_id, size)
+        return await asyncio.to_thread(self._reading, chunks.sha256, record_id, size)
 
-    def _digest(self, record_id: int, size: int) -> bytes:
-        conn = schema.connect(self.path, readonly=True)  # its own: this runs on another thread
+    def _reading(self, read, *args):
+        """`read(conn, *args)` on a read-only connection of its own (this runs on another thread)."""
+        conn = schema.connect(self.path, readonly=True)
         try:
-            return chunks.sha256(conn, record_id, size)
+            return read(conn, *args)
         finally:
             conn.close()
 
@@ -167,7 +194,38 @@ class SqliteStorage(Storage):
             logger.warning("giving space back to the file system stopped: %s; new chunks use the free pages", exc)
         self.writer.give_back()
 
+    # -- for those who run it ----------------------------------------------------
+
+    async def tally(self) -> Tally:
+        return await asyncio.to_thread(self._reading, registrations.tally)
+
+    async def figures(self) -> list[Figure]:
+        return await asyncio.to_thread(self._sizes)
+
+    def _sizes(self) -> list[Figure]:
+        return [
+            Figure("database_bytes", "Size of the SQLite database file.", _size(self.path)),
+            Figure("bodies_bytes", "Size of the SQLite file of bodies beside it.", _size(schema.bodies_path(self.path))),
+            Figure("wal_bytes", "Size of the SQLite write-ahead log: commits not yet copied into the database"
+                   " (and space not yet given back).", _size(self.path + "-wal")),
+            Figure("disk_free_bytes", "Bytes free on the file system that holds the database.", free_bytes(self.path)),
+        ]
+
+    async def readiness(self) -> list[Readiness]:
+        if self.closed or not self.writer.alive:
+            return [Readiness("database", False, f"{self.path} is closed")]
+        trouble = await asyncio.to_thread(schema.probe, self.path, PROBE_SECONDS)
+        return [Readiness("database", trouble is None, trouble or "")]
+
     async def close(self) -> None:
+        self.closed = True
         await asyncio.to_thread(self.writer.close)
         self.db.close()
         self.bodies.close()
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:  # no WAL at this moment (truncated, or never made)
+        return 0

@@ -14,11 +14,15 @@ fleet next. The engine and the web layer import this module, never a database dr
   a plain function (the lifecycle's next state, who may replace a registration).
 - Storage faults (`StorageFault`: a full disk, another process's lock) are pauses, not
   failures; every committed byte stays.
+- For those who run the store (`/metrics`, `/readyz`): `tally`, `figures` and `readiness` are
+  awaited, so an implementation may ask its database from a thread or over the network.
 """
 
 import abc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+
+from store.db.reports import Figure, Readiness, Tally
 
 Fields = list[tuple[str, str]]
 # (state, event, reason) -> (next state, result, failure reason); raises when the table has no edge
@@ -62,6 +66,8 @@ class Record:
     complete: bool
     revalidate: str = ""  # when its stored response is checked with the origin; "": bgfetch_revalidate's
     segments: int = 0  # the most connections its body may take; 0: the option's, bgfetch_segments
+    reusable: bool = True  # whether later requests of its URL may be served it (not `no-store`)
+    selecting: str = ""  # the request fields its response varies on (`variants`); "": it does not
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,25 @@ class RequestChange:
 
 class Storage(abc.ABC):
     """Registrations, their records and the records' body chunks."""
+
+    # -- for those who run it: /metrics and /readyz ---------------------------------
+    # Defaults that say nothing rather than something untrue; each implementation overrides them.
+
+    async def tally(self) -> Tally | None:
+        """How many registrations are in each (state, result, failure reason); None: not counted."""
+        return None
+
+    async def figures(self) -> list[Figure]:
+        """What the storage reports of itself: sizes, a fleet's lease claims and takeovers."""
+        return []
+
+    async def readiness(self) -> list[Readiness]:
+        """Whether each part the storage depends on answers now (a read of registrations, by default)."""
+        try:
+            self.page(True, 1)
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the storage does not answer
+            return [Readiness("storage", False, f"{type(exc).__name__}: {exc}")]
+        return [Readiness("storage", True)]
 
     # -- registrations ---------------------------------------------------------
 
@@ -172,9 +197,10 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def set_response(self, record_id: int, status: int, fields: Fields, size: int | None,
-                           count_held: bool = True) -> int:
-        """Record the response's status, header fields and announced size, and count the request's
-        body into the registration's `uploaded` (once: at its first response); returns
+                           reusable: bool = True, selecting: str = "", count_held: bool = True) -> int:
+        """Record the response's status, header fields, announced size, whether later requests
+        may be served it and the request fields it varies on (`variants`), and count the
+        request's body into the registration's `uploaded` (once: at its first response); returns
         `held(record_id)` as of the same commit, so two transfers never both count on the same room
         (0 when not `count_held`: there is no quota to count for)."""
 
@@ -191,14 +217,45 @@ class Storage(abc.ABC):
     async def complete_record(self, record_id: int) -> None:
         """The record's body is whole: its size is what is stored."""
 
+    # -- renewals: a record's next generation, stored while the current one is served
+
+    @abc.abstractmethod
+    def renewal(self, record_id: int) -> Record | None:
+        """The record as its renewal under way will make it (`generation`, response, `stored`;
+        not complete), None without one."""
+
+    @abc.abstractmethod
+    async def begin_renewal(self, record_id: int, status: int, fields: Fields, size: int | None,
+                            selecting: str = "") -> int:
+        """Start storing a new entity for a complete record, beside the one it serves; the
+        generation its chunks take (`append`). One renewal a record: one under way is dropped."""
+
+    @abc.abstractmethod
+    async def complete_renewal(self, record_id: int, generation: int) -> int | None:
+        """The renewal is whole: it becomes what the record serves. Returns the generation it
+        replaced, whose chunks stay for its readers until `drop_generation`; None when that
+        renewal is gone."""
+
+    @abc.abstractmethod
+    async def drop_renewal(self, record_id: int, generation: int) -> None:
+        """Give a renewal up, with its chunks."""
+
+    @abc.abstractmethod
+    async def drop_generation(self, record_id: int, generation: int) -> None:
+        """Delete the chunks of a generation the record replaced (no-op for the current one)."""
+
+    @abc.abstractmethod
+    async def forget_renewals(self) -> None:
+        """At start-up: no renewal survives a restart, nor a replaced generation's chunks."""
+
     # -- bodies ----------------------------------------------------------------
 
     @abc.abstractmethod
     def append(self, record_id: int, generation: int, offset: int, pieces: list[bytes], size: int) -> Awaitable[bool]:
-        """Queue `size` bytes of `pieces` at `offset` (the end of the stored bytes, or further on for a
-        part of the body fetched over another connection); resolves once committed: False when the
-        record has moved on (another generation, bytes already there). StorageFull when the disk has
-        no room."""
+        """Queue `size` bytes of `pieces` at `offset` of the record's body (at the end of its stored
+        bytes, or further on for a part fetched over another connection) or of its renewal (by
+        `generation`); resolves once committed: False when neither is of that generation, or the
+        bytes are there already. StorageFull when the disk has no room."""
 
     @abc.abstractmethod
     def spans(self, record_id: int, generation: int) -> list[tuple[int, int]]:
@@ -206,9 +263,10 @@ class Storage(abc.ABC):
         beyond the contiguous bytes there may be parts fetched over other connections."""
 
     @abc.abstractmethod
-    def read(self, record_id: int, start: int, end: int) -> AsyncIterator[bytes]:
-        """Committed bytes from `start` up to `end` (exclusive), in pieces; stops early where the
-        committed bytes end (the caller waits for more and asks again)."""
+    def read(self, record_id: int, start: int, end: int, generation: int | None = None) -> AsyncIterator[bytes]:
+        """Committed bytes of a generation of the body (None: the one the record serves) from
+        `start` up to `end` (exclusive), in pieces; stops early where the committed bytes end
+        (the caller waits for more and asks again)."""
 
     @abc.abstractmethod
     async def digest(self, record_id: int, size: int) -> bytes:

@@ -58,6 +58,11 @@ class Writer:
         self._queue.put((fn, args, size, future))
         return future
 
+    @property
+    def alive(self) -> bool:
+        """Whether the writer thread still runs (until `close`)."""
+        return self._thread.is_alive()
+
     def give_back(self) -> None:
         """When the disk is short of room, give the WAL's space back to the file system soon
         (Checkpointer.give_back); with room to spare, the idle checkpoint does it, without

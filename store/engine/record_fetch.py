@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import httpx
 
-from store.db import Record, Storage, StorageFault
+from store.db import Record, Storage, StorageFault, variants
 from store.engine import decision, freshness, headers, segments
 from store.engine.outcomes import Failure, Limit, Pause, transport_problem
 from store.engine.sink import IN_FLIGHT, BodySink
@@ -28,16 +28,29 @@ def validator(fields: list) -> str | None:
     return headers.first(fields, "last-modified")
 
 
+def limit_for(storage: Storage, quota: int | None, record: Record, held: int) -> Limit | None:
+    """The tighter of downloadTotal and the store's quota (`held`: what the others hold), for this record."""
+    limits = []
+    if (room := storage.download_room(record.registration_id, record.id)) is not None:
+        limits.append(Limit(room, "download-total-exceeded", "downloadTotal"))
+    if quota is not None:
+        limits.append(Limit(quota - held, "quota-exceeded", "bgfetch_quota"))
+    return min(limits, key=lambda limit: limit.most, default=None)
+
+
 class RecordFetch:
     """Fetches records into `storage` with `client`; `committed(reg_id, progress)` is told of every
-    commit; a body takes up to `segments` connections unless its record says otherwise."""
+    commit, `fetched(n)` of every `n` body bytes that came from an origin; a body takes up to
+    `segments` connections unless its record says otherwise."""
 
     def __init__(self, storage: Storage, client: httpx.AsyncClient, quota: int | None,
-                 committed: Callable[[str, bool], None], segments: int = 1) -> None:
+                 committed: Callable[[str, bool], None], fetched: Callable[[int], None] = lambda n: None,
+                 segments: int = 1) -> None:
         self.storage = storage
         self.client = client
         self.quota = quota
         self.committed = committed
+        self.fetched = fetched
         self.segments = segments
         self.whole_only: set[int] = set()  # records whose origin answered a part with the whole body
 
@@ -82,13 +95,14 @@ class RecordFetch:
         if len(parts) > 1:
             return self._whole(record)
         if size is not None and sink.offset != size:
-            raise Pause(f"{record.url}: body ended at {sink.offset} of {size} bytes")
+            raise Pause(f"{record.url}: body ended at {sink.offset} of {size} bytes", "short-body")
         return sink.offset
 
     async def _read(self, record: Record, response: httpx.Response, sink: BodySink, stop: int | None,
                     limit: Limit | None) -> None:
         """The response's body into `sink`, up to the byte `stop` (None: its end)."""
         async for data in response.aiter_raw():
+            self.fetched(len(data))
             if limit and sink.position + len(data) > limit.most:
                 raise limit.failure(record.url)
             if stop is not None and sink.position + len(data) >= stop:
@@ -150,13 +164,13 @@ class RecordFetch:
         finally:
             await sink.close()
         if sink.offset != end:
-            raise Pause(f"{record.url}: the part from byte {start} ended at {sink.offset} of {end}")
+            raise Pause(f"{record.url}: the part from byte {start} ended at {sink.offset} of {end}", "short-body")
 
     def _whole(self, record: Record) -> int:
         """The body's size once its parts are all stored; Pause when they left a gap."""
         now = self.storage.record(record.id)
         if now.stored != now.size:
-            raise Pause(f"{record.url}: {now.stored} of {now.size} bytes follow each other after the parts")
+            raise Pause(f"{record.url}: {now.stored} of {now.size} bytes follow each other after the parts", "short-body")
         return now.stored
 
     async def _accept(self, record: Record, response: httpx.Response,
@@ -183,15 +197,18 @@ class RecordFetch:
                 return record.generation, self.storage.held(record.id) if self.quota is not None else 0
             case decision.Replace(size=size):
                 generation = await self.storage.restart_record(record.id) if record.stored else record.generation
-                held = await self.storage.set_response(record.id, status, fields, size, count_held=self.quota is not None)
+                reusable = freshness.reusable(record.url, status, fields, bool(record.credential))
+                selecting = variants.selecting(fields, record.request_headers)
+                held = await self.storage.set_response(
+                    record.id, status, fields, size, reusable, selecting, count_held=self.quota is not None)
                 self.committed(record.registration_id, self._uploaded(record))
                 return generation, held
             case decision.StartOver(reason=reason):
                 await self.storage.restart_record(record.id)
                 self.committed(record.registration_id, False)
-                raise Pause(reason)
+                raise Pause(reason, "entity-changed")
             case decision.KeepAndPause(reason=reason):
-                raise Pause(reason)
+                raise Pause(reason, "credentials-refused")
             case decision.BadStatus():
                 await self.storage.set_response(record.id, status, fields, None)
                 self.committed(record.registration_id, self._uploaded(record))
@@ -204,13 +221,7 @@ class RecordFetch:
         return record.status is None and bool(record.request_body)
 
     def _limit(self, record: Record, held: int) -> Limit | None:
-        """The tighter of downloadTotal and the store's quota, for this record."""
-        limits = []
-        if (room := self.storage.download_room(record.registration_id, record.id)) is not None:
-            limits.append(Limit(room, "download-total-exceeded", "downloadTotal"))
-        if self.quota is not None:
-            limits.append(Limit(self.quota - held, "quota-exceeded", "bgfetch_quota"))
-        return min(limits, key=lambda limit: limit.most, default=None)
+        return limit_for(self.storage, self.quota, record, held)
 
     async def _complete(self, record: Record, size: int) -> None:
         if record.integrity:

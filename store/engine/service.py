@@ -12,12 +12,16 @@ change that goes through (the lifecycle's `hold` event).
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
+from typing import ContextManager
 
 import httpx
 
 from store.db import NewRecord, NotFound, Page, Record, RequestChange, Storage, StorageFault
 from store.engine import admission, headers, lifecycle, ownership
 from store.engine.events import EventBus
+from store.engine.observer import Observer
+from store.engine.outcomes import pause_reason
+from store.engine.renewal import Renewals
 from store.engine.revalidation import Outcome, Revalidation
 from store.engine.transfer import TransferLoop
 from vocabulary import credential_key
@@ -36,10 +40,14 @@ class Store:
     ) -> None:
         self.storage = storage
         self.quota = quota
-        self.revalidation = Revalidation(storage, client, revalidate)
         self.events = EventBus(self.snapshot)
+        self.observer = Observer(self, self._describe)  # metrics, log lines, readiness
+        self.metrics = self.observer.metrics
+        self.renewals = Renewals(storage, quota, self.committed, self.reclaim, self.metrics.fetched.inc)
+        self.revalidation = Revalidation(storage, client, revalidate, self.renewals, self.metrics.revalidated)
         self.transfers = TransferLoop(
-            storage, client, self, concurrency=concurrency, retry_cap=retry_cap, quota=quota, segments=segments
+            storage, client, self, concurrency=concurrency, retry_cap=retry_cap, quota=quota,
+            fetched=self.metrics.fetched.inc, segments=segments,
         )
         self._change = asyncio.Event()
         self._reclaim: asyncio.Task | None = None
@@ -79,8 +87,24 @@ class Store:
     def record_at(self, reg_id: str, index: int) -> Record | None:
         return self.storage.record_at(reg_id, index)
 
-    def read(self, record_id: int, start: int, end: int) -> AsyncIterator[bytes]:
-        return self.storage.read(record_id, start, end)
+    def read(self, record_id: int, start: int, end: int, generation: int | None = None) -> AsyncIterator[bytes]:
+        return self.storage.read(record_id, start, end, generation)
+
+    def version(self, record_id: int, generation: int) -> Record | None:
+        """The record as of `generation`: what it serves, or its renewal under way; None when
+        it is neither any more (replaced, restarted, given up). NotFound when it is gone."""
+        record = self.storage.record(record_id)
+        if record.generation == generation:
+            return record
+        renewal = self.storage.renewal(record_id)
+        if renewal is not None and renewal.generation == generation:
+            return renewal
+        record = self.storage.record(record_id)  # the renewal may have taken its place meanwhile
+        return record if record.generation == generation else None
+
+    def reading(self, record_id: int, generation: int) -> ContextManager[None]:
+        """Hold a generation's bytes while a reader sends them, even once it is replaced."""
+        return self.renewals.reading(record_id, generation)
 
     # -- changes -------------------------------------------------------------
 
@@ -105,27 +129,32 @@ class Store:
         ]
         await self.storage.create(registration, new, _may_replace)
         self.reclaim()  # the bodies of a registration it replaced, if any
+        self.observer.changed(registration["id"], "create")
         self._announce(record.url for record in new)
         self.transfers.start(registration["id"])
         self.events.publish("progress", registration["id"])
         return self.get(registration["id"])
 
     async def transition(self, reg_id: str, event: str, reason: str = "", error: str = "") -> None:
-        """Apply a lifecycle event. When the database takes no writes, a pause is held in
-        memory instead (a `start` or `retry` that cannot be written also raises the
-        StorageFault: the registration stays paused); other events raise it."""
+        """Apply a lifecycle event; `reason`: a failure's failureReason, or why a `pause` is
+        (`outcomes.PAUSE_REASONS`, for the metrics and the log). When the database takes no
+        writes, a pause is held in memory instead (a `start` or `retry` that cannot be written
+        also raises the StorageFault: the registration stays paused); other events raise it."""
         unwritten = self._unwritten.get(reg_id)
         try:
-            await self.storage.transition(reg_id, event, lifecycle.step, reason, error, held_pause=unwritten)
+            await self.storage.transition(reg_id, event, lifecycle.step, reason if event == "fail" else "", error,
+                                          held_pause=unwritten)
         except StorageFault as exc:
             if event not in HELD_EVENTS:
                 raise
-            self._hold_pause(reg_id, error if event == "pause" else str(exc))
-            if event != "pause":
-                raise
-            return
+            if event == "pause":
+                self._hold_pause(reg_id, error, reason)
+                return
+            self._hold_pause(reg_id, str(exc), pause_reason(exc))
+            raise
         if self._unwritten.get(reg_id) == unwritten:
             self._unwritten.pop(reg_id, None)
+        self.observer.changed(reg_id, event, reason, error)
         self.events.publish(EVENT_OF.get(event, "progress"), reg_id)
         self.notify()
         if event in ("fail", "abort"):
@@ -140,7 +169,7 @@ class Store:
             await self.transition(reg_id, "abort")
         except StorageFault as exc:  # not aborted: it goes on, paused, and may be aborted again
             if self.get(reg_id)["state"] in lifecycle.ACTIVE:
-                self._hold_pause(reg_id, str(exc))
+                self._hold_pause(reg_id, str(exc), pause_reason(exc))
                 self.transfers.start(reg_id, paused=True)
             raise
         return self.get(reg_id)
@@ -155,6 +184,7 @@ class Store:
         await self.transfers.stop(reg_id)
         urls = await self.storage.delete(reg_id)
         self._unwritten.pop(reg_id, None)
+        self.observer.forget(reg_id)
         for listener in self.removal_listeners:
             listener(urls)
         self.notify()
@@ -181,26 +211,35 @@ class Store:
             for listener in self.url_listeners:
                 listener(url)
 
-    def _hold_pause(self, reg_id: str, error: str) -> None:
-        logger.warning("%s paused (held in memory until the database takes writes): %s", reg_id, error)
+    def _hold_pause(self, reg_id: str, error: str, reason: str) -> None:
+        """A pause the database could not take, held in memory until it takes writes."""
         self._unwritten[reg_id] = error
+        self.observer.changed(reg_id, "pause", reason, f"{error} (held in memory until the database takes writes)")
         self.events.publish("progress", reg_id)
+
+    def _describe(self, reg_id: str) -> tuple[dict, list[str]] | None:
+        """The registration and its records' URLs, for a line of the log."""
+        registration = self.snapshot(reg_id)
+        return None if registration is None else (registration, [r.url for r in self.storage.records(reg_id)])
 
     def committed(self, reg_id: str, progress: bool) -> None:
         """Something of `reg_id` was committed: wake readers; body bytes also tell subscribers."""
         self.notify()
         if progress:
             self.events.progress(reg_id)
+            self.observer.progressed(reg_id)
 
     async def start(self) -> None:
         """Every registration that was active runs again from its committed bytes; when the
         database takes no writes yet, each waits paused and retries."""
         try:
+            await self.storage.forget_renewals()
             active, paused = await self.storage.requeue_active(lifecycle.step), False
         except StorageFault as exc:
             active, paused = self.ids(), True
             for reg_id in active:
-                self._hold_pause(reg_id, str(exc))
+                self._hold_pause(reg_id, str(exc), pause_reason(exc))
+        self.observer.start(0 if paused else len(active))
         for reg_id in active:
             self.transfers.start(reg_id, paused=paused)
         self.reclaim()  # what a DELETE left when the store stopped
@@ -235,7 +274,9 @@ class Store:
                 return
 
     async def close(self) -> None:
+        await self.observer.close()
         await self.transfers.close()
+        await self.renewals.close()
         if self._reclaim:
             await asyncio.gather(self._reclaim, return_exceptions=True)
         self.events.close()

@@ -12,12 +12,13 @@ engine's `Store`) and reads and writes records only through the storage contract
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 import httpx
 
 from store.db import Storage, StorageFault, StorageFull
-from store.engine.outcomes import Failure, Pause
+from store.engine.outcomes import Failure, Pause, pause_reason
 from store.engine.record_fetch import RecordFetch
 from store.engine.retry import backoff
 from store.engine.sink import CHUNK_BYTES
@@ -38,14 +39,18 @@ class Registrations(Protocol):
 class TransferLoop:
     def __init__(
         self, storage: Storage, client: httpx.AsyncClient, registrations: Registrations, *,
-        concurrency: int, retry_cap: float, quota: int | None = None, segments: int = 1,
+        concurrency: int, retry_cap: float, quota: int | None = None, fetched: Callable[[int], None] = lambda n: None,
+        segments: int = 1,
     ) -> None:
+        """`fetched(n)` is told of every `n` body bytes received from an origin."""
         self.storage = storage
         self.registrations = registrations
         self.retry_cap = retry_cap
-        self.fetch = RecordFetch(storage, client, quota, registrations.committed, segments)
+        self.fetch = RecordFetch(storage, client, quota, registrations.committed, fetched, segments)
+        self.concurrency = concurrency
         self.slots = asyncio.Semaphore(concurrency)
         self.tasks: dict[str, asyncio.Task] = {}
+        self._running = 0  # tasks holding a slot
         self._wake: dict[str, asyncio.Event] = {}
         self._woken: set[str] = set()
         self._short_of_room: set[str] = set()  # paused by a full disk
@@ -61,6 +66,11 @@ class TransferLoop:
             del self.tasks[reg_id]
             self._woken.discard(reg_id)
             self._short_of_room.discard(reg_id)
+
+    def counts(self) -> dict[str, int]:
+        """How many transfers are running (a slot held), waiting for a slot, paused (waiting to retry)."""
+        paused = len(self._wake)
+        return {"running": self._running, "paused": paused, "waiting": len(self.tasks) - self._running - paused}
 
     def room_returned(self) -> None:
         """Space was given back: retry every registration that paused for want of it."""
@@ -99,9 +109,13 @@ class TransferLoop:
                     attempt += 1
                     continue
             async with self.slots:
-                received = self.storage.received(reg_id)
-                if await self._attempt(reg_id):
-                    return
+                self._running += 1
+                try:
+                    received = self.storage.received(reg_id)
+                    if await self._attempt(reg_id):
+                        return
+                finally:
+                    self._running -= 1
             paused = True
             attempt = 0 if self.storage.received(reg_id) > received else attempt + 1
 
@@ -117,15 +131,13 @@ class TransferLoop:
             for record in self.storage.records(reg_id):
                 if not record.complete:
                     await self.fetch.run(record)
-        except (Pause, StorageFault) as exc:
-            logger.info("%s paused: %s", reg_id, exc)
+        except (Pause, StorageFault) as exc:  # the log's line is the store's (changelog)
             self._short_of_room.discard(reg_id)
             if isinstance(exc, StorageFull):
                 self._short_of_room.add(reg_id)
-            await self.registrations.transition(reg_id, "pause", error=str(exc))
+            await self.registrations.transition(reg_id, "pause", reason=pause_reason(exc), error=str(exc))
             return False
         except Failure as exc:
-            logger.info("%s failed (%s): %s", reg_id, exc.reason, exc)
             return await self._end(reg_id, "fail", reason=exc.reason, error=str(exc))
         except Exception as exc:  # a bug must not leave the registration fetching forever
             logger.exception("%s failed unexpectedly", reg_id)
@@ -138,8 +150,7 @@ class TransferLoop:
         try:
             await self.registrations.transition(reg_id, event, **details)
         except StorageFault as exc:
-            logger.info("%s paused: %s", reg_id, exc)
-            await self.registrations.transition(reg_id, "pause", error=str(exc))
+            await self.registrations.transition(reg_id, "pause", reason=pause_reason(exc), error=str(exc))
             return False
         return True
 

@@ -11,6 +11,7 @@ import logging
 import httpx
 
 from store.engine.events import FINAL
+from store.engine.metrics import Metrics
 from store.engine.retry import backoff
 
 logger = logging.getLogger(__name__)
@@ -23,11 +24,13 @@ RETRIED_STATUSES = {408, 425, 429}  # and every 5xx
 class Webhook:
     """Delivers final events to `url`: ATTEMPTS tries each, waiting `backoff` (capped at
     `retry_cap` seconds) between them; transport errors, 5xx and RETRIED_STATUSES are
-    retried, any other answer but 2xx gives up on that event at once."""
+    retried, any other answer but 2xx gives up on that event at once. Deliveries, their
+    outcomes and POSTs are counted in `metrics` (the store's)."""
 
-    def __init__(self, url: str, retry_cap: float) -> None:
+    def __init__(self, url: str, retry_cap: float, metrics: Metrics | None = None) -> None:
         self.url = url
         self.retry_cap = retry_cap
+        self.metrics = metrics or Metrics()
         self.queue: asyncio.Queue[dict] = asyncio.Queue(maxsize=WAITING)
         self.client = httpx.AsyncClient(timeout=10.0, trust_env=False, headers={"User-Agent": "bgfetch"})
         self.task: asyncio.Task | None = None
@@ -43,6 +46,7 @@ class Webhook:
         try:
             self.queue.put_nowait({"type": type_, "id": event_id, "registration": registration})
         except asyncio.QueueFull:
+            self.metrics.deliveries.labels("dropped").inc()
             logger.error("webhook %s: %d events wait already; event %d is dropped", self.url, WAITING, event_id)
 
     async def _run(self) -> None:
@@ -51,9 +55,15 @@ class Webhook:
 
     async def deliver(self, event: dict) -> bool:
         """POST one event until it is taken, or ATTEMPTS are spent; whether it was taken."""
+        taken = await self._post(event)
+        self.metrics.deliveries.labels("delivered" if taken else "failed").inc()
+        return taken
+
+    async def _post(self, event: dict) -> bool:
         for attempt in range(ATTEMPTS):
             if attempt:
                 await asyncio.sleep(backoff(attempt - 1, self.retry_cap))
+            self.metrics.webhook_posts.inc()
             try:
                 response = await self.client.post(self.url, json=event)
             except httpx.HTTPError as exc:

@@ -113,10 +113,11 @@ class Lookup:
 
     def find(self, url: str, fields: Iterable[tuple[str, str]]) -> int | None:
         """The record to serve for a GET of `url` with these request header fields (their
-        credentials must match), if any."""
+        credentials must match, and those its response varies on), if any."""
         if self.conn is None or (self.filter is not None and url_digest(url) not in self.filter):
             return None
-        return lookups.servable_record(self.conn, url, credential_key(fields))
+        fields = list(fields)
+        return lookups.servable_record(self.conn, url, credential_key(fields), fields)
 
     def close(self) -> None:
         self.filter = None

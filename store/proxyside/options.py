@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from vocabulary import REVALIDATE, check_revalidate, check_segments, parse_size
 
+LOG_FORMATS = ("text", "json")
+
 
 @dataclass(frozen=True)
 class Option:
@@ -78,6 +80,11 @@ def _size_or_empty(value: str) -> None:
         parse_size(value)
 
 
+def _log_format(value: str) -> None:
+    if value not in LOG_FORMATS:
+        raise ValueError(f"must be one of {', '.join(LOG_FORMATS)}, got {value!r}")
+
+
 def _web_url_or_empty(value: str) -> None:
     parts = urllib.parse.urlsplit(value)
     if value and (parts.scheme not in ("http", "https") or not parts.hostname):
@@ -116,6 +123,9 @@ OPTIONS = (
     Option("bgfetch_refuse_private", bool, False, "Refuse background fetches of loopback, private, link-local and"
            " other non-global addresses, checked after DNS, redirects too (not with mode upstream; see SECURITY.md).",
            flag="--refuse-private"),
+    Option("bgfetch_log_format", str, "text", "How the store's lines reach mitmproxy's log: `text` (a line per"
+           " state change of a background fetch as `key=value` pairs) or `json` (each line one JSON object, for"
+           " log shippers).", flag="--log-format", check=_log_format, choices=LOG_FORMATS),
     # mitmproxy's own options that reach the store
     Option("mode", None, None, "With `upstream:URL`, the store's transfers go through that proxy too.",
            flag="--upstream-proxy", kind=str),

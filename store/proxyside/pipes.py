@@ -8,15 +8,18 @@ note of how many were dropped is written where they would have been.
 """
 
 import collections
+import json
 import logging
 import os
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from store.proxyside import protocol
 
 QUEUE_BYTES = 1 << 20
 MAX_LOG_CHARS = 8192  # a longer log record is cut, with a note of how much
+MAX_FIELD_CHARS = 2048  # a longer string of a JSON line is cut (the line stays JSON)
 CLOSE_WAIT = 2.0  # seconds that closing waits for what is queued to be written
 
 
@@ -105,11 +108,32 @@ class PipeHandler(logging.Handler):
         super().close()
 
 
-def log_to_pipe(fd: int, level: int = logging.INFO) -> PipeHandler:
-    """Send this process's logging to `fd` (its standard error) through a PipeWriter."""
+class JsonLines(logging.Formatter):
+    """Each record as its level and one JSON object (`bgfetch_log_format=json`, for log
+    shippers): time, level, logger, and the record's `fields` (a state change's, `changelog`)
+    or else its message; long strings cut, so that a line stays whole JSON."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            **(getattr(record, "fields", None) or {"message": record.getMessage()}),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        cut = {key: f"{value[:MAX_FIELD_CHARS]} [{len(value) - MAX_FIELD_CHARS} more characters cut]"
+               for key, value in entry.items() if isinstance(value, str) and len(value) > MAX_FIELD_CHARS}
+        return f"{record.levelname} {json.dumps({**entry, **cut}, ensure_ascii=False)}"
+
+
+def log_to_pipe(fd: int, level: int = logging.INFO, json_lines: bool = False) -> PipeHandler:
+    """Send this process's logging to `fd` (its standard error) through a PipeWriter: each
+    line its level and the message (`%(name)s: %(message)s`), or with `json_lines` one JSON
+    object (`JsonLines`); process.py relays them into mitmproxy's log at that level."""
     note = "WARNING store.pipes: {} log lines dropped: mitmproxy did not read them in time\n"
     handler = PipeHandler(PipeWriter(fd, lambda dropped: note.format(dropped).encode()))
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonLines() if json_lines else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     return handler
 

@@ -29,6 +29,8 @@ ANSWERS = {
     "stored": "served from the store",  # a body the store holds whole
     "joined": "joined a background fetch",  # read while a fetch that was running writes it
     "background": "started a background fetch",  # this request made the registration
+    "renewed": "a new version from the origin, stored as it arrives",  # a stale one's revalidation brought it
+    "relayed": "the origin's answer, not stored",  # a stale one's revalidation was answered otherwise
 }
 # Where the proxy redirects those flows on the store's internal port. A client's own request
 # for a path under INTERNAL_PATH (on bgfetch_host) is refused: these routes are the proxy's.

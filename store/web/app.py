@@ -5,7 +5,7 @@ import tornado.web
 from store.proxyside import options, protocol
 from store.engine.service import Store
 from store.engine.destinations import Destinations
-from store.web import api, dashboard, forgery, proxied
+from store.web import api, dashboard, forgery, operations, proxied
 
 
 def make_app(
@@ -20,6 +20,8 @@ def make_app(
     api_options = {"store": store, "secret": secret, "token": token}
     routes = [(path, handler, api_options) for path, handler in api.ROUTES]
     routes.append((r"/", dashboard.Dashboard, {**api_options, "token": None}))  # the page asks for it
+    routes += [(path, handler, {**api_options, "token": token if guarded else None})
+               for path, handler, guarded in operations.ROUTES]
     if secret is not None:  # flows of any client: the origin's credentials, not the API token
         flow_options = {"store": store, "secret": secret, "token": None}
         routes += [

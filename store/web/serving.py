@@ -17,7 +17,10 @@ WHOLE = 2**62  # "to the end" for a body whose size is not known yet
 
 
 class BodyServing:
-    """For a `StoreHandler`: `serve_record`."""
+    """For a `StoreHandler`: `serve_record`. Each response is counted in the store's metrics
+    under the route's ROUTE and where its body came from (`metrics.SOURCES`)."""
+
+    ROUTE = "proxy"
 
     # Whether a complete body of a failed (or aborted) registration is served: the API's records
     # keep them; a proxy client is never answered with one in place of its URL's origin.
@@ -32,15 +35,22 @@ class BodyServing:
         `Date` too), and the `Age` the store gives it."""
         return [*headers.replayed(record.response_headers), ("Age", str(freshness.age(record.response_headers)))]
 
-    async def serve_record(self, record_id: int) -> None:
-        """Answer with a stored body — Range, HEAD, and read-while-writer included."""
-        record = await self._wait_for_response(record_id)
+    async def serve_record(self, record_id: int, generation: int | None = None, source: str | None = None) -> None:
+        """Answer with a stored body — Range, HEAD, and read-while-writer included; with
+        `generation`, that one (a renewal under way), else the one the record serves. `source`:
+        where the body comes from, for the metrics (by default: `store` when it is complete,
+        `transfer` while it downloads)."""
+        record = self.store.version(record_id, generation) if generation is not None else None
+        if record is None:
+            record = await self._wait_for_response(record_id)
         if record is None:
             return
+        source = source or ("store" if record.complete else "transfer")
         if conditions.not_modified(
             self.request.headers.get("If-None-Match"), self.request.headers.get("If-Modified-Since"),
             record.response_headers,
         ):
+            self.store.metrics.served_to(self.ROUTE, source)
             self._not_modified(record)
             return
         size = record.size
@@ -53,6 +63,7 @@ class BodyServing:
             )
             return
         start, end = span or (0, size)
+        self.served = self.store.metrics.served_to(self.ROUTE, source)
         self._send_fields(self.body_fields(record))
         self.set_header("Accept-Ranges", "bytes")
         if span:
@@ -63,7 +74,8 @@ class BodyServing:
         if self.request.method == "HEAD":
             self.finish()
             return
-        await self._stream(record, start, end)
+        with self.store.reading(record.id, record.generation):  # its bytes stay until this reader is done
+            await self._stream(record, start, end)
 
     def _send_fields(self, fields: list[tuple[str, str]]) -> None:
         """The stored response's header fields in place of the route's own (tornado's `Date`
@@ -132,19 +144,24 @@ class BodyServing:
         bound = self.settings["paused_read_timeout"]
         try:
             while end is None or pos < end:
-                async for data in self.store.read(record.id, pos, end if end is not None else WHOLE):
+                async for data in self.store.read(record.id, pos, end if end is not None else WHOLE, generation):
                     self.write(data)
+                    self.served.inc(len(data))
                     pos, moved = pos + len(data), asyncio.get_running_loop().time()
                     if sending is not None:
                         await sending
                     sending = self.flush()
                     await asyncio.sleep(0)  # a fast client must not keep the loop from the others
-                record = self.store.record(record.id)
-                if record.complete and pos >= record.stored and record.generation == generation:
+                if end is not None and pos >= end:
+                    break  # all of it: whatever became of its generation since
+                record = self.store.version(record.id, generation)
+                if record is None:
+                    return self._cut(sending)  # the entity changed: never mix two versions
+                if record.complete and pos >= record.stored:
                     break
                 registration = self.store.get(record.registration_id)
-                if record.generation != generation or record.status is None or registration["result"] == "failure":
-                    return self._cut(sending)  # the entity changed or failed: never mix two versions
+                if record.status is None or registration["result"] == "failure":
+                    return self._cut(sending)  # it failed
                 if pos >= record.stored:
                     stuck = asyncio.get_running_loop().time() - moved >= bound
                     if stuck and registration["state"] == "paused":

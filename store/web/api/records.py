@@ -38,6 +38,7 @@ class RecordBody(BodyServing, ApiHandler):
     while it downloads, the bytes as they arrive."""
 
     SUPPORTED_METHODS = ("GET", "HEAD")
+    ROUTE = "api"
     SERVES_FAILED = True
 
     async def get(self, reg_id: str, index: str) -> None:

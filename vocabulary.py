@@ -24,6 +24,7 @@ RESPONDS = ("stream", "accepted")  # how the client that started a fetch is answ
 # When a stored response is checked with its origin before it is served (bgfetch_revalidate,
 # a rule's revalidate): never, when RFC 9111's rules say it is stale, or every time.
 REVALIDATE = ("never", "cache-control", "always")
+MAX_SEGMENTS = 16  # the most connections one body may take (bgfetch_segments, a rule's or header's segments)
 INTEGRITY_PREFIX = "sha256-"
 DOT_SEGMENTS = (".", "..")
 
@@ -77,6 +78,12 @@ def check_revalidate(value: object) -> None:
         raise ValueError(f"must be {', '.join(REVALIDATE[:-1])} or {REVALIDATE[-1]}")
 
 
+def check_segments(value: object) -> None:
+    """ValueError unless value is a whole number of connections from 1 to MAX_SEGMENTS."""
+    if type(value) is not int or not 1 <= value <= MAX_SEGMENTS:
+        raise ValueError(f"must be a whole number of connections from 1 to {MAX_SEGMENTS}")
+
+
 # The fields of a fetch spec (what the proxy hands the store for one request) and their checks.
 SPEC_CHECKS = {
     "id": check_id,
@@ -85,8 +92,9 @@ SPEC_CHECKS = {
     "respond": check_respond,
     "integrity": check_integrity,
     "revalidate": check_revalidate,
+    "segments": check_segments,
 }
-SPEC_OPTIONAL = ("download_total", "integrity", "revalidate")  # None: not given
+SPEC_OPTIONAL = ("download_total", "integrity", "revalidate", "segments")  # None: not given
 
 
 def check_spec(fields: dict) -> None:

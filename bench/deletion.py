@@ -7,9 +7,10 @@ from __future__ import annotations
 import concurrent.futures
 import http.client
 import json
-import sqlite3
 import time
 from pathlib import Path
+
+from store.db import schema
 
 from .measure import MB, Api, ProcWatch, background_fetch, curl, human_size, write_body
 from .rig import Rig
@@ -122,10 +123,11 @@ class Deletion:
 
 def _left(db: Path) -> int:
     """Bytes the store still holds in body chunks and in free pages not given back (read-only, beside it)."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    conn = schema.connect(str(db), readonly=True)
     try:
         stored = conn.execute("SELECT COALESCE(SUM(size), 0) FROM chunks").fetchone()[0]
-        free = conn.execute("PRAGMA freelist_count").fetchone()[0] * conn.execute("PRAGMA page_size").fetchone()[0]
+        free = sum(conn.execute(f"PRAGMA {name}.freelist_count").fetchone()[0]
+                   * conn.execute(f"PRAGMA {name}.page_size").fetchone()[0] for name in ("main", schema.BODIES))
         return stored + free
     finally:
         conn.close()

@@ -1,4 +1,5 @@
-"""The picture of a run: throughput and peak RSS against body size (PNG, matplotlib)."""
+"""The picture of a run: throughput and peak RSS against body size (PNG, matplotlib); the HTTPS and
+the capped-origin scenarios as points at their body's size."""
 
 from __future__ import annotations
 
@@ -17,6 +18,13 @@ LINES = {  # scenario: (label, style)
     "bgfetch_serve_direct": ("bgfetch stored body, listen port", "C2--v"),
     "squid_miss": ("Squid miss", "C3x"),
     "squid_hit": ("Squid hit", "C3+"),
+}
+POINTS = {  # part: {scenario: (label, style)}, each measured at one body size
+    "tls": {"plain_h1": ("HTTPS: plain mitmdump (HTTP/1.1)", "C0D"), "plain_h2": ("HTTPS: plain mitmdump (HTTP/2)", "C0d"),
+            "fetch": ("HTTPS: bgfetch background fetch", "C1D"), "serve_h1": ("HTTPS: bgfetch stored body (HTTP/1.1)", "C2D"),
+            "serve_h2": ("HTTPS: bgfetch stored body (HTTP/2)", "C2d")},
+    "segmented": {"direct": ("limit_rate 25m/connection: direct curl", "kP"),
+                  "fetch": ("limit_rate 25m/connection: bgfetch, 4 connections", "C1P")},
 }
 
 
@@ -39,6 +47,11 @@ def plot(result: dict, path: Path) -> Path | None:
         points = [(t["size"], t["scenarios"][key]["mbps"]) for t in sweep if t["scenarios"][key].get("mbps")]
         if points:
             speed.plot(*zip(*points), style, label=label, markersize=8)
+    for part, size_key in (("tls", "target_size"), ("segmented", "segmented_size")):
+        at = result["counts"].get(size_key) if part == "segmented" else result.get(size_key)
+        for key, (label, style) in POINTS[part].items():
+            if at and (mbps := (result.get(part) or {}).get(key, {}).get("mbps")):
+                speed.plot([at], [mbps], style, label=label, markersize=7, linestyle="none")
     speed.set(title="throughput (median of runs)", ylabel="MB/s", ylim=(0, None))
 
     def rss(proc: str, keys: tuple[str, ...]) -> list[tuple[int, float]]:

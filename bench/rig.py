@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from store.db import schema
+
 from .servers import BenchError, Mitmdump, Nginx, ensure_binary, free_port
 from .squid import Squid
 
@@ -105,7 +107,7 @@ class Rig:
         self.bg_starts += 1
         work = self.tmp / f"mitm-bgfetch-{self.bg_starts}"
         db = work / "bgfetch.sqlite3"
-        for old in self.tmp.glob("mitm-bgfetch-*/bgfetch.sqlite3*"):
+        for old in self.tmp.glob("mitm-bgfetch-*/bgfetch.sqlite3*"):  # the bodies file too
             old.unlink()  # the last store's bodies: only the disk space matters now
         work.mkdir(parents=True)
         bg = self.bgfetch_mitmdump("bgfetch mitmdump", work, db)
@@ -133,7 +135,10 @@ class Rig:
         rules = self.tmp / "rules.yaml"
         rules.write_text(RULES)
         api_port = free_port()
-        sets = [f"bgfetch_db={db}", f"bgfetch_listen_port={api_port}", f"bgfetch_rules={rules}", *options]
+        # A body the bench has just written looks stale by RFC 9111's heuristic (10 % of its age since
+        # Last-Modified): serving it would first ask nginx again. The bench measures stored bodies.
+        sets = [f"bgfetch_db={db}", f"bgfetch_listen_port={api_port}", f"bgfetch_rules={rules}",
+                "bgfetch_revalidate=never", *options]
         return Mitmdump(name, work, ["-s", str(self.repo / "addon.py"), *(a for o in sets for a in ("--set", o))],
                         api_port=api_port)
 
@@ -141,7 +146,8 @@ class Rig:
         """The bgfetch store's database files, to warm before serving from them."""
         if self.bg is None:
             return []
-        return [p for p in (self.bg_db, Path(f"{self.bg_db}-wal")) if p.exists()]
+        return [p for p in (self.bg_db, Path(f"{self.bg_db}-wal"), Path(schema.bodies_path(str(self.bg_db))))
+                if p.exists()]
 
     def settle(self, timeout: float = 120.0) -> float | None:
         """Wait until the store has copied its WAL into the database (it does so once its writer

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import shutil
 import signal
@@ -15,11 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
+from harness.tls import self_signed
 from store.proxyside.process import MALLOC_TUNABLES
 
 LOOPBACK = "127.0.0.1"
@@ -289,22 +283,6 @@ class Nginx:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except OSError:
                 pass
-
-
-def self_signed(cert: Path, key: Path) -> None:
-    """A certificate for 127.0.0.1 signed by its own key (the mitmdumps run with ssl_insecure)."""
-    private = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, LOOPBACK)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    made = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(private.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(LOOPBACK))]), False)
-            .sign(private, hashes.SHA256()))
-    cert.write_bytes(made.public_bytes(serialization.Encoding.PEM))
-    key.write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    key.chmod(0o600)
 
 
 # --------------------------------------------------------------------------- mitmdump

@@ -26,6 +26,7 @@ KEYS = {
     "download-total": ("download_total", int, "a positive integer of bytes"),
     "respond": ("respond", http_sfv.Token, "the token stream or accepted, without quotes"),
     "integrity": ("integrity", str, 'a quoted string "sha256-<base64>"'),
+    "segments": ("segments", int, "an integer of connections"),
 }
 
 

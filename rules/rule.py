@@ -18,7 +18,8 @@ from rules.spec import fit_id, fit_title, url_fields
 from rules.yaml_lines import Mapping
 from vocabulary import SPEC_CHECKS as CHECKS, parse_size
 
-FIELDS = ("name", "url", "filter", "methods", "id", "title", "download-total", "respond", "integrity", "revalidate")
+FIELDS = ("name", "url", "filter", "methods", "id", "title", "download-total", "respond", "integrity", "revalidate",
+          "segments")
 TEMPLATE_FIELDS = ("host", "path", "filename", "url")
 GLOB_EXAMPLES = '"https://host/path/*.iso" (the full URL) or "*.whl", "*/pool/*.deb" (the path)'
 
@@ -197,4 +198,5 @@ FIXED = {
     "respond": lambda value: _checked("respond", value, value),
     "integrity": lambda value: _checked("integrity", value, value),
     "revalidate": lambda value: _checked("revalidate", value, value),
+    "segments": lambda value: _checked("segments", value, value),
 }

@@ -19,6 +19,7 @@ class FetchSpec:
     respond: str = "stream"
     integrity: str | None = None
     revalidate: str | None = None  # None: bgfetch_revalidate's
+    segments: int | None = None  # None: the option's, bgfetch_segments
 
     def __post_init__(self) -> None:
         check_spec(asdict(self))

@@ -105,7 +105,8 @@ async def serve(args: argparse.Namespace, secrets: dict) -> None:
     destinations = Destinations(args.public_host, args.proxy_port, refuse_private=args.refuse_private)
     async with http_client(args, destinations, secrets.get("upstream_auth")) as client:
         store = Store(await open_storage(args, secrets), client, concurrency=args.concurrency,
-                      retry_cap=args.retry_cap, quota=args.quota, revalidate=args.revalidate)
+                      retry_cap=args.retry_cap, quota=args.quota, revalidate=args.revalidate,
+                      segments=args.segments)
         webhook = Webhook(hook, args.retry_cap, store.metrics) if hook else None
         servers: list[tornado.httpserver.HTTPServer] = []
         announcer = pipes.Announcer(sys.stdout.fileno())

@@ -8,6 +8,7 @@ import httpx
 
 from harness.origin import NOTHING_LISTENS as DEAD
 from harness.poll import eventually
+from store.db import schema
 
 API = "http://bgfetch.internal/api"
 MiB = 1 << 20
@@ -156,8 +157,8 @@ def test_abort_mid_transfer_stops_it_and_discards_the_bytes(origin, proxy):
     sent = steady(lambda: origin.body_bytes_sent("/iso"))
     assert sent < 8 * MiB
     assert proxy.registration("iso")["downloaded"] == 0
-    with sqlite3.connect(f"file:{proxy.db}?mode=ro", uri=True) as db:
-        assert db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0] == 0
+    db = schema.connect(str(proxy.db), readonly=True)
+    assert db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0] == 0
     db.close()
 
 
@@ -225,9 +226,10 @@ def test_delete_removes_records_bodies_and_their_space(origin, proxy):
     proxy.api("POST", "/api/fetches", json={"id": "big", "requests": [origin.url("/big.bin")]})
     proxy.wait_for("big", result="success")
 
-    def pages() -> int:
-        with sqlite3.connect(f"file:{proxy.db}?mode=ro", uri=True) as db:
-            count = db.execute("PRAGMA page_count").fetchone()[0] * db.execute("PRAGMA page_size").fetchone()[0]
+    def pages() -> int:  # of the database and its bodies file
+        db = schema.connect(str(proxy.db), readonly=True)
+        count = sum(db.execute(f"PRAGMA {name}.page_count").fetchone()[0] * db.execute(f"PRAGMA {name}.page_size").fetchone()[0]
+                    for name in ("main", schema.BODIES))
         db.close()
         return count
 

@@ -3,9 +3,6 @@ stand-in registration that no reader sees; a crash (kill -9 of the store) at any
 store that finishes the removal by itself and holds every other body whole."""
 
 import hashlib
-import os
-import signal
-import sqlite3
 import threading
 import time
 
@@ -13,23 +10,9 @@ import httpx
 
 from harness.poll import eventually
 from harness.proxy import Proxy
-from store.db import chunks, lookups, registrations, schema
+from store.db import lookups, registrations, schema
 from store.db.storage import NewRecord, NotFound
-from store.engine import lifecycle
-
-MiB = 1 << 20
-
-
-def stored(conn: sqlite3.Connection, name: str, size: int) -> None:
-    """A successful registration `name` whose one record holds `size` bytes in 1 MiB chunks."""
-    registrations.create(conn, {"id": name, "owner": "api"}, [NewRecord(url=f"http://a/{name}")], lambda *_: False)
-    record = conn.execute("SELECT id FROM records WHERE registration_id = ?", [name]).fetchone()[0]
-    conn.execute("UPDATE records SET status = 200, response_headers = '[]' WHERE id = ?", [record])
-    for offset in range(0, size, MiB):
-        chunks.append(conn, record, 0, offset, [bytes([offset // MiB % 256]) * min(MiB, size - offset)])
-    conn.execute("UPDATE records SET complete = 1, size = stored WHERE id = ?", [record])
-    for event in ("start", "succeed"):
-        registrations.transition(conn, name, event, lifecycle.step)
+from tests.stores import MiB, kill_store, read_only, stored
 
 
 def test_deleted_at_once_for_readers_and_removed_a_piece_at_a_time(tmp_path):
@@ -58,15 +41,6 @@ def test_deleted_at_once_for_readers_and_removed_a_piece_at_a_time(tmp_path):
         assert registrations.registration(conn, "big")["downloaded"] == MiB
         assert registrations.registration(conn, "z")["downloaded"] == 2 * MiB
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    finally:
-        conn.close()
-
-
-def read_only(db, sql: str):
-    """The first value of `sql` on a read-only connection beside the store."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return conn.execute(sql).fetchone()[0]
     finally:
         conn.close()
 
@@ -120,9 +94,8 @@ def test_kill_9_of_the_store_at_any_moment_of_a_delete(tmp_path, origin):
             answer = threading.Thread(target=lambda: _delete(proxy, "big"), daemon=True)
             answer.start()
             time.sleep(delay)
-            os.kill(store, signal.SIGKILL)
+            kill_store(proxy, store)
             answer.join(15)
-            eventually(lambda: _answers(proxy), 30, what="the store started again")  # the keeper restarts it
             assert proxy.api("GET", "/api/fetches/big").status_code in (200, 404)  # before or after the commit
             proxy.api("DELETE", "/api/fetches/big")
             eventually(lambda: chunk_bytes(proxy.db), 30, until=lambda left: left == 3 * MiB,
@@ -141,8 +114,17 @@ def _delete(proxy: Proxy, reg_id: str) -> None:
         pass  # the store was killed under it
 
 
-def _answers(proxy: Proxy) -> bool:
+def test_a_registration_replaced_by_one_of_its_id_leaves_its_bodies_to_the_removal(tmp_path):
+    conn = schema.connect(str(tmp_path / "db.sqlite3"))
+    schema.migrate(conn)
     try:
-        return proxy.api("GET", "/api/fetches").status_code == 200
-    except httpx.HTTPError:
-        return False
+        stored(conn, "again", 5 * MiB)
+        registrations.create(conn, {"id": "again", "owner": "api"}, [NewRecord(url="http://a/new")], lambda *_: True)
+        assert registrations.registration(conn, "again")["downloaded"] == 0  # the new one, at once
+        assert conn.execute("SELECT COALESCE(SUM(size), 0) FROM chunks").fetchone()[0] == 5 * MiB
+        while registrations.purge_some(conn, 2):
+            pass
+        assert conn.execute("SELECT COALESCE(SUM(size), 0) FROM chunks").fetchone()[0] == 0
+        assert registrations.ids(conn, active_only=False) == ["again"]
+    finally:
+        conn.close()

@@ -3,13 +3,13 @@
 mixed; the old one's bytes go once its last reader is done."""
 
 import hashlib
-import sqlite3
 import threading
 
 import httpx
 
 from harness.poll import eventually
 from harness.proxy import curl
+from store.db import schema
 
 MiB = 1 << 20
 
@@ -25,8 +25,11 @@ def stored_etag(proxy, reg_id: str) -> str:
 
 
 def chunk_generations(proxy) -> set[int]:
-    with sqlite3.connect(f"file:{proxy.db}?mode=ro", uri=True) as conn:
+    conn = schema.connect(str(proxy.db), readonly=True)  # the chunks are in the bodies file beside it
+    try:
         return {row[0] for row in conn.execute("SELECT DISTINCT generation FROM chunks")}
+    finally:
+        conn.close()
 
 
 def test_a_changed_file_is_served_new_a_304_serves_it_again_and_offline_it_is_served(origin, proxy):

@@ -19,7 +19,8 @@ from store.engine.service import Store
 from tests.test_api import problem_of
 
 INTERNAL_SECRET = "the-proxys-secret"
-GOOD_SPEC = {"id": "ok", "title": "", "download_total": None, "respond": "accepted", "integrity": None, "revalidate": None}
+GOOD_SPEC = {"id": "ok", "title": "", "download_total": None, "respond": "accepted", "integrity": None, "revalidate": None,
+             "segments": None}
 
 
 @pytest.mark.parametrize("options", [(), ("bgfetch_token=t0ken",)])

@@ -103,12 +103,12 @@ def test_unknown_key_suggests_the_nearest():
     assert err.key == "downloadtotal"
     assert str(err) == (
         'Background-Fetch: key "downloadtotal": is not a Background-Fetch key; '
-        'the keys are id, title, download-total, respond, integrity; did you mean "download-total"?'
+        'the keys are id, title, download-total, respond, integrity, segments; did you mean "download-total"?'
     )
 
 
 def test_unknown_key_without_a_near_one():
-    assert str(error('id="x", zzz=1')).endswith("the keys are id, title, download-total, respond, integrity")
+    assert str(error('id="x", zzz=1')).endswith("the keys are id, title, download-total, respond, integrity, segments")
 
 
 @pytest.mark.parametrize(

@@ -58,7 +58,7 @@ def test_counters_move_by_what_a_fetch_with_a_pause_and_a_served_body_did(origin
     assert after("bgfetch_registrations", state="done", result="success", reason="none") == 1
     assert after("bgfetch_transfers", state="running") == after("bgfetch_transfers", state="paused") == 0
     assert after("bgfetch_store_bytes") == 2 * MiB
-    assert after("bgfetch_wal_bytes") >= 0 and after("bgfetch_database_bytes") > 0
+    assert after("bgfetch_wal_bytes") >= 0 and after("bgfetch_database_bytes") > 0 and after("bgfetch_bodies_bytes") > 0
     assert after("bgfetch_event_loop_lag_seconds_count") >= 1
 
     # through the proxy, at bgfetch_host, the same store's metrics

@@ -99,7 +99,7 @@ def test_every_option_launch_reads_restarts_the_store(tmp_path):
 def test_the_store_reads_back_what_launch_gives_it(tmp_path):
     opts = _mitmproxy_options(tmp_path, bgfetch_listen_port=8181, bgfetch_host="bgf.example", bgfetch_concurrency=2,
                               bgfetch_retry_cap=7, bgfetch_refuse_private=True, bgfetch_paused_read_timeout=4,
-                              bgfetch_revalidate="always", bgfetch_log_format="json")
+                              bgfetch_revalidate="always", bgfetch_segments=8, bgfetch_log_format="json")
     started = launch.launch(opts, "shared", 20 * 10**9, [8080, 8081])
     parser = argparse.ArgumentParser()
     options.store_arguments(parser)
@@ -107,7 +107,7 @@ def test_the_store_reads_back_what_launch_gives_it(tmp_path):
     assert vars(args) == {
         "db": str(tmp_path / "bgfetch.sqlite3"), "public_host": "bgf.example", "listen_port": 8181, "concurrency": 2,
         "quota": 20 * 10**9, "retry_cap": 7.0, "paused_read_timeout": 4.0, "revalidate": "always",
-        "refuse_private": True, "log_format": "json", "upstream_proxy": "http://up.example:3128",
+        "segments": 8, "refuse_private": True, "log_format": "json", "upstream_proxy": "http://up.example:3128",
         "proxy_port": [8080, 8081], "insecure": True, "ca_file": "/ca.pem", "ca_dir": "/cas", "bodies": None,
         "lease": 10.0,
     }

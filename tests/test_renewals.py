@@ -90,7 +90,8 @@ def test_deleting_the_registration_takes_its_renewal_too(conn):
 def test_the_migration_keeps_every_stored_body_whatever_its_generation(tmp_path):
     conn = schema.connect(str(tmp_path / "old.sqlite3"))
     schema.migrations.apply(sqlite_utils.Database(conn), stop_before="m005_generations")  # a store made before them
-    registrations.create(conn, {"id": "r", "title": "", "owner": "api"}, [NewRecord(URL)], service._may_replace)
+    conn.execute("INSERT INTO registrations (id, created_at, updated_at, owner) VALUES ('r', 0, 0, 'api')")  # as then
+    conn.execute("INSERT INTO records (registration_id, idx, url) VALUES ('r', 0, ?)", [URL])
     conn.execute("UPDATE records SET generation = 3, stored = 3, size = 3, complete = 1, status = 200")
     conn.execute("INSERT INTO chunks (record_id, offset, size, data) VALUES (1, 0, 3, x'6f6c64')")
     schema.migrate(conn)

@@ -274,7 +274,7 @@ def test_bad_sizes(tmp_path, value, reason):
         (
             "name: b\n    url: '*://*'\n    titel: x",
             'rules.yaml, rule "b", field "titel" (line 6): is not a rule field; the fields are name, url, filter, '
-            'methods, id, title, download-total, respond, integrity, revalidate; did you mean "title"?',
+            'methods, id, title, download-total, respond, integrity, revalidate, segments; did you mean "title"?',
         ),
         (
             "name: b",
@@ -442,7 +442,7 @@ def test_fetch_spec_json_round_trip():
     spec = FetchSpec(id="ep-5", title="Épisode 5", download_total=7, respond="accepted", integrity=DIGEST)
     text = spec.to_json()
     assert text.isascii() and "\n" not in text and ", " not in text
-    assert list(json.loads(text)) == ["id", "title", "download_total", "respond", "integrity", "revalidate"]
+    assert list(json.loads(text)) == ["id", "title", "download_total", "respond", "integrity", "revalidate", "segments"]
     assert FetchSpec(**json.loads(text)) == spec
 
 

@@ -1,14 +1,20 @@
-"""store/engine/wire.py: BodyBuffer behaves exactly like h11's receive buffer, minus the copies of body bytes."""
+"""store/engine/wire.py: BodyBuffer behaves exactly like h11's receive buffer, minus the copies of body bytes;
+a TLS read hands on every record already decrypted."""
 
 import asyncio.selector_events
 import random
+import ssl
 
+import anyio
 import h11
 import h11._connection
 import h11._receivebuffer
 import httpcore
 import pytest
+from anyio._backends._asyncio import SocketStream
+from anyio.streams.tls import TLSStream
 
+import harness.tls
 from store.engine import wire
 from store.engine.wire import BodyBuffer
 
@@ -129,12 +135,42 @@ def test_compatible_knows_h11s_buffer_and_refuses_another():
 def test_install_sets_the_read_size_and_the_buffer(monkeypatch):
     for owner, name in ((httpcore.AsyncHTTP11Connection, "READ_NUM_BYTES"),
                         (asyncio.selector_events._SelectorSocketTransport, "max_size"),
-                        (h11._connection, "ReceiveBuffer")):
+                        (h11._connection, "ReceiveBuffer"), (TLSStream, "receive"),
+                        (SocketStream.receive, "__defaults__")):
         monkeypatch.setattr(owner, name, getattr(owner, name))  # restored after the test
     wire.install()
     assert httpcore.AsyncHTTP11Connection.READ_NUM_BYTES == wire.READ_BYTES
     assert asyncio.selector_events._SelectorSocketTransport.max_size == wire.READ_BYTES
     assert h11._connection.ReceiveBuffer is BodyBuffer
+    assert TLSStream.receive is wire.tls_receive and SocketStream.receive.__defaults__ == (wire.READ_BYTES,)
+
+
+def test_a_tls_read_hands_on_every_record_already_decrypted(tmp_path):
+    """Over a real TLS connection on loopback, 16 KiB records: one read gives many of them."""
+    harness.tls.self_signed(tmp_path / "cert.pem", tmp_path / "key.pem")
+    served = random.Random(5).randbytes(4 << 20)
+    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_side.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    client_side = ssl.create_default_context(cafile=tmp_path / "cert.pem")
+
+    async def send(reader, writer) -> None:
+        writer.write(served)
+        await writer.drain()
+        writer.close()
+
+    async def scenario() -> list[bytes]:
+        server = await asyncio.start_server(send, "127.0.0.1", 0, ssl=server_side)
+        port = server.sockets[0].getsockname()[1]
+        reads = []
+        async with server, await anyio.connect_tcp("127.0.0.1", port, tls=True, ssl_context=client_side) as stream:
+            while sum(map(len, reads)) < len(served):
+                await asyncio.sleep(0.01)  # let records pile up, as they do behind a busy loop
+                reads.append(await wire.tls_receive(stream, wire.READ_BYTES))
+        return reads
+
+    reads = asyncio.run(scenario())
+    assert b"".join(reads) == served
+    assert max(map(len, reads)) > 16 * 1024 and len(reads) < len(served) // (16 * 1024)
 
 
 @pytest.mark.parametrize("count", [0, 3, 4, 100])

@@ -56,7 +56,7 @@ class Checkpointer:
     def __init__(self, path: str) -> None:
         self.path = path
         self.wal = path + "-wal"
-        self.conn = schema.connect(path)
+        self.conn = schema.connect(path, bodies=False)  # the bodies file has no WAL
         self._last_commit = time.monotonic()
         self._wal_seen = (0, 0)
         self._give_back = False

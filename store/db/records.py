@@ -26,6 +26,7 @@ def as_record(row: sqlite3.Row) -> Record:
         generation=row["generation"],
         complete=bool(row["complete"]),
         revalidate=row["revalidate"],
+        segments=row["segments"],
         reusable=bool(row["reusable"]),
         selecting=row["selecting"],
     )

@@ -20,13 +20,14 @@ ACTIVE_INDEX = "INDEXED BY registrations_active"
 
 def create(conn: sqlite3.Connection, registration: dict, records: list[NewRecord], may_replace: MayReplace) -> None:
     """Insert a registration and its records; an inactive one of the same id goes first when
-    `may_replace(owner, state, result, its owner)` says so, else Conflict."""
+    `may_replace(owner, state, result, its owner)` says so (as `delete` removes it: its bodies
+    wait for `purge_some`), else Conflict."""
     reg_id, owner = registration["id"], registration["owner"]
     row = conn.execute("SELECT state, result, owner FROM registrations WHERE id = ?", [reg_id]).fetchone()
     if row and not may_replace(owner, row["state"], row["result"], row["owner"]):
         raise Conflict(reg_id)
     if row:
-        conn.execute("DELETE FROM registrations WHERE id = ?", [reg_id])
+        delete(conn, reg_id)
     now = time.time()
     conn.execute(
         "INSERT INTO registrations (id, title, icons, download_total, upload_total,"
@@ -36,9 +37,10 @@ def create(conn: sqlite3.Connection, registration: dict, records: list[NewRecord
     )
     conn.executemany(
         "INSERT INTO records (registration_id, idx, method, url, credential,"
-        " request_headers, request_body, body_hash, integrity, revalidate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " request_headers, request_body, body_hash, integrity, revalidate, segments)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [[reg_id, idx, r.method, r.url, r.credential, json.dumps(list(r.headers)), r.body, r.body_hash, r.integrity,
-          r.revalidate] for idx, r in enumerate(records)],
+          r.revalidate, r.segments] for idx, r in enumerate(records)],
     )
 
 

@@ -1,12 +1,11 @@
 """Room on the disk for the writer: chunks stop above a reserve, so everything else still fits.
 
-A chunk costs the disk twice: its pages go into the WAL when they are committed, and into the
-database file when a checkpoint copies the WAL over (unless free pages inside the database
-take them). In a transaction that holds chunks, the writer measures the room (`Room.measure`:
-a statvfs and a stat, and two pragmas when the fit is tight; 53 measures, 3 ms in all, while
-256 MiB were written at 400-700 MB/s), takes away what the next checkpoint will add to the
-database for the WAL already written, and refuses every chunk that would leave less than
-the reserve.
+A chunk costs the disk once: its pages go into the bodies file when they are committed (unless
+free pages inside it take them; `schema` says why once). In a transaction that holds chunks, the
+writer measures the room (`Room.measure`: a statvfs and a stat, and a few pragmas when the fit
+is tight; 53 measures, 3 ms in all, while 256 MiB were written at 400-700 MB/s), takes away
+what the next checkpoint will add to the database for the WAL already written, and refuses
+every chunk that would leave less than the reserve.
 
 The reserve is what SQLite needs for the writes that must never fail for want of space:
 state changes (a pause, an abort), a DELETE and the page moves that give its space back, the
@@ -24,6 +23,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from store.db import faults
+from store.db.schema import BODIES
 
 RESERVE_MOST = 64 * 1024**2
 RESERVE_SHARE = 16  # the reserve is at most this fraction of the file system
@@ -39,7 +39,7 @@ def reserve_for(path: str) -> int:
 @dataclass
 class Budget:
     """What one batch may still write: `left` bytes of the disk above the reserve, and
-    `spare` bytes of free pages inside the database that chunks take first."""
+    `spare` bytes of free pages inside the bodies file that chunks take first."""
 
     free: int
     left: int
@@ -63,14 +63,13 @@ class Budget:
         return True
 
     def _cost(self, size: int) -> int:
-        return size + max(0, size - self.spare)  # once in the WAL, once more in the database
+        return max(0, size - self.spare)  # into the bodies file, in free pages first
 
 
 class Room:
     def __init__(self, path: str) -> None:
         self.path = path
         self.reserve = reserve_for(path)
-        self._page_size = 0
 
     def short(self) -> bool:
         return faults.free_bytes(self.path) < SHORT * self.reserve
@@ -87,12 +86,13 @@ class Room:
         rough = Budget(free, free - wal - self.reserve, 0)
         if rough.fits(wanted):
             return rough
-        page_size = self._page_size = self._page_size or conn.execute("PRAGMA page_size").fetchone()[0]
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
-        spare = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        spare_pages = conn.execute(f"PRAGMA {BODIES}.freelist_count").fetchone()[0]
+        spare = spare_pages * conn.execute(f"PRAGMA {BODIES}.page_size").fetchone()[0]
         try:
             on_disk = os.path.getsize(self.path)
         except OSError:
             on_disk = 0
         owed = max(0, pages * page_size - on_disk)  # what the next checkpoint adds to the file
-        return Budget(free, free - owed - self.reserve, spare * page_size)
+        return Budget(free, free - owed - self.reserve, spare)

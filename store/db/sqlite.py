@@ -1,15 +1,19 @@
-"""The storage contract on SQLite: one file, written by one thread, read on the event loop.
+"""The storage contract on SQLite: two files (the database and its bodies, `schema`), written by
+one thread, read on the event loop.
 
 Writes go to the writer thread (`writer.Writer`), many to a transaction; reads use this
-process's read-only connection (WAL: they never wait for the writer). See `storage.Storage`.
+process's read-only connections: the database's never waits for the writer (WAL); a body read
+that meets the writer's commit in the bodies file waits for it on the event loop, a few
+milliseconds at a time, never inside SQLite. See `storage.Storage`.
 """
 
 import asyncio
 import logging
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Iterator
 
-from store.db import chunks, lookups, records, registrations, renewals, schema
+from store.db import chunks, faults, lookups, records, registrations, renewals, schema
 from store.db.faults import StorageFault, free_bytes
 from store.db.reports import Figure, Readiness, Tally
 from store.db.storage import MayReplace, NewRecord, Page, Record, RequestChange, Step, Storage
@@ -23,7 +27,13 @@ CHUNK_BYTES = 1024 * 1024  # what a transfer commits at a time: the room a retry
 # they had to be read from the disk first), so transfers and state changes keep being written.
 PURGE_CHUNKS = 128
 RECLAIM_PAGES = 64  # 4 MiB
+COMMIT_WAIT = 0.002  # seconds a body read waits for the writer's commit, before it tries again
 PROBE_SECONDS = 1.0  # how long a readiness probe waits for the write lock (the writer's batches take ms)
+
+
+def _reconcile(conn: sqlite3.Connection) -> None:
+    if fixed := chunks.reconcile(conn):
+        logger.info("%d records kept the bytes that both files of the store agree on", fixed)
 
 
 class SqliteStorage(Storage):
@@ -31,18 +41,21 @@ class SqliteStorage(Storage):
         self.path = path
         self.writer = writer
         self.db = schema.connect(path, readonly=True)
+        self.bodies = schema.connect(path, readonly=True)  # for `read` alone: it does not wait for locks
+        self.bodies.execute("PRAGMA busy_timeout=0")
         self.closed = False
 
     @classmethod
     def open(cls, path: str) -> "SqliteStorage":
         """Check and migrate the database (refusing any file that is not a bgfetch store), then
-        start its writer thread. Call from the event loop that will await its writes."""
+        start its writer thread, whose first transaction makes the two files agree after a crash
+        (`chunks.reconcile`). Call from the event loop that will await its writes."""
         conn = schema.connect(path)
         try:
             schema.migrate(conn)
         finally:
             conn.close()
-        return cls(path, Writer(path, asyncio.get_running_loop()))
+        return cls(path, Writer(path, asyncio.get_running_loop(), first=_reconcile))
 
     # -- registrations ---------------------------------------------------------
 
@@ -137,9 +150,26 @@ class SqliteStorage(Storage):
     def append(self, record_id: int, generation: int, offset: int, pieces: list[bytes], size: int) -> Awaitable[bool]:
         return self.writer.submit(chunks.append, record_id, generation, offset, pieces, size=size)
 
+    def spans(self, record_id: int, generation: int) -> list[tuple[int, int]]:
+        return chunks.spans(self.bodies, record_id, generation)
+
     async def read(self, record_id: int, start: int, end: int, generation: int | None = None) -> AsyncIterator[bytes]:
-        for data in chunks.read(self.db, record_id, start, end, generation):
-            yield data
+        """The database commits before the bodies file: a reader told of bytes may find the
+        writer still committing them (BUSY), or not yet begun (no chunk); either way it waits
+        COMMIT_WAIT on the loop, so a caller that asks again at once does not spin."""
+        pos = start
+        while True:
+            try:
+                for data in chunks.read(self.bodies, record_id, pos, end, generation):
+                    pos += len(data)
+                    yield data
+                if pos == start:
+                    await asyncio.sleep(COMMIT_WAIT)
+                return
+            except sqlite3.OperationalError as exc:  # the writer commits into the bodies file
+                if exc.sqlite_errorcode & 0xFF not in (faults.SQLITE_BUSY, faults.SQLITE_LOCKED):
+                    raise
+                await asyncio.sleep(COMMIT_WAIT)
 
     async def digest(self, record_id: int, size: int) -> bytes:
         return await asyncio.to_thread(self._reading, chunks.sha256, record_id, size)
@@ -181,6 +211,7 @@ class SqliteStorage(Storage):
     def _sizes(self) -> list[Figure]:
         return [
             Figure("database_bytes", "Size of the SQLite database file.", _size(self.path)),
+            Figure("bodies_bytes", "Size of the SQLite file of bodies beside it.", _size(schema.bodies_path(self.path))),
             Figure("wal_bytes", "Size of the SQLite write-ahead log: commits not yet copied into the database"
                    " (and space not yet given back).", _size(self.path + "-wal")),
             Figure("disk_free_bytes", "Bytes free on the file system that holds the database.", free_bytes(self.path)),
@@ -196,6 +227,7 @@ class SqliteStorage(Storage):
         self.closed = True
         await asyncio.to_thread(self.writer.close)
         self.db.close()
+        self.bodies.close()
 
 
 def _size(path: str) -> int:

@@ -188,9 +188,15 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def append(self, record_id: int, generation: int, offset: int, pieces: list[bytes], size: int) -> Awaitable[bool]:
-        """Queue `size` bytes of `pieces` at `offset` of the record's body or of its renewal (by
-        `generation`); resolves once committed: False when neither is of that generation and
-        length any more. StorageFull when the disk has no room."""
+        """Queue `size` bytes of `pieces` at `offset` of the record's body (at the end of its stored
+        bytes, or further on for a part fetched over another connection) or of its renewal (by
+        `generation`); resolves once committed: False when neither is of that generation, or the
+        bytes are there already. StorageFull when the disk has no room."""
+
+    @abc.abstractmethod
+    def spans(self, record_id: int, generation: int) -> list[tuple[int, int]]:
+        """The byte ranges [start, end) of the body that are stored (this generation's), in order;
+        beyond the contiguous bytes there may be parts fetched over other connections."""
 
     @abc.abstractmethod
     def read(self, record_id: int, start: int, end: int, generation: int | None = None) -> AsyncIterator[bytes]:

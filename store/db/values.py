@@ -55,6 +55,7 @@ class Record:
     generation: int
     complete: bool
     revalidate: str = ""  # when its stored response is checked with the origin; "": bgfetch_revalidate's
+    segments: int = 0  # the most connections its body may take; 0: the option's, bgfetch_segments
     reusable: bool = True  # whether later requests of its URL may be served it (not `no-store`)
     selecting: str = ""  # the request fields its response varies on (`variants`); "": it does not
 
@@ -79,6 +80,7 @@ class NewRecord:
     credential: str = ""
     body_hash: str = ""
     revalidate: str = ""
+    segments: int = 0
 
 
 @dataclass(frozen=True)

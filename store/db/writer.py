@@ -36,9 +36,13 @@ class Writer:
     alone, so a chunk that did not fit never takes a state change down with it.
     """
 
-    def __init__(self, path: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, path: str, loop: asyncio.AbstractEventLoop, first: Work | None = None) -> None:
+        """`first(conn)` runs at the start of each transaction until one commits (the store's
+        repair after a crash, which must come before any other write, also when the first
+        transactions cannot be written)."""
         self.path = path
         self.loop = loop
+        self.first = first
         self.conn = schema.connect(path)
         self.conn.execute("PRAGMA wal_autocheckpoint=0")
         self.checkpointer = Checkpointer(path)
@@ -118,9 +122,12 @@ class Writer:
         self._rollback()  # a transaction left open by a failed rollback would refuse every BEGIN
         try:
             self.conn.execute("BEGIN IMMEDIATE")
-            budget = self._budget(batch)
+            budget = self._budget(batch)  # may roll back and begin again
+            if self.first is not None:
+                self.first(self.conn)
             outcomes = [self._apply(*item, budget) for item in batch]
             self.conn.execute("COMMIT")
+            self.first = None
         except Exception as exc:
             self._rollback()
             if isinstance(exc, sqlite3.Error) and (fault := faults.translate(exc, self.path)) is not exc:

@@ -10,6 +10,9 @@ transfer applies it in one place. It never touches storage or the network.
 - `401`/`403` while resuming: `KeepAndPause` (the credentials expired: new ones resume it).
 - any other non-2xx (and a `206` to a request without `Range`): `BadStatus`.
 - a `200`-like answer: `Replace` (a new entity from byte 0; the stored bytes, if any, go).
+
+A request for one part of a body (`decide_part`, when it comes over several connections) wants
+exactly that part of that entity: anything else starts the record again.
 """
 
 import re
@@ -95,3 +98,24 @@ def decide(url: str, stored: int, known_size: int | None, status: int,
     if not 200 <= status < 300 or status == 206:
         return BadStatus(status)
     return Replace(content_length(length_header))
+
+
+def decide_part(url: str, start: int, size: int, status: int, range_header: str | None) -> Action:
+    """The action for an answer to a request for the part of a body of `size` bytes from
+    `start` (`Range: bytes=start-end`, with `If-Range`): `Append` when it is that part of that
+    entity; `StartOver` when the origin sent the whole body (`200`: the entity changed, or
+    Range was not honoured after all) or another part; `KeepAndPause` for refused credentials;
+    any other status is `BadStatus`, as for the whole body."""
+    if status == 206:
+        first, total = content_range(range_header) or (None, None)
+        if (first, total) == (start, size):
+            return Append(start, size)
+    if status in (200, 206, 416):
+        return StartOver(
+            f"{url}: a request for the bytes from {start} was answered {status} with Content-Range"
+            f" {range_header!r}; starting again from byte 0 over one connection"
+        )
+    if status in (401, 403):
+        return KeepAndPause(f"{url}: the origin refused the stored credentials ({status}) for the bytes from {start};"
+                            " the bytes are kept: give the record new headers or a new URL (PATCH /api/fetches/{id})")
+    return BadStatus(status)

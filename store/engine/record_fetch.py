@@ -4,18 +4,20 @@ Errors are sorted here, as httpx maps httpcore's: transport trouble becomes `Pau
 retry can fix becomes `Failure` (`outcomes`). The answer's meaning is `decision.decide`'s; this
 module applies it in one place (`_apply`). A record whose response had neither a strong ETag
 nor Last-Modified is never resumed: nothing could tell a changed entity from the same one, so
-it is asked for whole, and a `200` replaces the stored bytes.
+it is asked for whole, and a `200` replaces the stored bytes. A body that may take several
+connections (`segments`) is asked for in parts, each with `Range` and `If-Range`.
 """
 
+import asyncio
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 
-from store.db import Record, Storage, variants
-from store.engine import decision, freshness, headers
+from store.db import Record, Storage, StorageFault, variants
+from store.engine import decision, freshness, headers, segments
 from store.engine.outcomes import Failure, Limit, Pause, transport_problem
-from store.engine.sink import BodySink
+from store.engine.sink import IN_FLIGHT, BodySink
 
 
 def validator(fields: list) -> str | None:
@@ -38,49 +40,143 @@ def limit_for(storage: Storage, quota: int | None, record: Record, held: int) ->
 
 class RecordFetch:
     """Fetches records into `storage` with `client`; `committed(reg_id, progress)` is told of every
-    commit, `fetched(n)` of every `n` body bytes that came from an origin."""
+    commit, `fetched(n)` of every `n` body bytes that came from an origin; a body takes up to
+    `segments` connections unless its record says otherwise."""
 
     def __init__(self, storage: Storage, client: httpx.AsyncClient, quota: int | None,
-                 committed: Callable[[str, bool], None], fetched: Callable[[int], None] = lambda n: None) -> None:
+                 committed: Callable[[str, bool], None], fetched: Callable[[int], None] = lambda n: None,
+                 segments: int = 1) -> None:
         self.storage = storage
         self.client = client
         self.quota = quota
         self.committed = committed
         self.fetched = fetched
+        self.segments = segments
+        self.whole_only: set[int] = set()  # records whose origin answered a part with the whole body
 
     async def run(self, record: Record) -> None:
         """Fetch what is missing of `record`'s body; Pause, Failure or a StorageFault when it cannot."""
         if record.stored and record.stored == record.size:  # whole when the store stopped, not yet marked
             await self._complete(record, record.stored)
             return
+        if (missing := self._missing(record)) is not None:
+            await self._parts(record, record.generation, missing, self._connections(record, record.response_headers))
+            size = self._whole(record)
+        else:
+            size = await self._stream(record)
+        await self._complete(record, size)
+
+    async def _stream(self, record: Record) -> int:
+        """One request for the body, or for what follows its stored bytes; when the answer allows
+        parts, this request takes the first and the others start beside it. The body's size."""
         fields = headers.upstream(record.request_headers)
         check = validator(record.response_headers) if record.stored else None
         if check:
             fields += [("Range", f"bytes={record.stored}-"), ("If-Range", check)]
         fields.append(("Accept-Encoding", "identity"))
-        sink = None
+        sink, parts = None, []
         try:
             async with self.client.stream(record.method, record.url, headers=fields, content=record.request_body) as response:
-                sink, size, limit = await self._accept(record, response, resumed=bool(check))
-                if sink.offset != size:
-                    async for data in response.aiter_raw():
-                        self.fetched(len(data))
-                        if limit and sink.position + len(data) > limit.most:
-                            raise limit.failure(record.url)
-                        await sink.write(data)
-        except httpx.TransportError as exc:
-            raise transport_problem(record.url, exc) from exc
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:  # too many redirects, a bad URL
-            raise Failure("fetch-error", f"{record.url}: {exc}") from exc
+                sink, size, limit, generation = await self._accept(record, response, resumed=bool(check))
+                if sink.offset == 0 and size:
+                    parts = segments.split_evenly(size, self._connections(record, list(response.headers.multi_items()), size))
+                    sink.in_flight = _share(len(parts))
+                async with asyncio.TaskGroup() as group:
+                    if len(parts) > 1:  # the record as stored now: with the response the parts must match
+                        group.create_task(self._parts(self.storage.record(record.id), generation, parts[1:],
+                                                      len(parts) - 1))
+                    if sink.offset != size:
+                        await self._read(record, response, sink, parts[0][1] if len(parts) > 1 else None, limit)
+        except Exception as exc:  # also a group of them, from the parts beside this request
+            raise _sorted(record.url, exc) from None
         finally:
             if sink is not None:
                 await sink.close()
+        if len(parts) > 1:
+            return self._whole(record)
         if size is not None and sink.offset != size:
             raise Pause(f"{record.url}: body ended at {sink.offset} of {size} bytes", "short-body")
-        await self._complete(record, sink.offset)
+        return sink.offset
 
-    async def _accept(self, record: Record, response: httpx.Response, resumed: bool) -> tuple[BodySink, int | None, Limit | None]:
-        """The sink the body goes into, its complete size, and the limit it must stay under."""
+    async def _read(self, record: Record, response: httpx.Response, sink: BodySink, stop: int | None,
+                    limit: Limit | None) -> None:
+        """The response's body into `sink`, up to the byte `stop` (None: its end)."""
+        async for data in response.aiter_raw():
+            self.fetched(len(data))
+            if limit and sink.position + len(data) > limit.most:
+                raise limit.failure(record.url)
+            if stop is not None and sink.position + len(data) >= stop:
+                await sink.write(data[:stop - sink.position])
+                return
+            await sink.write(data)
+
+    # -- a body in parts -------------------------------------------------------------
+
+    def _connections(self, record: Record, fields: list, size: int | None = None) -> int:
+        """How many connections the body may take, by its response's header `fields`."""
+        wanted = 1 if record.id in self.whole_only else record.segments or self.segments
+        return segments.connections(wanted, record.size if size is None else size,
+                                    headers.first(fields, "accept-ranges"), validator(fields) is not None)
+
+    def _missing(self, record: Record) -> list[tuple[int, int]] | None:
+        """The byte ranges to ask for in parts when resuming; None for one request: nothing is
+        stored beyond the contiguous bytes and the body takes one connection, or it cannot."""
+        if record.size is None or not record.status or validator(record.response_headers) is None:
+            return None
+        spans = self.storage.spans(record.id, record.generation)
+        beyond = any(start > record.stored for start, _ in spans)
+        if not beyond and (not record.stored or self._connections(record, record.response_headers) == 1):
+            return None
+        return segments.gaps(spans, record.size)
+
+    async def _parts(self, record: Record, generation: int, parts: list[tuple[int, int]], connections: int) -> None:
+        """Each part over a request of its own, `connections` at a time."""
+        slots = asyncio.Semaphore(max(1, connections))
+
+        async def one(start: int, end: int) -> None:
+            async with slots:
+                await self._part(record, generation, start, end, connections)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for start, end in parts:
+                    group.create_task(one(start, end))
+        except Exception as exc:
+            raise _sorted(record.url, exc) from None
+
+    async def _part(self, record: Record, generation: int, start: int, end: int, connections: int) -> None:
+        fields = headers.upstream(record.request_headers) + [
+            ("Range", f"bytes={start}-{end - 1}"), ("If-Range", validator(record.response_headers) or ""),
+            ("Accept-Encoding", "identity")]
+        sink = BodySink(self.storage, record.id, generation, start, lambda: self.committed(record.registration_id, True),
+                        in_flight=_share(connections))
+        try:
+            async with self.client.stream(record.method, record.url, headers=fields, content=record.request_body) as response:
+                action = decision.decide_part(record.url, start, record.size, response.status_code,
+                                              response.headers.get("content-range"))
+                if not isinstance(action, decision.Append):
+                    if isinstance(action, decision.StartOver):
+                        self.whole_only.add(record.id)  # the next try asks for the whole body, once
+                    await self._apply(record, action, response.status_code, freshness.dated(list(response.headers.multi_items())))
+                await self._read(record, response, sink, end, None)
+        except Exception as exc:
+            raise _sorted(record.url, exc) from None
+        finally:
+            await sink.close()
+        if sink.offset != end:
+            raise Pause(f"{record.url}: the part from byte {start} ended at {sink.offset} of {end}", "short-body")
+
+    def _whole(self, record: Record) -> int:
+        """The body's size once its parts are all stored; Pause when they left a gap."""
+        now = self.storage.record(record.id)
+        if now.stored != now.size:
+            raise Pause(f"{record.url}: {now.stored} of {now.size} bytes follow each other after the parts", "short-body")
+        return now.stored
+
+    async def _accept(self, record: Record, response: httpx.Response,
+                      resumed: bool) -> tuple[BodySink, int | None, Limit | None, int]:
+        """The sink the body goes into, its complete size, the limit it must stay under, and the
+        generation its bytes belong to."""
         action = decision.decide(
             record.url, record.stored if resumed else 0, record.size, response.status_code,
             response.headers.get("content-range"), response.headers.get("content-length"),
@@ -92,7 +188,7 @@ class RecordFetch:
         if limit and action.size is not None and action.size > limit.most:
             raise limit.failure(record.url)
         sink = BodySink(self.storage, record.id, generation, offset, lambda: self.committed(record.registration_id, True))
-        return sink, action.size, limit
+        return sink, action.size, limit, generation
 
     async def _apply(self, record: Record, action: decision.Action, status: int, fields: list) -> tuple[int, int]:
         """Carry out `action` on the stored record: (the generation bytes go to, bytes held by the others)."""
@@ -134,3 +230,32 @@ class RecordFetch:
                 raise Failure("fetch-error", f"{record.url}: body does not match integrity {record.integrity}")
         await self.storage.complete_record(record.id)
         self.committed(record.registration_id, False)
+
+
+def _share(connections: int) -> int:
+    """The chunks each of `connections` parts may have waiting for storage: the body's, shared."""
+    return max(1, IN_FLIGHT // max(1, connections))
+
+
+def _sorted(url: str, error: Exception) -> Exception:
+    """The one error a try ends with, of those its requests raised (together, from parts side by
+    side): a failure first, then a storage fault, then a pause; httpx's errors sorted as
+    `outcomes` says (transport trouble pauses, a bad URL or too many redirects fail)."""
+    found = list(_leaves(error))
+    for kind in (Failure, StorageFault, Pause, httpx.TransportError, httpx.HTTPError, httpx.InvalidURL):
+        for exc in found:
+            if isinstance(exc, kind):
+                if isinstance(exc, httpx.TransportError):
+                    return transport_problem(url, exc)
+                if isinstance(exc, (httpx.HTTPError, httpx.InvalidURL)):
+                    return Failure("fetch-error", f"{url}: {exc}")
+                return exc
+    return found[0]
+
+
+def _leaves(group: BaseException) -> Iterator[BaseException]:
+    if isinstance(group, BaseExceptionGroup):
+        for exc in group.exceptions:
+            yield from _leaves(exc)
+    else:
+        yield group

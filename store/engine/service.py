@@ -39,7 +39,7 @@ class Store:
     def __init__(
         self, storage: Storage, client: httpx.AsyncClient, *,
         concurrency: int = 4, retry_cap: float = 30.0, quota: int | None = None, revalidate: str = "cache-control",
-    ) -> None:
+        segments: int = 1) -> None:
         self.storage = storage
         self.quota = quota
         self.events = EventBus(self.snapshot)
@@ -49,7 +49,7 @@ class Store:
         self.revalidation = Revalidation(storage, client, revalidate, self.renewals, self.metrics.revalidated)
         self.transfers = TransferLoop(
             storage, client, self, concurrency=concurrency, retry_cap=retry_cap, quota=quota,
-            fetched=self.metrics.fetched.inc,
+            fetched=self.metrics.fetched.inc, segments=segments,
         )
         self._change = asyncio.Event()
         self._reclaim: asyncio.Task | None = None
@@ -135,11 +135,12 @@ class Store:
             NewRecord(
                 url=r["url"], method=r.get("method", "GET"), headers=list(r.get("headers", [])), body=r.get("body"),
                 integrity=r.get("integrity"), credential=r.get("credential", ""), body_hash=ownership.body_hash(r.get("body")),
-                revalidate=r.get("revalidate") or "",
+                revalidate=r.get("revalidate") or "", segments=r.get("segments") or 0,
             )
             for r in requests
         ]
         await self.storage.create(registration, new, _may_replace)
+        self.reclaim()  # the bodies of a registration it replaced, if any
         self.observer.changed(registration["id"], "create")
         self._announce(record.url for record in new)
         self.transfers.start(registration["id"])
@@ -269,8 +270,7 @@ class Store:
             pass
 
     def reclaim(self) -> None:
-        """Give the space of deleted bodies back, a little at a time; then wake what paused for it.
-        Asked while it runs, it runs once more."""
+        """Give deleted bodies' space back a little at a time, then wake what paused for it (again if asked meanwhile)."""
         if self._reclaim is None or self._reclaim.done():
             self._reclaim = asyncio.create_task(self._give_back(), name="bgfetch reclaim")
         else:

@@ -17,12 +17,15 @@ class BodySink:
 
     A chunk is committed when it reaches CHUNK_BYTES or has waited FLUSH_SECONDS, so a
     slow transfer is readable (and survives a crash) a quarter second behind the wire.
-    At most IN_FLIGHT chunks wait for storage: a fast upstream is slowed to disk speed.
+    At most `in_flight` chunks (IN_FLIGHT, shared by the parts of a body fetched over several
+    connections) wait for storage: a fast upstream is slowed to disk speed.
     """
 
     def __init__(
-        self, storage: Storage, record_id: int, generation: int, offset: int, on_commit: Callable[[], None]
+        self, storage: Storage, record_id: int, generation: int, offset: int, on_commit: Callable[[], None],
+        in_flight: int = IN_FLIGHT,
     ) -> None:
+        self.in_flight = in_flight
         self.storage = storage
         self.record_id = record_id
         self.generation = generation
@@ -56,7 +59,7 @@ class BodySink:
             committed.add_done_callback(lambda _: self.on_commit())
             self._pending.append(committed)
             self.offset += size
-        while len(self._pending) > IN_FLIGHT:
+        while len(self._pending) > self.in_flight:
             await self._pending.popleft()
 
     async def close(self) -> None:

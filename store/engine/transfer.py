@@ -42,12 +42,13 @@ class TransferLoop:
     def __init__(
         self, storage: Storage, client: httpx.AsyncClient, registrations: Registrations, *,
         concurrency: int, retry_cap: float, quota: int | None = None, fetched: Callable[[int], None] = lambda n: None,
+        segments: int = 1,
     ) -> None:
         """`fetched(n)` is told of every `n` body bytes received from an origin."""
         self.storage = storage
         self.registrations = registrations
         self.retry_cap = retry_cap
-        self.fetch = RecordFetch(storage, client, quota, registrations.committed, fetched)
+        self.fetch = RecordFetch(storage, client, quota, registrations.committed, fetched, segments)
         self.concurrency = concurrency
         self.slots = asyncio.Semaphore(concurrency)
         self.tasks: dict[str, asyncio.Task] = {}

@@ -62,7 +62,7 @@ class Lookup:
 
     def _connect(self) -> None:
         if self.conn is None:
-            conn = schema.connect(self.path, readonly=True)
+            conn = schema.connect(self.path, readonly=True, bodies=False)
             try:
                 lookups.record_url_count(conn)
             except sqlite3.Error:
@@ -141,7 +141,7 @@ class Lookup:
 
     def _filled(self) -> BloomFilter:
         """A filter sized for, and holding, every URL of the database's records (in a thread)."""
-        conn = schema.connect(self.path, readonly=True)
+        conn = schema.connect(self.path, readonly=True, bodies=False)
         try:
             return _filter_of(lookups.record_url_count(conn), map(url_digest, lookups.record_urls(conn)))
         finally:

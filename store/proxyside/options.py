@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from store.db import locations
-from vocabulary import REVALIDATE, check_revalidate, parse_size
+from vocabulary import REVALIDATE, check_revalidate, check_segments, parse_size
 
 LOG_FORMATS = ("text", "json")
 
@@ -139,6 +139,9 @@ OPTIONS = (
            " is reachable) before it is served: `never`, when RFC 9111 says it is stale (`cache-control`; a client's"
            " `no-cache`/`max-age=0` too) or `always`; also a rule key.", flag="--revalidate", check=check_revalidate,
            choices=REVALIDATE),
+    Option("bgfetch_segments", int, 4, "Most connections one body is fetched over, each with `Range` (1: one), when"
+           " its origin allows it (`Accept-Ranges: bytes`, a strong ETag or Last-Modified, a known size) and it is"
+           " 32 MB or more; also a rule and a header key.", flag="--segments", check=check_segments),
     Option("bgfetch_refuse_private", bool, False, "Refuse background fetches of loopback, private, link-local and"
            " other non-global addresses, checked after DNS, redirects too (not with mode upstream; see SECURITY.md).",
            flag="--refuse-private"),

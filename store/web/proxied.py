@@ -65,6 +65,7 @@ class ProxiedFetch(StoredServing, StoreHandler):
             "integrity": spec["integrity"],
             "credential": credential_key(fields),
             "revalidate": spec["revalidate"],
+            "segments": spec["segments"],
         }
         record_id, answer = await self._join_or_start(spec, record)
         self.set_header(protocol.ANSWER, protocol.answer_value(answer, spec["id"]))

@@ -16,6 +16,7 @@ import time
 import httpx
 import pytest
 
+from harness.metrics import Scrape
 from harness.poll import eventually
 from harness.postgres import Postgres
 from harness.proxy import Proxy
@@ -246,3 +247,41 @@ def test_an_object_lost_from_the_bucket_is_a_clear_error_never_wrong_bytes(origi
     with b.client() as client:
         cut = client.get(origin.url("/l.bin"))
     assert cut.status_code == 502
+
+
+def test_readyz_names_postgresql_while_it_is_down_and_metrics_count_the_fleets_leases(origin, fleet_of):
+    with Postgres() as server:
+        a, = fleet_of(1, db=server.create_database())
+        ready = a.api("GET", "/readyz")
+        assert ready.status_code == 200
+        assert {p["part"]: p["ready"] for p in ready.json()["parts"]} == {"store": True, "postgresql": True, "object storage": True}
+        origin.add("/leased.bin", size=MiB)
+        a.background(origin.url("/leased.bin"), 'id="leased"')
+        a.wait_for("leased", result="success")
+        scrape = Scrape(a.api("GET", "/metrics").text)
+        assert scrape("bgfetch_lease_claims_total") == 1 and scrape("bgfetch_lease_takeovers_total") == 0
+        assert scrape("bgfetch_fleet_bodies_bytes") == MiB
+        assert scrape("bgfetch_registrations", state="done", result="success", reason="none") == 1
+        server.stop()
+        unready = eventually(lambda: a.api("GET", "/readyz"), 20, until=lambda r: r.status_code == 503,
+                             what="/readyz to answer 503 with PostgreSQL down")
+        down, = [p for p in unready.json()["parts"] if not p["ready"]]
+        assert down["part"] == "postgresql" and "does not answer" in down["detail"]
+        assert a.api("GET", "/metrics").status_code == 200  # without the fleet's tally, but it answers
+        server.start()
+        eventually(lambda: a.api("GET", "/readyz").status_code, 30, until=lambda status: status == 200,
+                   what="/readyz to answer 200 once PostgreSQL is back")
+        a.stop()
+
+
+def test_a_takeover_is_counted_by_the_node_that_took_over(origin, fleet_of):
+    a, b = fleet_of(2)
+    origin.add("/taken.bin", size=8 * MiB)
+    origin.behave("/taken.bin", throttle=2 * MiB)
+    a.background(origin.url("/taken.bin"), 'id="taken"')
+    a.wait_until("taken", lambda r: r["downloaded"] >= MiB)
+    kill_node(a)
+    origin.reset_behaviour("/taken.bin")
+    b.wait_for("taken", result="success", timeout=60)
+    scrape = Scrape(b.api("GET", "/metrics").text)
+    assert scrape("bgfetch_lease_takeovers_total") == 1 and scrape("bgfetch_lease_claims_total") == 1

@@ -16,7 +16,7 @@ def record(record_id: int, reg_id: str, seq: int, version: int = 0, **more) -> d
     return {"id": record_id, "registration_id": reg_id, "registration_seq": seq, "idx": 0, "method": "GET",
             "url": f"http://origin.example/{record_id}", "credential": "", "request_headers": "[]",
             "request_body": None, "body_hash": "", "integrity": None, "status": None, "response_headers": None,
-            "size": None, "stored": 0, "received": 0, "generation": 0, "complete": False, "revalidate": "",
+            "size": None, "stored": 0, "received": 0, "generation": 0, "complete": False, "revalidate": "", "segments": 0,
             "reusable": True, "selecting": "",
             "version": version, **more}
 

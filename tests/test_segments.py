@@ -144,6 +144,16 @@ def test_a_record_asks_for_its_own_number_of_parts(tmp_path):
     assert origin.ranges() == [None, "bytes=524288-1048575"]
 
 
+def test_a_storage_that_takes_no_parts_gets_every_body_over_one_connection(tmp_path, monkeypatch):
+    from store.db.postgres.storage import PostgresStorage  # a fleet's: chunks commit at the end only
+    from store.db.sqlite import SqliteStorage
+
+    monkeypatch.setattr(SqliteStorage, "parts", PostgresStorage.parts)
+    origin = PartOrigin()
+    assert fetched(tmp_path, origin, segments=4) == DATA
+    assert origin.ranges() == [None]
+
+
 def test_a_part_cut_short_resumes_where_it_stopped_and_the_others_are_not_asked_again(tmp_path):
     origin = PartOrigin()
     origin.cut[512 * KiB] = 100 * KiB  # the third part, once

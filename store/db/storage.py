@@ -30,6 +30,10 @@ from store.db.values import (  # noqa: F401 - the contract's own words, imported
 class Storage(abc.ABC):
     """Registrations, their records and the records' body chunks."""
 
+    # Whether `append` takes bytes beyond the contiguous ones (a body fetched over several
+    # connections, `spans`); a storage without it gets each body over one connection.
+    parts = True
+
     # -- for those who run it: /metrics and /readyz ---------------------------------
     # Defaults that say nothing rather than something untrue; each implementation overrides them.
 

@@ -114,7 +114,9 @@ class RecordFetch:
 
     def _connections(self, record: Record, fields: list, size: int | None = None) -> int:
         """How many connections the body may take, by its response's header `fields`."""
-        wanted = 1 if record.id in self.whole_only else record.segments or self.segments
+        if not self.storage.parts or record.id in self.whole_only:
+            return 1
+        wanted = record.segments or self.segments
         return segments.connections(wanted, record.size if size is None else size,
                                     headers.first(fields, "accept-ranges"), validator(fields) is not None)
 

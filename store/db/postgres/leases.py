@@ -12,9 +12,20 @@ a registration (success, failure, abort from any node) clears the lease and move
 Times are the database's (`now()`), so the nodes' clocks do not matter.
 """
 
+from dataclasses import dataclass
+
 from psycopg import AsyncConnection, AsyncCursor  # their rows are dicts (psycopg.rows.dict_row)
 
 from store.db.storage import Elsewhere, NotFound
+
+@dataclass
+class LeaseCounts:
+    """This node's lease claims since it started, and how many of them took a transfer over from
+    another node whose lease had run out."""
+
+    claims: int = 0
+    takeovers: int = 0
+
 
 UNCLAIMED_SQL = "state != 'done' AND (lease_node IS NULL OR lease_until < now())"
 

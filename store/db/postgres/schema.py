@@ -121,6 +121,9 @@ END $$;
 CREATE TRIGGER chunks_doom AFTER DELETE ON bgfetch.chunks
     REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION bgfetch.doom_objects();
 """),
+    # A rule's or header's most connections for the body (SQLite's m010); a fleet's node still
+    # fetches each body over one connection (`Storage.parts`), but keeps what was asked.
+    ("m002_segments", "ALTER TABLE bgfetch.records ADD COLUMN segments integer NOT NULL DEFAULT 0"),
 ]
 
 

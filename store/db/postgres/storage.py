@@ -11,7 +11,6 @@ moment it is committed (`bodies`). See `storage.Storage` for the contract.
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import uuid
@@ -22,12 +21,13 @@ import psycopg
 from store.db import locations
 from store.db.faults import StorageUnreachable
 from store.db.objects import ObjectStore
-from store.db.postgres import bodies, connect, leases, renewals, schema, writes
+from store.db.reports import Figure, Readiness, Tally
+from store.db.postgres import bodies, connect, leases, reading, renewals, reports, schema, writes
 from store.db.postgres.appends import Appends
 from store.db.postgres.chores import Chores
 from store.db.postgres.mirror import Mirror
 from store.db.storage import (
-    BodyLost, Conflict, MayReplace, NewRecord, Page, Record, RequestChange, Step, Storage, Watcher,
+    Conflict, MayReplace, NewRecord, Page, Record, RequestChange, Step, Storage, Watcher,
 )
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,8 @@ COLLECT_BATCH = 1000  # doomed objects deleted per turn of the collector
 
 
 class PostgresStorage(Storage):
+    parts = False  # a chunk commits only at the end of the stored bytes (bodies.commit)
+
     def __init__(self, conninfo: str, where: str, objects: ObjectStore, node: str, lease_seconds: float) -> None:
         self.conninfo = conninfo
         self.where = where  # the database's URL without its password, for messages
@@ -46,6 +48,7 @@ class PostgresStorage(Storage):
         self.pool = connect.pool(conninfo, self.options)
         self.mirror = Mirror()
         self.tokens: dict[str, int] = {}  # registration id -> the lease token this node claimed
+        self.lease_counts = leases.LeaseCounts()
         self.watcher: Watcher | None = None
         self.appends = Appends(self)
         self.chores = Chores(self)
@@ -85,6 +88,15 @@ class PostgresStorage(Storage):
 
     def watch(self, watcher: Watcher) -> None:
         self.watcher = watcher
+
+    async def tally(self) -> Tally | None:
+        return await reports.tally(self)
+
+    async def figures(self) -> list[Figure]:
+        return await reports.figures(self)
+
+    async def readiness(self) -> list[Readiness]:
+        return await reports.readiness(self)
 
     @contextlib.asynccontextmanager
     async def connection(self):
@@ -137,7 +149,7 @@ class PostgresStorage(Storage):
                          held_pause: str | None = None) -> str:
         async with self._changing(reg_id, event) as cur:
             return await writes.transition(cur, reg_id, event, step, reason, error, held_pause, self.node,
-                                           self.tokens, self.lease_seconds)
+                                           self.tokens, self.lease_seconds, self.lease_counts)
 
     async def requeue_active(self, step: Step) -> list[str]:
         async with self.connection() as conn, conn.transaction(), conn.cursor() as cur:
@@ -239,36 +251,15 @@ class PostgresStorage(Storage):
         of the appends, several to a transaction (`appends`)."""
         return self.appends.append(record_id, generation, offset, pieces, size)
 
-    async def read(self, record_id: int, start: int, end: int, generation: int | None = None) -> AsyncIterator[bytes]:
-        if generation is None:
-            generation = self.mirror.record(record_id).generation
-        pos = start
-        while pos < end:
-            async with self.connection() as conn:
-                chunks = await bodies.chunks_from(conn, record_id, generation, pos, end)
-            if not chunks or chunks[0]["offset"] > pos:
-                return
-            for chunk in chunks:
-                if chunk["offset"] > pos:
-                    return
-                stop = min(chunk["offset"] + chunk["size"], end)
-                try:
-                    async for data in self.objects.read(chunk["object"], pos - chunk["offset"], stop - chunk["offset"]):
-                        pos += len(data)
-                        yield data
-                except BodyLost:
-                    async with self.connection() as conn:
-                        if await bodies.names(conn, record_id, chunk["object"]):
-                            raise
-                    return  # the body moved on meanwhile (restarted, failed, deleted): the caller sees it
-                if pos >= end:
-                    return
+    def spans(self, record_id: int, generation: int) -> list[tuple[int, int]]:
+        record = self.mirror.record(record_id)
+        return [(0, record.stored)] if record.generation == generation and record.stored else []
+
+    def read(self, record_id: int, start: int, end: int, generation: int | None = None) -> AsyncIterator[bytes]:
+        return reading.read(self, record_id, start, end, generation)
 
     async def digest(self, record_id: int, size: int) -> bytes:
-        digest = hashlib.sha256()
-        async for data in self.read(record_id, 0, size):
-            await asyncio.to_thread(digest.update, data)
-        return digest.digest()
+        return await reading.digest(self, record_id, size)
 
     async def ensure_room(self, size: int) -> None:  # object storage: no disk of this node's to fill
         return None

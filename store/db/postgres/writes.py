@@ -37,14 +37,16 @@ async def create(cur: AsyncCursor, registration: dict, records: list[NewRecord],
     seq = (await cur.fetchone())["seq"]
     await cur.executemany(
         "INSERT INTO records (registration_id, registration_seq, idx, method, url, credential, request_headers,"
-        " request_body, body_hash, integrity, revalidate) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        " request_body, body_hash, integrity, revalidate, segments)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         [[reg_id, seq, idx, r.method, r.url, r.credential, json.dumps(list(r.headers)), r.body, r.body_hash,
-          r.integrity, r.revalidate] for idx, r in enumerate(records)],
+          r.integrity, r.revalidate, r.segments] for idx, r in enumerate(records)],
     )
 
 
 async def transition(cur: AsyncCursor, reg_id: str, event: str, step: Step, reason: str, error: str,
-                     held_pause: str | None, node: str, tokens: dict[str, int], lease_seconds: float) -> str:
+                     held_pause: str | None, node: str, tokens: dict[str, int], lease_seconds: float,
+                     counts: leases.LeaseCounts) -> str:
     """Apply a lifecycle event under the fleet's leases; returns the new state.
 
     `start` claims the lease (Elsewhere while another node's runs; a registration whose
@@ -56,6 +58,8 @@ async def transition(cur: AsyncCursor, reg_id: str, event: str, step: Step, reas
     state = row["state"]
     if event == "start" and state != "done":
         tokens[reg_id] = await leases.claim(cur, reg_id, row, node, lease_seconds)
+        counts.claims += 1
+        counts.takeovers += leases.taken_over(row, node)
         if leases.taken_over(row, node) or state != "pending":
             state = step(state, "requeue", "")[0]  # its node died, or this one restarted
     elif event != "abort":

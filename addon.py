@@ -224,8 +224,7 @@ class BackgroundFetch:
         return self._to_store(flow, *fetch) if fetch else None
 
     async def _when_found(self, flow: http.HTTPFlow, found: Awaitable[int | None], fetch: tuple[str, dict] | None) -> None:
-        if (record := await found) is not None:
-            fetch = (protocol.STORED_PATH, {protocol.RECORD: str(record)})
+        fetch = fetch if (record := await found) is None else (protocol.STORED_PATH, {protocol.RECORD: str(record)})
         if fetch and (waiting := self._to_store(flow, *fetch)):
             await waiting
 

@@ -73,8 +73,8 @@ async def started(storage, reg_id: str, url: str = "http://origin.example/a.bin"
     return record
 
 
-async def body(storage, record_id: int, start: int = 0, end: int = 2**62) -> bytes:
-    return b"".join([piece async for piece in storage.read(record_id, start, end)])
+async def body(storage, record_id: int, start: int = 0, end: int = 2**62, generation: int | None = None) -> bytes:
+    return b"".join([piece async for piece in storage.read(record_id, start, end, generation)])
 
 
 def data_of(size: int, seed: bytes = b"x") -> bytes:
@@ -255,5 +255,29 @@ def test_two_nodes_creating_one_id_at_once_make_one_registration(two_nodes):
         assert sorted(type(outcome).__name__ for outcome in outcomes) == ["Conflict", "NoneType"]
         with psycopg.connect(a.conninfo) as conn:
             assert conn.execute("SELECT count(*) FROM bgfetch.records").fetchone() == (1,)
+
+    two_nodes(scenario)
+
+
+def test_a_renewal_made_by_one_node_is_read_by_the_other_and_takes_the_place_of_the_body(two_nodes):
+    async def scenario(a, b):
+        record = await started(a, "renewed")
+        await a.append(record.id, record.generation, 0, [b"old!" * 250], 1000)
+        await a.complete_record(record.id)
+        await a.transition("renewed", "succeed", lifecycle.step)
+        await eventually_async(lambda: b.registration("renewed")["result"] == "success", 5, what="node B to know it")
+        generation = await b.begin_renewal(record.id, 200, [("ETag", '"v2"')], 600)  # node B revalidated
+        assert await b.append(record.id, generation, 0, [b"new" * 200], 600)  # no lease: the fetch is done
+        await eventually_async(lambda: (a.renewal(record.id) or record).stored == 600, 5, what="node A to see it")
+        assert await body(a, record.id) == b"old!" * 250  # the body served is still the old one
+        assert await body(a, record.id, 0, 600, generation=generation) == b"new" * 200
+        retired = await b.complete_renewal(record.id, generation)
+        await eventually_async(lambda: a.record(record.id).generation == generation, 5, what="node A to serve it")
+        assert a.renewal(record.id) is None and a.record(record.id).size == 600
+        assert await body(a, record.id) == b"new" * 200
+        await a.drop_generation(record.id, retired)
+        assert await body(b, record.id, 0, 1000, generation=retired) == b""  # its chunks are gone
+        with pytest.raises(Elsewhere):  # a transfer's chunk of the ended fetch is never taken
+            await a.append(record.id, generation, 600, [b"x"], 1)
 
     two_nodes(scenario)

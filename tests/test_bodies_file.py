@@ -99,3 +99,42 @@ def test_kill_9_of_the_store_while_it_writes_loses_no_byte(tmp_path, origin):
     assert read_only(proxy.db, "PRAGMA integrity_check") == "ok"
     assert read_only(proxy.db, f"PRAGMA {schema.BODIES}.integrity_check") == "ok"
 
+
+
+def test_what_a_record_holds_is_read_while_the_writer_commits_into_the_bodies_file(tmp_path, monkeypatch):
+    """The bodies file is in rollback-journal mode: while a commit holds its lock a reader is
+    BUSY at once. `spans` waits for the commit (it failed the transfer before), and a lock held
+    past the busy timeout is StorageBusy, a pause."""
+    import asyncio
+
+    from store.db import faults, sqlite
+
+    monkeypatch.setattr(schema, "BUSY_TIMEOUT_MS", 500)
+    path = str(tmp_path / "db.sqlite3")
+    conn = schema.connect(path)
+    schema.migrate(conn)
+    stored(conn, "a", 2 * MiB)
+    record = record_of(conn, "a")
+    conn.close()
+    holder = sqlite3.connect(schema.bodies_path(path), isolation_level=None)
+
+    async def scenario():
+        storage = sqlite.SqliteStorage.open(path)
+        try:
+            holder.execute("BEGIN EXCLUSIVE")
+            asyncio.get_running_loop().call_later(0.2, holder.execute, "COMMIT")
+            assert await storage.spans(record, 0) == [(0, 2 * MiB)]
+            holder.execute("BEGIN EXCLUSIVE")
+            try:
+                await storage.spans(record, 0)
+            except faults.StorageBusy as exc:
+                return str(exc)
+            finally:
+                holder.execute("COMMIT")
+        finally:
+            await storage.close()
+
+    try:
+        assert "locked" in asyncio.run(scenario())
+    finally:
+        holder.close()

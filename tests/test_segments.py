@@ -198,7 +198,7 @@ async def until_stored(store, held: int):
     """The record once its chunks hold `held` bytes beyond its first part, and some of that."""
     for _ in range(500):
         record = store.records("f")[0]
-        later = sum(end - start for start, end in store.storage.spans(record.id, record.generation) if start > 0)
+        later = sum(end - start for start, end in await store.storage.spans(record.id, record.generation) if start > 0)
         if later >= held and record.stored:
             return record
         await asyncio.sleep(0.01)

@@ -150,8 +150,17 @@ class SqliteStorage(Storage):
     def append(self, record_id: int, generation: int, offset: int, pieces: list[bytes], size: int) -> Awaitable[bool]:
         return self.writer.submit(chunks.append, record_id, generation, offset, pieces, size=size)
 
-    def spans(self, record_id: int, generation: int) -> list[tuple[int, int]]:
-        return chunks.spans(self.bodies, record_id, generation)
+    async def spans(self, record_id: int, generation: int) -> list[tuple[int, int]]:
+        """Read as `read` reads: while the writer commits into the bodies file it waits
+        COMMIT_WAIT and asks again, for BUSY_TIMEOUT_MS at most (then StorageBusy, a pause)."""
+        for _ in range(int(schema.BUSY_TIMEOUT_MS / 1000 / COMMIT_WAIT)):
+            try:
+                return chunks.spans(self.bodies, record_id, generation)
+            except sqlite3.OperationalError as exc:
+                if not _committing(exc):
+                    raise
+                await asyncio.sleep(COMMIT_WAIT)
+        raise faults.StorageBusy(self.path)
 
     async def read(self, record_id: int, start: int, end: int, generation: int | None = None) -> AsyncIterator[bytes]:
         """The database commits before the bodies file: a reader told of bytes may find the
@@ -166,8 +175,8 @@ class SqliteStorage(Storage):
                 if pos == start:
                     await asyncio.sleep(COMMIT_WAIT)
                 return
-            except sqlite3.OperationalError as exc:  # the writer commits into the bodies file
-                if exc.sqlite_errorcode & 0xFF not in (faults.SQLITE_BUSY, faults.SQLITE_LOCKED):
+            except sqlite3.OperationalError as exc:
+                if not _committing(exc):
                     raise
                 await asyncio.sleep(COMMIT_WAIT)
 
@@ -228,6 +237,11 @@ class SqliteStorage(Storage):
         await asyncio.to_thread(self.writer.close)
         self.db.close()
         self.bodies.close()
+
+
+def _committing(exc: sqlite3.OperationalError) -> bool:
+    """Whether a read of the bodies file met the writer committing into it."""
+    return exc.sqlite_errorcode & 0xFF in (faults.SQLITE_BUSY, faults.SQLITE_LOCKED)
 
 
 def _size(path: str) -> int:

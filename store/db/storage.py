@@ -198,7 +198,7 @@ class Storage(abc.ABC):
         bytes are there already. StorageFull when the disk has no room."""
 
     @abc.abstractmethod
-    def spans(self, record_id: int, generation: int) -> list[tuple[int, int]]:
+    async def spans(self, record_id: int, generation: int) -> list[tuple[int, int]]:
         """The byte ranges [start, end) of the body that are stored (this generation's), in order;
         beyond the contiguous bytes there may be parts fetched over other connections."""
 

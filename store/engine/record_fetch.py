@@ -59,7 +59,7 @@ class RecordFetch:
         if record.stored and record.stored == record.size:  # whole when the store stopped, not yet marked
             await self._complete(record, record.stored)
             return
-        if (missing := self._missing(record)) is not None:
+        if (missing := await self._missing(record)) is not None:
             await self._parts(record, record.generation, missing, self._connections(record, record.response_headers))
             size = self._whole(record)
         else:
@@ -120,12 +120,12 @@ class RecordFetch:
         return segments.connections(wanted, record.size if size is None else size,
                                     headers.first(fields, "accept-ranges"), validator(fields) is not None)
 
-    def _missing(self, record: Record) -> list[tuple[int, int]] | None:
+    async def _missing(self, record: Record) -> list[tuple[int, int]] | None:
         """The byte ranges to ask for in parts when resuming; None for one request: nothing is
         stored beyond the contiguous bytes and the body takes one connection, or it cannot."""
         if record.size is None or not record.status or validator(record.response_headers) is None:
             return None
-        spans = self.storage.spans(record.id, record.generation)
+        spans = await self.storage.spans(record.id, record.generation)
         beyond = any(start > record.stored for start, _ in spans)
         if not beyond and (not record.stored or self._connections(record, record.response_headers) == 1):
             return None

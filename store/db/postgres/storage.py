@@ -251,7 +251,7 @@ class PostgresStorage(Storage):
         of the appends, several to a transaction (`appends`)."""
         return self.appends.append(record_id, generation, offset, pieces, size)
 
-    def spans(self, record_id: int, generation: int) -> list[tuple[int, int]]:
+    async def spans(self, record_id: int, generation: int) -> list[tuple[int, int]]:
         record = self.mirror.record(record_id)
         return [(0, record.stored)] if record.generation == generation and record.stored else []
 

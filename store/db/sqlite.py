@@ -41,7 +41,7 @@ class SqliteStorage(Storage):
         self.path = path
         self.writer = writer
         self.db = schema.connect(path, readonly=True)
-        self.bodies = schema.connect(path, readonly=True)  # for `read` alone: it does not wait for locks
+        self.bodies = schema.connect(path, readonly=True)  # for `read` and `spans` alone: they do not wait for locks
         self.bodies.execute("PRAGMA busy_timeout=0")
         self.closed = False
 

@@ -10,6 +10,7 @@ import asyncio
 import concurrent.futures
 import logging
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 
 import boto3
 import botocore.config
@@ -81,6 +82,12 @@ class ObjectStore:
         """Bytes `start` up to `end` (exclusive) of the object `name`, READ_BYTES at a time.
         BodyLost when it is missing or holds fewer bytes; StorageUnreachable when the object
         store does not answer."""
+        async for data in self.pieces(await self.open(name, start, end)):
+            yield data
+
+    async def open(self, name: str, start: int, end: int) -> "Opened":
+        """Ask for bytes `start` up to `end` of the object `name` (read them with `pieces`, or
+        `close` it): a reader may ask for the next object while it reads this one."""
         key = self.bodies.key(name)
         try:
             response = await self._call(self.client.get_object, Bucket=self.bodies.bucket, Key=key,
@@ -92,19 +99,23 @@ class ObjectStore:
             raise self._unreachable(exc) from exc
         except NETWORK_ERRORS as exc:
             raise self._unreachable(exc) from exc
-        stream, pos = response["Body"], start
+        return Opened(key, response["Body"], start, end)
+
+    async def pieces(self, opened: "Opened") -> AsyncIterator[bytes]:
+        """The bytes of an `open`ed object, READ_BYTES at a time; closes it."""
+        pos, end = opened.start, opened.end
         try:
             while pos < end:
                 try:
-                    data = await self._call(stream.read, min(READ_BYTES, end - pos))
+                    data = await self._call(opened.stream.read, min(READ_BYTES, end - pos))
                 except NETWORK_ERRORS as exc:
                     raise self._unreachable(exc) from exc
                 if not data:
-                    raise BodyLost(f"object {key} of {self.bodies} ended at byte {pos}, not {end}")
+                    raise BodyLost(f"object {opened.key} of {self.bodies} ended at byte {pos}, not {end}")
                 pos += len(data)
                 yield data
         finally:
-            stream.close()
+            opened.close()
 
     async def delete(self, names: Iterable[str]) -> list[str]:
         """Delete the objects (missing ones count as deleted); the names deleted.
@@ -128,6 +139,19 @@ class ObjectStore:
     def close(self) -> None:
         self.threads.shutdown(wait=True, cancel_futures=True)
         self.client.close()
+
+
+@dataclass
+class Opened:
+    """An object's bytes `start` up to `end` asked for (`ObjectStore.open`), not yet read."""
+
+    key: str
+    stream: object  # botocore's StreamingBody
+    start: int
+    end: int
+
+    def close(self) -> None:
+        self.stream.close()
 
 
 def _one_line(exc: Exception) -> str:

@@ -17,7 +17,7 @@ import httpx
 from store.db import Record, Storage, StorageFault, variants
 from store.engine import decision, freshness, headers, segments
 from store.engine.outcomes import Failure, Limit, Pause, transport_problem
-from store.engine.sink import IN_FLIGHT, BodySink
+from store.engine.sink import BodySink, chunks_in_flight
 
 
 def validator(fields: list) -> str | None:
@@ -80,7 +80,7 @@ class RecordFetch:
                 sink, size, limit, generation = await self._accept(record, response, resumed=bool(check))
                 if sink.offset == 0 and size:
                     parts = segments.split_evenly(size, self._connections(record, list(response.headers.multi_items()), size))
-                    sink.in_flight = _share(len(parts))
+                    sink.in_flight = _share(self.storage, len(parts))
                 async with asyncio.TaskGroup() as group:
                     if len(parts) > 1:  # the record as stored now: with the response the parts must match
                         group.create_task(self._parts(self.storage.record(record.id), generation, parts[1:],
@@ -151,7 +151,7 @@ class RecordFetch:
             ("Range", f"bytes={start}-{end - 1}"), ("If-Range", validator(record.response_headers) or ""),
             ("Accept-Encoding", "identity")]
         sink = BodySink(self.storage, record.id, generation, start, lambda: self.committed(record.registration_id, True),
-                        in_flight=_share(connections))
+                        in_flight=_share(self.storage, connections))
         try:
             async with self.client.stream(record.method, record.url, headers=fields, content=record.request_body) as response:
                 action = decision.decide_part(record.url, start, record.size, response.status_code,
@@ -234,9 +234,9 @@ class RecordFetch:
         self.committed(record.registration_id, False)
 
 
-def _share(connections: int) -> int:
+def _share(storage: Storage, connections: int) -> int:
     """The chunks each of `connections` parts may have waiting for storage: the body's, shared."""
-    return max(1, IN_FLIGHT // max(1, connections))
+    return max(1, chunks_in_flight(storage) // max(1, connections))
 
 
 def _sorted(url: str, error: Exception) -> Exception:

@@ -9,7 +9,11 @@ from store.db import Storage
 
 CHUNK_BYTES = 1024 * 1024
 FLUSH_SECONDS = 0.25
-IN_FLIGHT = 4  # 8 held 10 MB more at the peak of a 4 GiB fetch, for no speed measured beyond the noise
+
+
+def chunks_in_flight(storage: Storage) -> int:
+    """How many chunks of one body may wait for `storage` to commit them (`Storage.in_flight_bytes`)."""
+    return max(1, storage.in_flight_bytes // CHUNK_BYTES)
 
 
 class BodySink:
@@ -17,15 +21,15 @@ class BodySink:
 
     A chunk is committed when it reaches CHUNK_BYTES or has waited FLUSH_SECONDS, so a
     slow transfer is readable (and survives a crash) a quarter second behind the wire.
-    At most `in_flight` chunks (IN_FLIGHT, shared by the parts of a body fetched over several
-    connections) wait for storage: a fast upstream is slowed to disk speed.
+    At most `in_flight` chunks (`chunks_in_flight`, shared by the parts of a body fetched over
+    several connections) wait for storage: a fast upstream is slowed to disk speed.
     """
 
     def __init__(
         self, storage: Storage, record_id: int, generation: int, offset: int, on_commit: Callable[[], None],
-        in_flight: int = IN_FLIGHT,
+        in_flight: int | None = None,
     ) -> None:
-        self.in_flight = in_flight
+        self.in_flight = in_flight or chunks_in_flight(storage)
         self.storage = storage
         self.record_id = record_id
         self.generation = generation

@@ -23,7 +23,7 @@ from store.db.faults import StorageUnreachable
 from store.db.objects import ObjectStore
 from store.db.reports import Figure, Readiness, Tally
 from store.db.postgres import bodies, connect, leases, reading, renewals, reports, schema, writes
-from store.db.postgres.appends import Appends
+from store.db.postgres.appends import BATCH_BYTES, Appends
 from store.db.postgres.chores import Chores
 from store.db.postgres.mirror import Mirror
 from store.db.storage import (
@@ -37,6 +37,7 @@ COLLECT_BATCH = 1000  # doomed objects deleted per turn of the collector
 
 class PostgresStorage(Storage):
     parts = False  # a chunk commits only at the end of the stored bytes (bodies.commit)
+    in_flight_bytes = 2 * BATCH_BYTES  # an object being written, and the next one gathering
 
     def __init__(self, conninfo: str, where: str, objects: ObjectStore, node: str, lease_seconds: float) -> None:
         self.conninfo = conninfo

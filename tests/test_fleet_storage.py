@@ -112,6 +112,38 @@ def test_what_one_node_commits_the_other_reads_at_once_with_ranges(two_nodes):
     two_nodes(scenario)
 
 
+def test_a_read_asks_for_the_next_object_ahead_and_a_reader_that_stops_leaves_none_open(two_nodes, monkeypatch):
+    from store.db import objects
+
+    data = data_of(3 * MiB, b"ahead")
+    asked, closed = [], []
+    open_object, close_object = objects.ObjectStore.open, objects.Opened.close
+
+    async def counting_open(self, name, start, end):
+        asked.append(name)
+        return await open_object(self, name, start, end)
+
+    def counting_close(self):
+        closed.append(self.key)
+        close_object(self)
+
+    async def scenario(a, b):
+        record = await started(a, "ahead")
+        for n in range(3):  # one object each: appended one after the other's commit
+            assert await a.append(record.id, record.generation, n * MiB, [data[n * MiB:(n + 1) * MiB]], MiB)
+        monkeypatch.setattr(objects.ObjectStore, "open", counting_open)
+        monkeypatch.setattr(objects.Opened, "close", counting_close)
+        reader = b.read(record.id, 0, len(data))
+        assert await anext(reader) == data[:MiB]  # the first object's bytes ...
+        assert len(asked) == 2  # ... and the second asked for meanwhile
+        await reader.aclose()
+        await eventually_async(lambda: len(closed) == 2, 5, what="both objects asked for to be closed")
+        asked.clear()
+        assert await body(b, record.id) == data and len(asked) == 3
+
+    two_nodes(scenario)
+
+
 def test_commits_keep_the_order_of_the_appends_whatever_order_their_objects_are_written_in(two_nodes):
     data = data_of(8 * 100_000, b"order")
 

@@ -1,7 +1,6 @@
 """Registration events (progress, success, fail, abort): live subscribers and a short replay log."""
 
 import asyncio
-import itertools
 import logging
 import time
 from collections import deque
@@ -20,16 +19,19 @@ class EventBus:
     """Numbers every event, keeps the last KEEP for `Last-Event-ID` replay, fans them out.
 
     Progress is throttled per registration to one event a PROGRESS_INTERVAL; the last
-    state always goes out (a trailing event), so a subscriber never stays behind. Event ids
-    start at the store's start time in milliseconds, so they keep growing across restarts
-    and a client's `Last-Event-ID` from before a restart asks for everything since.
+    state always goes out (a trailing event), so a subscriber never stays behind. An event's
+    id is the time it was published in microseconds (one more than the last, if the clock has
+    not moved on), so ids keep growing across restarts, and a `Last-Event-ID` given by one node
+    of a fleet asks another for every event it had since that moment (clocks kept in step, as
+    NTP keeps them). A client that moves may get an event twice, never miss one: each event
+    carries its registration whole.
     """
 
     def __init__(self, snapshot: Callable[[str], dict | None]) -> None:
         self.snapshot = snapshot
         self.log: deque[Event] = deque(maxlen=KEEP)
         self.listeners: list[Callable[[int, str, dict], None]] = []  # told of this node's own events
-        self._ids = itertools.count(int(time.time() * 1000))
+        self._last_id = 0
         self._queues: set[asyncio.Queue] = set()
         self._last_progress: dict[str, float] = {}
         self._trailing: dict[str, asyncio.TimerHandle] = {}
@@ -43,7 +45,8 @@ class EventBus:
         if type_ != "progress":
             self._cancel_trailing(reg_id)
             self._last_progress.pop(reg_id, None)
-        event = (next(self._ids), type_, registration)
+        self._last_id = max(self._last_id + 1, time.time_ns() // 1000)
+        event = (self._last_id, type_, registration)
         self.log.append(event)
         for queue in list(self._queues):
             try:

@@ -10,7 +10,7 @@ from store.web.api.base import ApiHandler
 from store.web.handler import Problem
 
 KEEPALIVE_SECONDS = 15.0
-EVENT_ID = re.compile(r"^\s*([0-9]{1,19})\s*$")  # ids are milliseconds since 1970 and up
+EVENT_ID = re.compile(r"^\s*([0-9]{1,19})\s*$")  # ids are microseconds since 1970 and up
 
 
 class Events(ApiHandler):

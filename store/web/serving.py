@@ -157,9 +157,14 @@ class BodyServing:
                     await asyncio.sleep(0)  # a fast client must not keep the loop from the others
                 if end is not None and pos >= end:
                     break  # all of it: whatever became of its generation since
-                record = self.store.version(record.id, generation)
-                if record is None:
-                    return self._cut(sending)  # the entity changed: never mix two versions
+                current = self.store.version(record.id, generation)
+                if current is None:  # the entity changed: never mix two versions
+                    if sending is None:  # nothing sent yet: say so, not a closed connection
+                        return self.problem(502, "version-gone", f"{record.url}: this version of the response was"
+                                            " given up before its first bytes were sent (a new one cut short, or"
+                                            " replaced); ask again")
+                    return self._cut(sending)
+                record = current
                 if record.complete and pos >= record.stored:
                     break
                 registration = self.store.get(record.registration_id)
